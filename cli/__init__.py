@@ -1,0 +1,1 @@
+"""The faket-dask command-line interface (installed as ``faket_dask_cli``)."""

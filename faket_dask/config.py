@@ -1,0 +1,279 @@
+"""One typed configuration model for a simulation, loaded from YAML and saved into every store.
+
+Unknown keys and invalid values raise :class:`~faket_dask.errors.InputError` naming the key,
+e.g. ``config key 'style.precison' is not known (did you mean 'precision'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from faket_dask.errors import InputError
+
+Modality = Literal["styled", "noisy", "content", "baseline", "noiseless"]
+Precision = Literal["fp32", "tf32", "bf16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are validated, instances are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TiltConfig(StrictModel):
+    """Tilt geometry and detector."""
+
+    angles: str | list[float] = Field(
+        "-60:60:2",
+        description="START:STOP:STEP (STOP included), a list of angles, or a .tlt/.rawtlt file.",
+    )
+    angle_choices: list[str | list[float]] = Field(
+        default_factory=list,
+        description="Domain randomisation: each sample draws one of these angle specs instead.",
+    )
+    shape: tuple[int, int] = Field((256, 256), description="Detector (H, W) in pixels; H is Y.")
+    pixel_spacing: float = Field(10.0, gt=0, description="Pixel spacing in Å.")
+    misalignment_px: float = Field(
+        0.0, ge=0, description="Std of random per-tilt detector shifts in pixels (0: none)."
+    )
+
+    @field_validator("shape")
+    @classmethod
+    def _shape_positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 16:
+            raise ValueError("detector shape must be at least 16 x 16 pixels (VGG-19 needs 16)")
+        return v
+
+    @field_validator("angles")
+    @classmethod
+    def _angles_parse(cls, v: str | list[float]) -> str | list[float]:
+        from faket_dask.angles import parse_angles
+
+        if isinstance(v, str) and v.lower().endswith((".tlt", ".rawtlt")):
+            return v  # a file is read when the simulation starts
+        try:
+            parse_angles(v)
+        except InputError as err:
+            raise ValueError(str(err)) from None
+        return v
+
+
+class ParticleClassConfig(StrictModel):
+    """One particle class: a template and how many copies go into each sample."""
+
+    name: str
+    template: str = Field(
+        description="'builtin:<shape>', a density map (.mrc) or an atomic model (.pdb/.cif)."
+    )
+    count: int | None = Field(None, ge=0, description="Exact copies per sample.")
+    abundance: float | None = Field(
+        None, gt=0, description="Relative abundance when the sample targets an occupancy."
+    )
+    pixel_spacing: float | None = Field(
+        None, gt=0, description="Pixel spacing (Å) of a template MRC whose header lacks it."
+    )
+
+
+class MembraneConfig(StrictModel):
+    """Vesicles (spherical shells) and planar membrane segments."""
+
+    vesicles: int = Field(0, ge=0)
+    vesicle_radius: tuple[float, float] = Field((150.0, 400.0), description="Radius range, Å.")
+    thickness: float = Field(40.0, gt=0, description="Bilayer thickness in Å.")
+    planar: int = Field(0, ge=0, description="Number of planar membrane segments.")
+
+
+class FiducialConfig(StrictModel):
+    """Gold fiducials (dense beads)."""
+
+    count: int = Field(0, ge=0)
+    radius: float = Field(50.0, gt=0, description="Bead radius in Å.")
+
+
+class SampleConfig(StrictModel):
+    """The labeled volume ("grand model") that each sample projects."""
+
+    thickness: int = Field(64, ge=4, description="Volume Z extent in voxels.")
+    particles: list[ParticleClassConfig] = Field(default_factory=list)
+    occupancy: float | None = Field(
+        None, gt=0, lt=0.6, description="Target particle volume fraction (with abundances)."
+    )
+    membranes: MembraneConfig = Field(default_factory=MembraneConfig)
+    fiducials: FiducialConfig = Field(default_factory=FiducialConfig)
+    solvent: float = Field(0.0, ge=0, description="Amorphous solvent background density (0: off).")
+    slab_size: int | None = Field(None, ge=1, description="Y rows rendered at a time.")
+    grand_model: str | None = Field(
+        None, description="Import: a volume MRC instead of building one (optionally masks)."
+    )
+
+
+class NoiseConfig(StrictModel):
+    """The tilt-dependent noise model (FakET §1.3–1.4)."""
+
+    model: str | None = Field(
+        None, description="noise.json from `faket-dask noise fit`; 'demo' or none: built-in."
+    )
+    models: list[str] = Field(
+        default_factory=list, description="Domain randomisation: each sample draws one model."
+    )
+    snr: float | tuple[float, float] | None = Field(
+        None, description="Override the model's r/sigma by an SNR, or an SNR range to draw from."
+    )
+    rng: Literal["keyed", "faket"] = "keyed"
+    content_factor: float = Field(0.25, gt=0, description="CONTENT noise std relative to NOISY.")
+
+
+class StyleConfig(StrictModel):
+    """FakET's one-step neural style transfer (FakET §1.5)."""
+
+    enabled: bool = True
+    reference: str = Field("demo", description="Style tilt-series (MRC/Zarr), or 'demo'.")
+    references: list[str] = Field(
+        default_factory=list, description="Domain randomisation: each sample draws one reference."
+    )
+    weights: str = Field("imagenet", description="'imagenet', 'random' or a state-dict path.")
+    weights_fallback: Literal["error", "random"] = Field(
+        "error", description="What to do when ImageNet weights cannot be had."
+    )
+    precision: Precision = "fp32"
+    batch_size: int | Literal["auto"] = "auto"
+    device: Device = "auto"
+
+
+class ReconstructionConfig(StrictModel):
+    """Optional tomogram by weighted back-projection (FakET §1.6)."""
+
+    enabled: bool = False
+    bin: int = Field(2, ge=1)
+    filter: Literal["ramp", "approxShrec"] = "approxShrec"
+    thickness: int | None = Field(None, ge=1, description="Z thickness in binned voxels.")
+
+
+class OutputConfig(StrictModel):
+    """What each sample stores."""
+
+    modalities: list[Modality] = Field(default_factory=lambda: ["styled", "noisy", "noiseless"])
+    save_volume: bool = Field(True, description="Store class and instance masks.")
+    save_density: bool = Field(False, description="Also store the density volume.")
+    dtype: Literal["float32", "float16"] = "float32"
+    tilts_per_shard: int = Field(8, ge=1, description="Tilts per Zarr shard (fixed, not the batch).")
+    chunk: int = Field(512, ge=16, description="Inner chunk edge (pixels) within a shard.")
+
+    @field_validator("modalities")
+    @classmethod
+    def _unique(cls, v: list[Modality]) -> list[Modality]:
+        if not v:
+            raise ValueError("at least one modality must be saved")
+        if len(set(v)) != len(v):
+            raise ValueError("modalities are listed twice")
+        return v
+
+
+class SimulationConfig(StrictModel):
+    """Everything that defines a dataset: a sample is a pure function of (seed, id, config)."""
+
+    seed: int = Field(0, ge=0)
+    n_samples: int = Field(1, ge=1)
+    tilts: TiltConfig = Field(default_factory=TiltConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    style: StyleConfig = Field(default_factory=StyleConfig)
+    reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _styled_needs_style(self) -> SimulationConfig:
+        if "styled" in self.output.modalities and not self.style.enabled:
+            raise ValueError("output.modalities lists 'styled' but style.enabled is false")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples as lists)."""
+        return json.loads(self.model_dump_json())
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON: equal digests mean equal configs."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The field names of the sub-model that ``loc`` points into."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        sub = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if sub is None:
+            return []
+        current = sub
+    return list(current.model_fields)
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line naming the first bad key and what to do about it."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(model, loc)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+        return f"{source}: config key {key!r} is not known ({hint})"
+    msg = first["msg"]
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    more = len(err.errors()) - 1
+    extra = f"; {more} more problem(s)" if more else ""
+    return f"{source}: config key {key!r} is invalid: {msg}{shown}{extra}"
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "config") -> SimulationConfig:
+    """Validate a plain dict into a :class:`SimulationConfig`."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: a config must be a mapping of keys to values")
+    try:
+        return SimulationConfig.model_validate(data)
+    except ValidationError as err:
+        raise InputError(format_validation_error(err, SimulationConfig, source)) from None
+
+
+def load_config(path: str | Path) -> SimulationConfig:
+    """Load a YAML (or JSON) config file.
+
+    Raises
+    ------
+    InputError
+        The file is missing, not YAML, or has an unknown or invalid key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist; pass a YAML file with -c")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{path}: not valid YAML{where}; check the indentation") from None
+    return config_from_dict(data, source=str(path))
+
+
+def save_config(config: SimulationConfig, path: str | Path) -> None:
+    """Write a config as YAML that :func:`load_config` reads back to an equal model."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
