@@ -164,7 +164,9 @@ class OutputConfig(StrictModel):
     save_volume: bool = Field(True, description="Store class and instance masks.")
     save_density: bool = Field(False, description="Also store the density volume.")
     dtype: Literal["float32", "float16"] = "float32"
-    tilts_per_shard: int = Field(8, ge=1, description="Tilts per Zarr shard (fixed, not the batch).")
+    tilts_per_shard: int = Field(
+        8, ge=1, description="Tilts per Zarr shard (fixed, not the batch)."
+    )
     chunk: int = Field(512, ge=16, description="Inner chunk edge (pixels) within a shard.")
 
     @field_validator("modalities")

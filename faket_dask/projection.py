@@ -49,7 +49,7 @@ exception is odd X with even P, where skimage's ``// 2`` centres put it at ``x =
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,7 +74,7 @@ _BUILD_BYTES_PER_SAMPLE = 160
 #: Bytes per stored operator entry (int64 voxel index + float32 weight).
 _OP_BYTES_PER_ENTRY = 12
 #: A Projector keeps its operator between calls when it is at most this large.
-_CACHE_OP_BYTES = 512 * 1024**2
+_CACHE_OP_BYTES = 256 * 1024**2
 
 
 # --------------------------------------------------------------------------- geometry
@@ -222,9 +222,9 @@ class _OpChunk:
 
     t0: int
     t1: int
-    index: torch.Tensor  # (nnz,) int64 flat voxel index z * X + x
+    index: torch.Tensor  # (nnz,) int32/int64 flat voxel index z * X + x
     weight: torch.Tensor  # (nnz,) float32 bilinear weight
-    offsets: torch.Tensor  # (rows,) int64 start of each detector pixel's entries
+    offsets: torch.Tensor  # (rows,) same dtype as index: start of each row's entries
 
     @property
     def nbytes(self) -> int:
@@ -241,10 +241,17 @@ def _build_chunk(
     t1: int,
     device: torch.device,
 ) -> _OpChunk:
-    """Build the operator rows (t, j) for angles t0..t1-1, row-major in (t, j)."""
+    """Build the operator rows (t, j) for angles t0..t1-1, in row-major (t, j) order.
+
+    Each row lists the bilinear corners (voxel index, weight) of the samples along one
+    ray. Corners outside the slice or with weight exactly 0 are dropped; skimage adds
+    zeros there (``warp`` with ``mode='constant', cval=0``).
+    """
     p = padded_size(nz, nx)
     center = p // 2
     f64 = torch.float64
+    n_rows = (t1 - t0) * width
+    itype = torch.int32 if nz * nx + nx + 1 < 2**31 else torch.int64
     u = torch.arange(width, device=device, dtype=f64) + float((p - width) // 2 - center)
     starts, counts = [], []
     for t in range(t0, t1):
@@ -255,50 +262,72 @@ def _build_chunk(
     # Columns beyond skimage's padded detector (only when W > P) stay zero.
     on_detector = (u >= -center) & (u <= p - 1 - center)
     count = torch.stack(counts) * on_detector
-    n_samples = int(count.max()) if count.numel() else 0
-    n_rows = (t1 - t0) * width
+    n_samples = int(count.max())
     if n_samples == 0:
-        empty_i = torch.zeros(0, dtype=torch.int64, device=device)
         return _OpChunk(
-            t0, t1, empty_i, torch.zeros(0, device=device), torch.zeros(n_rows, dtype=torch.int64, device=device)
+            t0,
+            t1,
+            torch.zeros(0, dtype=itype, device=device),
+            torch.zeros(0, dtype=torch.float32, device=device),
+            torch.zeros(n_rows, dtype=itype, device=device),
         )
-    k = torch.arange(n_samples, device=device, dtype=f64)
-    v = start[..., None] + k  # (Tc, W, L)
-    valid = k.to(torch.int64) < count[..., None]
+    k = torch.arange(n_samples, device=device)
+    valid = k < count[..., None]  # (Tc, W, L)
+    kf = k.to(f64)
+    del k, count
     ct = torch.as_tensor(cos_t[t0:t1], dtype=f64, device=device)[:, None, None]
     st = torch.as_tensor(sin_t[t0:t1], dtype=f64, device=device)[:, None, None]
     uu = u[None, :, None]
-    z = (nz // 2) - st * uu + ct * v
-    x = (nx // 2) + ct * uu + st * v
-    del v
+    # Sample coordinates in the original slice, v = start + k (see module docstring).
+    z = ((nz // 2) - st * uu + ct * start[..., None]) + ct * kf
     z0 = torch.floor(z)
+    fz = z.sub_(z0).to(torch.float32)
+    del z
+    x = ((nx // 2) + ct * uu + st * start[..., None]) + st * kf
     x0 = torch.floor(x)
-    fz = (z - z0).to(torch.float32)
-    fx = (x - x0).to(torch.float32)
-    del z, x
-    z0 = z0.to(torch.int64)
-    x0 = x0.to(torch.int64)
-    wz = (1.0 - fz, fz)
-    wx = (1.0 - fx, fx)
-    idx_parts, w_parts, ok_parts = [], [], []
-    for dz in (0, 1):
-        zi = z0 + dz
-        okz = valid & (zi >= 0) & (zi < nz)
-        for dx in (0, 1):
-            xi = x0 + dx
-            w = wz[dz] * wx[dx]
-            ok = okz & (xi >= 0) & (xi < nx) & (w != 0)
-            idx_parts.append(zi * nx + xi)
-            w_parts.append(w)
-            ok_parts.append(ok)
-    # Stack the corners last so the masked entries stay grouped by row (t, j).
-    ok = torch.stack(ok_parts, dim=-1)  # (Tc, W, L, 4)
-    index = torch.stack(idx_parts, dim=-1)[ok]
-    weight = torch.stack(w_parts, dim=-1)[ok]
-    per_row = ok.reshape(n_rows, -1).sum(dim=1)
+    fx = x.sub_(x0).to(torch.float32)
+    del x
+    z0i = z0.to(itype)
+    x0i = x0.to(itype)
+    del z0, x0
+    shape4 = (*valid.shape, 4)
+    ok = torch.empty(shape4, dtype=torch.bool, device=device)
+    okz0 = valid & (z0i >= 0) & (z0i < nz)
+    okz1 = valid & (z0i >= -1) & (z0i < nz - 1)
+    okx0 = (x0i >= 0) & (x0i < nx)
+    okx1 = (x0i >= -1) & (x0i < nx - 1)
+    del valid
+    weight = torch.empty(shape4, dtype=torch.float32, device=device)
+    gz, gx = 1.0 - fz, 1.0 - fx
+    torch.mul(gz, gx, out=weight[..., 0])
+    torch.mul(gz, fx, out=weight[..., 1])
+    torch.mul(fz, gx, out=weight[..., 2])
+    torch.mul(fz, fx, out=weight[..., 3])
+    del gz, gx, fz, fx
+    torch.logical_and(okz0, okx0, out=ok[..., 0])
+    torch.logical_and(okz0, okx1, out=ok[..., 1])
+    torch.logical_and(okz1, okx0, out=ok[..., 2])
+    torch.logical_and(okz1, okx1, out=ok[..., 3])
+    del okz0, okz1, okx0, okx1
+    ok &= weight != 0
+    # Corner order (z0,x0), (z0,x0+1), (z0+1,x0), (z0+1,x0+1) as flat voxel indices.
+    index = torch.empty(shape4, dtype=itype, device=device)
+    base = z0i.mul_(nx).add_(x0i)
+    del x0i
+    index[..., 0] = base
+    torch.add(base, 1, out=index[..., 1])
+    torch.add(base, nx, out=index[..., 2])
+    torch.add(base, nx + 1, out=index[..., 3])
+    del base, z0i
+    # masked_select keeps the (t, j, k, corner) order, so entries stay grouped by row.
+    index = torch.masked_select(index, ok)
+    weight = torch.masked_select(weight, ok)
+    per_row = ok.view(n_rows, -1).sum(dim=1)
+    del ok
+    otype = torch.int32 if index.numel() < 2**31 and itype == torch.int32 else torch.int64
     offsets = torch.zeros(n_rows, dtype=torch.int64, device=device)
-    offsets[1:] = torch.cumsum(per_row, dim=0)[:-1]
-    return _OpChunk(t0, t1, index, weight, offsets)
+    torch.cumsum(per_row[:-1], dim=0, out=offsets[1:])
+    return _OpChunk(t0, t1, index.to(otype), weight, offsets.to(otype))
 
 
 def _angle_chunks(nz: int, nx: int, cos_t: np.ndarray, sin_t: np.ndarray, width: int) -> list[tuple[int, int]]:
@@ -376,19 +405,31 @@ class Projector:
         per_row = 4 * (self.nz * self.nx + 2 * self.n_angles * self.width)
         return int(max(1, min(ny, budget // per_row)))
 
-    def _iter_ops(self):
+    def iter_ops(self, keep: bool = True) -> Iterator[_OpChunk]:
+        """Yield the operator's angle chunks, building them as needed.
+
+        With ``keep`` the chunks are kept for later calls if they total at most
+        ``cache_bytes``. Without it, each chunk is dropped once the caller moves on,
+        so only one chunk is in memory at a time.
+        """
         if self._ops is not None:
             yield from self._ops
             return
+        keep = keep and self._cache_bytes > 0
         built: list[_OpChunk] = []
         total = 0
         for t0, t1 in self._chunks:
             op = _build_chunk(self.nz, self.nx, self._cos, self._sin, self.width, t0, t1, self.device)
-            total += op.nbytes
-            if total <= self._cache_bytes:
-                built.append(op)
+            if keep:
+                total += op.nbytes
+                if total <= self._cache_bytes:
+                    built.append(op)
+                else:
+                    keep = False
+                    built.clear()
             yield op
-        if total <= self._cache_bytes:
+            del op
+        if keep:
             self._ops = built
 
     def __call__(self, slab: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -402,7 +443,7 @@ class Projector:
         ny = slab.shape[1]
         if out is None:
             out = torch.empty((self.n_angles, ny, self.width), dtype=torch.float32, device=self.device)
-        for op in self._iter_ops():
+        for op in self.iter_ops():
             _apply(op, slab, self.width, out[op.t0 : op.t1])
         return out
 
@@ -506,10 +547,9 @@ def project(
         raise InputError(f"slab_size must be a positive integer, got {slab_size!r}")
     slab_size = int(slab_size)
     out = torch.empty((proj.n_angles, ny, width), dtype=torch.float32, device=volume.device)
-    if slab_size >= ny:
-        return proj(volume, out=out)
-    # Loop angle chunks outside slabs so an operator too big to cache is built only once.
-    for op in proj._iter_ops():
+    # Angle chunks outside, slabs inside: each chunk of the operator is built once and
+    # only one chunk is held at a time.
+    for op in proj.iter_ops(keep=False):
         for y0 in range(0, ny, slab_size):
             y1 = min(ny, y0 + slab_size)
             _apply(op, volume[:, y0:y1, :], width, out[op.t0 : op.t1, y0:y1, :])

@@ -36,12 +36,12 @@ from faket_dask.errors import InputError
 
 __all__ = [
     "CONTENT_LAYER",
+    "CONV_INDICES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "LAYER_NAMES",
     "NUM_LAYERS",
     "STYLE_LAYERS",
-    "CONV_INDICES",
     "VGG19Features",
     "min_size",
     "random_init",
@@ -54,7 +54,14 @@ _CFG: tuple[int | str, ...] = (
 )  # fmt: skip
 
 NUM_LAYERS = 30  # features[:30]: conv1_1 (0) .. relu5_1 (29)
-LAYER_NAMES = {1: "relu1_1", 6: "relu2_1", 8: "relu2_2", 11: "relu3_1", 20: "relu4_1", 29: "relu5_1"}
+LAYER_NAMES = {
+    1: "relu1_1",
+    6: "relu2_1",
+    8: "relu2_2",
+    11: "relu3_1",
+    20: "relu4_1",
+    29: "relu5_1",
+}
 STYLE_LAYERS: tuple[int, ...] = (1, 6, 11, 20, 29)
 CONTENT_LAYER = 8
 

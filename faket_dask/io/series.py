@@ -64,9 +64,7 @@ def _sibling_angles(path: Path) -> np.ndarray | None:
 
 def _require_3d(data: np.ndarray, path: Path, what: str) -> None:
     if data.ndim != 3:
-        raise InputError(
-            f"{path} is {data.ndim}-D with shape {data.shape}; a {what} must be 3-D"
-        )
+        raise InputError(f"{path} is {data.ndim}-D with shape {data.shape}; a {what} must be 3-D")
 
 
 def read_tilt_series(path: str | Path, *, var: str | None = None) -> TiltSeries:
@@ -151,5 +149,6 @@ def write_volume(
         write_mrc(path, volume.data, volume.pixel_spacing, overwrite=overwrite)
         return
     attrs = {"pixel_spacing": volume.pixel_spacing, "pixel_spacing_units": "angstrom"}
-    write_dataset(path, {var: np.asarray(volume.data)}, VOLUME_DIMS, attrs=attrs,
-                  overwrite=overwrite)
+    write_dataset(
+        path, {var: np.asarray(volume.data)}, VOLUME_DIMS, attrs=attrs, overwrite=overwrite
+    )

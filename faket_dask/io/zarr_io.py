@@ -105,14 +105,23 @@ def write_dataset(
     )
     encoding = {name: {"chunks": _chunks(np.shape(a))} for name, a in arrays.items()}
     try:
-        # a fresh standalone store gets consolidated metadata so readers open it without a warning
-        ds.to_zarr(
-            root,
-            group=group,
-            mode=mode,
-            zarr_format=3,
-            consolidated=mode == "w-" and group is None,
-            encoding=encoding,
-        )
+        with warnings.catch_warnings():
+            # zarr warns that consolidated metadata is not in the v3 spec; xarray relies on it
+            warnings.filterwarnings("ignore", message="Consolidated metadata")
+            _to_zarr(ds, root, group, mode, encoding)
     except PermissionError:
         raise InputError(f"{root} is not writable; choose another output") from None
+
+
+def _to_zarr(
+    ds: xr.Dataset, root: Path, group: str | None, mode: str, encoding: dict[str, dict]
+) -> None:
+    # a fresh standalone store gets consolidated metadata so readers open it without a warning
+    ds.to_zarr(
+        root,
+        group=group,
+        mode=mode,
+        zarr_format=3,
+        consolidated=mode == "w-" and group is None,
+        encoding=encoding,
+    )

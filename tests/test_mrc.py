@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from faket_dask.errors import InputError
+from faket_dask.io.mrc import read_mrc, write_mrc
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_round_trip_with_voxel_size(tmp_path):
+    data = np.random.default_rng(0).normal(size=(3, 8, 10)).astype(np.float32)
+    write_mrc(tmp_path / "a.mrc", data, voxel_size=7.5)
+    back, voxel = read_mrc(tmp_path / "a.mrc")
+    np.testing.assert_array_equal(back, data)
+    assert voxel == pytest.approx(7.5)
+
+
+def test_labels_are_stored_exactly(tmp_path):
+    labels = np.arange(24, dtype=np.uint32).reshape(2, 3, 4) * 1000
+    write_mrc(tmp_path / "l.mrc", labels)
+    back, voxel = read_mrc(tmp_path / "l.mrc")
+    np.testing.assert_array_equal(back.astype(np.int64), labels.astype(np.int64))
+    assert voxel is None
+
+
+def test_existing_file_is_not_destroyed(tmp_path):
+    path = tmp_path / "keep.mrc"
+    write_mrc(path, np.ones((2, 4, 4), np.float32))
+    with pytest.raises(InputError, match="exists"):
+        write_mrc(path, np.zeros((2, 4, 4), np.float32))
+    np.testing.assert_array_equal(read_mrc(path)[0], 1)
+
+
+def test_truncated_and_corrupt_files(tmp_path):
+    path = tmp_path / "t.mrc"
+    write_mrc(path, np.ones((4, 16, 16), np.float32))
+    raw = path.read_bytes()
+    (tmp_path / "trunc.mrc").write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_mrc(tmp_path / "trunc.mrc")
+    (tmp_path / "junk.mrc").write_bytes(b"not an mrc file at all" * 100)
+    with pytest.raises(InputError, match="not a readable MRC"):
+        read_mrc(tmp_path / "junk.mrc")
+
+
+def test_unwritable_folder(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        write_mrc(tmp_path / "no" / "x.mrc", np.ones((1, 4, 4), np.float32))

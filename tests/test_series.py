@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+from faket_dask.angles import write_tilt_file
+from faket_dask.errors import InputError
+from faket_dask.io import (
+    TiltSeries,
+    Volume,
+    read_tilt_series,
+    read_volume,
+    write_mrc,
+    write_tilt_series,
+    write_volume,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def series():
+    rng = np.random.default_rng(1)
+    return TiltSeries(
+        rng.normal(size=(3, 12, 16)).astype(np.float32), np.array([-20.0, 0, 20]), 6.0
+    )
+
+
+@pytest.mark.parametrize("name", ["s.mrc", "s.st", "s.ali", "s.mrcs", "s.zarr"])
+def test_tilt_series_round_trip(tmp_path, series, name):
+    write_tilt_series(tmp_path / name, series)
+    back = read_tilt_series(tmp_path / name)
+    np.testing.assert_array_equal(back.data, series.data)
+    np.testing.assert_allclose(back.angles_deg, series.angles_deg)
+    assert back.pixel_spacing == pytest.approx(6.0)
+
+
+def test_zarr_series_is_xarray_readable(tmp_path, series):
+    write_tilt_series(tmp_path / "s.zarr", series, var="noisy")
+    ds = xr.open_zarr(tmp_path / "s.zarr")
+    assert ds["noisy"].dims == ("tilt", "y", "x")
+    np.testing.assert_allclose(ds["tilt_angle"].values, series.angles_deg)
+    assert ds.attrs["pixel_spacing"] == 6.0
+
+
+def test_rawtlt_is_used_when_no_tlt(tmp_path, series):
+    write_mrc(tmp_path / "r.mrc", series.data, 6.0)
+    write_tilt_file(tmp_path / "r.rawtlt", [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(read_tilt_series(tmp_path / "r.mrc").angles_deg, [-1, 0, 1])
+
+
+def test_angle_count_mismatch(tmp_path, series):
+    write_mrc(tmp_path / "m.mrc", series.data)
+    write_tilt_file(tmp_path / "m.tlt", [0.0, 1.0])
+    with pytest.raises(InputError, match="3 tilts but its angle file lists 2"):
+        read_tilt_series(tmp_path / "m.mrc")
+
+
+def test_two_d_input_and_unknown_extension(tmp_path):
+    write_mrc(tmp_path / "img.mrc", np.ones((8, 8), np.float32))
+    with pytest.raises(InputError, match="must be 3-D"):
+        read_tilt_series(tmp_path / "img.mrc")
+    with pytest.raises(InputError, match="unknown extension"):
+        read_tilt_series(tmp_path / "img.tif")
+
+
+def test_volume_round_trip(tmp_path):
+    vol = Volume(np.arange(60, dtype=np.float32).reshape(3, 4, 5), 8.0)
+    for name in ("v.mrc", "v.zarr"):
+        write_volume(tmp_path / name, vol)
+        back = read_volume(tmp_path / name)
+        np.testing.assert_array_equal(back.data, vol.data)
+        assert back.pixel_spacing == pytest.approx(8.0)
