@@ -38,6 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from faket_dask import __version__
+from faket_dask.angles import validate_angles
 from faket_dask.errors import InputError
 
 __all__ = [
@@ -118,7 +119,8 @@ class NoiseModel(BaseModel):
     Attributes
     ----------
     angles_deg
-        The ``T`` tilt angles (degrees) the model was fitted at, in tilt-index order.
+        The ``T`` tilt angles (degrees) the model was fitted at, strictly increasing
+        (``faket_dask.angles.validate_angles``), one per tilt index.
     degree
         Degree of the polynomial fits over the tilt index (FakET: 2).
     raw
@@ -150,7 +152,7 @@ class NoiseModel(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> NoiseModel:
         n = len(self.angles_deg)
-        _check_angles(self.angles_deg)  # finite, distinct, non-empty
+        validate_angles(np.asarray(self.angles_deg), source="angles_deg")
         _check_degree(self.degree, n)
         if not self.raw:
             raise ValueError("raw must hold the curves of at least one pair")
@@ -218,11 +220,11 @@ class NoiseModel(BaseModel):
 
         An angle within ``ANGLE_TOL_DEG`` of a fitted angle maps to that tilt's integer index;
         any other angle inside the fitted range maps by linear interpolation of the fitted
-        angles (which must then be monotonic). Angles outside the range raise ``InputError``.
+        angles (strictly increasing). Angles outside the range raise ``InputError``.
         """
         a = _as_angle_array(angles_deg)
         fitted = np.asarray(self.angles_deg, dtype=np.float64)
-        lo, hi = float(fitted.min()), float(fitted.max())
+        lo, hi = float(fitted[0]), float(fitted[-1])
         outside = a[(a < lo - ANGLE_TOL_DEG) | (a > hi + ANGLE_TOL_DEG)]
         if outside.size:
             raise InputError(
@@ -231,18 +233,8 @@ class NoiseModel(BaseModel):
             )
         nearest = np.abs(a[:, None] - fitted[None, :]).argmin(axis=1)
         matched = np.abs(a - fitted[nearest]) <= ANGLE_TOL_DEG
-        idx = nearest.astype(np.float64)
-        if not matched.all():
-            d = np.diff(fitted)
-            if not (np.all(d > 0) or np.all(d < 0)):
-                raise InputError(
-                    f"tilt angles {_fmt(a[~matched])} deg are not among the noise model's "
-                    "fitted angles, which are not monotonic, so they cannot be interpolated"
-                )
-            order = np.argsort(fitted)
-            frac = np.interp(a, fitted[order], order.astype(np.float64))
-            idx = np.where(matched, idx, frac)
-        return idx
+        frac = np.interp(a, fitted, np.arange(fitted.size, dtype=np.float64))
+        return np.where(matched, nearest.astype(np.float64), frac)
 
     def curves(
         self, angles_deg: Sequence[float] | np.ndarray, baseline: bool = False
@@ -285,7 +277,7 @@ def fit_noise_model(
         ``(clean, reference)`` tilt-series of the same sample, each ``(T, H, W)``, numpy or
         torch (any device); read tilt by tilt in float64, so memory maps work.
     angles_deg
-        The ``T`` tilt angles in degrees, in tilt-index order.
+        The ``T`` tilt angles in degrees, strictly increasing, one per tilt index.
     degree
         Degree of the polynomial fits over the tilt index (FakET: 2), ``0 <= degree < T``.
     provenance
@@ -296,7 +288,7 @@ def fit_noise_model(
     InputError
         Mismatched shapes or tilt counts, NaN/Inf values, or a constant tilt.
     """
-    angles = _check_angles_input(angles_deg)
+    angles = validate_angles(angles_deg, source="angles_deg")
     n = len(angles)
     degree = _check_degree_input(degree, n)
     pairs = list(pairs)
@@ -362,7 +354,7 @@ def fit_noise_model_from_reference(
     provenance
         Extra provenance; ``method`` is set to ``"reference-only"`` and ``snr`` is recorded.
     """
-    angles = _check_angles_input(angles_deg)
+    angles = validate_angles(angles_deg, source="angles_deg")
     n = len(angles)
     degree = _check_degree_input(degree, n)
     ref = _as_stack(reference, "reference")
@@ -680,8 +672,9 @@ def _tilt64(a: Any, t: int) -> np.ndarray:
 
 def _moments(x: np.ndarray, where: str) -> tuple[float, float]:
     """Mean and population std of ``x``; InputError for NaN/Inf or a constant image."""
-    mu = float(x.mean())
-    sd = float(x.std())
+    with np.errstate(invalid="ignore", over="ignore"):
+        mu = float(x.mean())
+        sd = float(x.std())
     if not (math.isfinite(mu) and math.isfinite(sd)):
         raise InputError(f"{where} contains NaN or Inf values")
     if sd == 0:
@@ -697,25 +690,6 @@ def _as_angle_array(angles_deg: Any) -> np.ndarray:
     if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)):
         raise InputError("tilt angles must be a non-empty 1-D sequence of finite numbers")
     return a
-
-
-def _check_angles(angles: Sequence[float]) -> np.ndarray:
-    """Validate fitted angles; raise ValueError (pydantic) on problems."""
-    a = np.asarray(angles, dtype=np.float64)
-    if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)):
-        raise ValueError("angles_deg must be a non-empty sequence of finite numbers")
-    s = np.sort(a)
-    if np.any(np.diff(s) <= ANGLE_TOL_DEG):
-        raise ValueError(f"angles_deg must be distinct (more than {ANGLE_TOL_DEG} deg apart)")
-    return a
-
-
-def _check_angles_input(angles_deg: Any) -> np.ndarray:
-    a = _as_angle_array(angles_deg)
-    try:
-        return _check_angles(a)
-    except ValueError as e:
-        raise InputError(str(e)) from None
 
 
 def _check_degree(degree: Any, n_tilts: int) -> int:
