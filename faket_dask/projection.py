@@ -59,6 +59,7 @@ from faket_dask.errors import InputError
 
 __all__ = [
     "Projector",
+    "clear_projector_cache",
     "detector_position",
     "padded_size",
     "project",
@@ -68,11 +69,9 @@ __all__ = [
 #: Rough memory budget (bytes) for the temporaries of one step: building one angle chunk
 #: of the sampling operator, or one Y slab's input copy plus its output.
 _TEMP_BUDGET = 256 * 1024**2
-#: Bytes per ray sample while the operator is built (float64 coordinates, 4 corners of
-#: int64 indices and weights, and masks).
+#: Conservative bytes per ray sample while the operator is built (float64 coordinates,
+#: 4 corners of indices, weights and masks, and the compacted result).
 _BUILD_BYTES_PER_SAMPLE = 160
-#: Bytes per stored operator entry (int64 voxel index + float32 weight).
-_OP_BYTES_PER_ENTRY = 12
 #: A Projector keeps its operator between calls when it is at most this large.
 _CACHE_OP_BYTES = 256 * 1024**2
 
@@ -188,7 +187,8 @@ def _interval(a: torch.Tensor, b: float, lo: float, hi: float) -> tuple[torch.Te
         v1 = (lo - a) / b
         v2 = (hi - a) / b
         return torch.minimum(v1, v2), torch.maximum(v1, v2)
-    inside = (a > lo) & (a < hi)
+    # b is ~0 (cos or sin of ±90°, 0°): the coordinate does not move along the ray.
+    inside = (a > lo - 1e-9) & (a < hi + 1e-9)
     inf = torch.full_like(a, math.inf)
     return torch.where(inside, -inf, inf), torch.where(inside, inf, -inf)
 
@@ -330,7 +330,9 @@ def _build_chunk(
     return _OpChunk(t0, t1, index.to(otype), weight, offsets.to(otype))
 
 
-def _angle_chunks(nz: int, nx: int, cos_t: np.ndarray, sin_t: np.ndarray, width: int) -> list[tuple[int, int]]:
+def _angle_chunks(
+    nz: int, nx: int, cos_t: np.ndarray, sin_t: np.ndarray, width: int
+) -> list[tuple[int, int]]:
     """Split the angles into contiguous chunks whose build temporaries fit the budget."""
     limit = max(1, _TEMP_BUDGET // _BUILD_BYTES_PER_SAMPLE)
     p = padded_size(nz, nx)
@@ -394,14 +396,16 @@ class Projector:
         self._chunks = _angle_chunks(nz, nx, self._cos, self._sin, self.width)
         self._cache_bytes = cache_bytes
         self._ops: list[_OpChunk] | None = None
+        self._too_big = cache_bytes <= 0
 
     @property
     def n_angles(self) -> int:
         """Return the number of tilts T."""
         return len(self.angles_deg)
 
-    def slab_size(self, ny: int, budget: int = _TEMP_BUDGET) -> int:
+    def slab_size(self, ny: int, budget: int | None = None) -> int:
         """Return a default Y slab height keeping one slab's temporaries within ``budget``."""
+        budget = _TEMP_BUDGET if budget is None else budget
         per_row = 4 * (self.nz * self.nx + 2 * self.n_angles * self.width)
         return int(max(1, min(ny, budget // per_row)))
 
@@ -415,17 +419,20 @@ class Projector:
         if self._ops is not None:
             yield from self._ops
             return
-        keep = keep and self._cache_bytes > 0
+        keep = keep and not self._too_big
         built: list[_OpChunk] = []
         total = 0
         for t0, t1 in self._chunks:
-            op = _build_chunk(self.nz, self.nx, self._cos, self._sin, self.width, t0, t1, self.device)
+            op = _build_chunk(
+                self.nz, self.nx, self._cos, self._sin, self.width, t0, t1, self.device
+            )
             if keep:
                 total += op.nbytes
                 if total <= self._cache_bytes:
                     built.append(op)
                 else:
                     keep = False
+                    self._too_big = True
                     built.clear()
             yield op
             del op
@@ -439,26 +446,38 @@ class Projector:
                 f"slab must have shape (Z={self.nz}, y, X={self.nx}), got {tuple(slab.shape)}"
             )
         if slab.device != self.device:
-            raise InputError(f"slab is on {slab.device} but the projector was built for {self.device}")
+            raise InputError(
+                f"slab is on {slab.device} but the projector was built for {self.device}"
+            )
         ny = slab.shape[1]
         if out is None:
-            out = torch.empty((self.n_angles, ny, self.width), dtype=torch.float32, device=self.device)
+            out = torch.empty(
+                (self.n_angles, ny, self.width), dtype=torch.float32, device=self.device
+            )
+        table = _table(slab)
         for op in self.iter_ops():
-            _apply(op, slab, self.width, out[op.t0 : op.t1])
+            _apply(op, table, self.width, out[op.t0 : op.t1])
         return out
 
 
-def _apply(op: _OpChunk, slab: torch.Tensor, width: int, out: torch.Tensor) -> None:
-    """Write the negated projections of ``slab`` (Z, y, X) for the chunk's angles into ``out``."""
+def _table(slab: torch.Tensor) -> torch.Tensor:
+    """Return a (Z, y, X) slab as a voxel-major (Z * X, y) table.
+
+    Each operator entry then gathers one contiguous row of y values.
+    """
     nz, ny, nx = slab.shape
+    return slab.to(torch.float32).permute(0, 2, 1).reshape(nz * nx, ny)
+
+
+def _apply(op: _OpChunk, table: torch.Tensor, width: int, out: torch.Tensor) -> None:
+    """Write the negated projections of a voxel table for the chunk's angles into ``out``."""
     if op.index.numel() == 0:
         out.zero_()
         return
-    # Voxel-major layout: each operator entry gathers one contiguous row of y values.
-    table = slab.to(torch.float32).permute(0, 2, 1).reshape(nz * nx, ny)
+    ny = table.shape[1]
     sums = torch.nn.functional.embedding_bag(
         op.index, table, op.offsets, mode="sum", per_sample_weights=op.weight
-    )  # (rows, y), rows = (t, j)
+    )  # (rows, y), rows ordered (t, j)
     torch.neg(sums.view(op.t1 - op.t0, width, ny).transpose(1, 2), out=out)
 
 
@@ -468,7 +487,9 @@ _PROJECTOR_CACHE: dict[tuple, Projector] = {}
 _PROJECTOR_CACHE_SIZE = 2
 
 
-def _cached_projector(nz: int, nx: int, angles: np.ndarray, width: int, device: torch.device) -> Projector:
+def _cached_projector(
+    nz: int, nx: int, angles: np.ndarray, width: int, device: torch.device
+) -> Projector:
     key = (nz, nx, angles.tobytes(), width, str(device))
     proj = _PROJECTOR_CACHE.pop(key, None)
     if proj is None:
@@ -543,14 +564,23 @@ def project(
     proj = Projector((nz, nx), angles, width, volume.device)
     if slab_size is None:
         slab_size = proj.slab_size(ny)
-    elif isinstance(slab_size, bool) or not isinstance(slab_size, (int, np.integer)) or slab_size <= 0:
+    elif (
+        isinstance(slab_size, bool)
+        or not isinstance(slab_size, (int, np.integer))
+        or slab_size <= 0
+    ):
         raise InputError(f"slab_size must be a positive integer, got {slab_size!r}")
     slab_size = int(slab_size)
     out = torch.empty((proj.n_angles, ny, width), dtype=torch.float32, device=volume.device)
+    if slab_size >= ny:
+        table = _table(volume)
+        for op in proj.iter_ops(keep=False):
+            _apply(op, table, width, out[op.t0 : op.t1])
+        return out
     # Angle chunks outside, slabs inside: each chunk of the operator is built once and
     # only one chunk is held at a time.
     for op in proj.iter_ops(keep=False):
         for y0 in range(0, ny, slab_size):
             y1 = min(ny, y0 + slab_size)
-            _apply(op, volume[:, y0:y1, :], width, out[op.t0 : op.t1, y0:y1, :])
+            _apply(op, _table(volume[:, y0:y1, :]), width, out[op.t0 : op.t1, y0:y1, :])
     return out
