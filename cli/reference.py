@@ -1,9 +1,224 @@
-"""CLI commands: reference (placeholder until its module lands)."""
+"""CLI commands: style references (prepare real data, project a tomogram, synthesise a demo)."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from ._common import DeviceOpt, OverwriteOpt, VarOpt, check_output, echo_done, resolve_angles
+
+reference_app = typer.Typer(
+    help="Style references: from a real tilt-series, from a tomogram, or a synthetic stand-in.",
+    no_args_is_help=True,
+)
+
+
+@reference_app.command("prepare")
+def prepare(
+    ref: Annotated[Path, typer.Argument(help="Real tilt-series (T, H, W): MRC or Zarr.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Reference out (MRC/Zarr).")],
+    pixel_spacing: Annotated[
+        float, typer.Option(help="Target pixel spacing in Å (the dataset's).")
+    ],
+    input_pixel_spacing: Annotated[
+        float | None,
+        typer.Option(help="The reference's pixel spacing in Å (default: .mdoc, then header)."),
+    ] = None,
+    tilt_axis: Annotated[
+        float | None,
+        typer.Option(
+            help="Tilt-axis angle in degrees from the Y axis, counterclockwise positive "
+            "(IMOD/SerialEM convention; default: the .mdoc's, else 0)."
+        ),
+    ] = None,
+    crop: Annotated[
+        tuple[int, int] | None,
+        typer.Option(help="Centre crop H W in target pixels (default: the whole image)."),
+    ] = None,
+    angles_file: Annotated[
+        Path | None, typer.Option(help="IMOD .tlt/.rawtlt (default: the input's sibling .tlt).")
+    ] = None,
+    mdoc: Annotated[
+        Path | None,
+        typer.Option(
+            help="SerialEM .mdoc: TiltAngle per [ZValue = n] section (default: REF.mdoc when "
+            "REF has no .tlt)."
+        ),
+    ] = None,
+    var: VarOpt = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Resample a real tilt-series to the dataset's pixel spacing, rotate its axis onto Y, crop."""
+    from faket_dask.errors import InputError
+
+    if angles_file is not None and mdoc is not None:
+        raise InputError("give --angles-file or --mdoc, not both")
+    if pixel_spacing <= 0:
+        raise InputError(f"--pixel-spacing {pixel_spacing} must be > 0 Å")
+    if crop is not None and min(crop) < 1:
+        raise InputError(f"--crop {crop[0]} {crop[1]} must be positive")
+    check_output(output, overwrite)
+
+    from faket_dask.io import read_tilt_series, write_tilt_series
+    from faket_dask.reference import prepare_reference, read_mdoc
+
+    series = read_tilt_series(ref, var=var)
+    spacing_in, axis = input_pixel_spacing, tilt_axis
+    sibling = Path(f"{ref}.mdoc")  # SerialEM writes ts.st.mdoc / ts.mrc.mdoc
+    if mdoc is None and angles_file is None and series.angles_deg is None and sibling.is_file():
+        mdoc = sibling
+    if mdoc is not None:
+        info = read_mdoc(mdoc)
+        angles = info.angles_deg
+        spacing_in = spacing_in if spacing_in is not None else info.pixel_spacing
+        axis = axis if axis is not None else info.tilt_axis_deg
+    elif angles_file is not None:
+        angles = resolve_angles(None, angles_file)
+    else:
+        angles = series.angles_deg
+    from ._common import pick_device
+
+    out = prepare_reference(
+        series,
+        spacing_in,
+        pixel_spacing,
+        tilt_axis_deg=axis if axis is not None else 0.0,
+        crop=crop,
+        angles_deg=angles,
+        device=pick_device(device),
+    )
+    write_tilt_series(output, out, var="reference", overwrite=overwrite)
+    t, h, w = out.data.shape
+    echo_done(output, f"{t} tilts of {h}x{w} at {pixel_spacing:g} Å/px, tilt axis on Y")
+
+
+@reference_app.command("from-tomogram")
+def from_tomogram(
+    tomo: Annotated[Path, typer.Argument(help="Tomogram (Z, Y, X): MRC or Zarr.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Reference out (MRC/Zarr).")],
+    angles: Annotated[
+        str | None, typer.Option(help="START:STOP:STEP (STOP included), a list or a .tlt file.")
+    ] = None,
+    angles_file: Annotated[Path | None, typer.Option(help="IMOD .tlt/.rawtlt file.")] = None,
+    detector_width: Annotated[
+        int | None, typer.Option(help="Detector width W in pixels (default: the tomogram's X).")
+    ] = None,
+    invert: Annotated[
+        bool, typer.Option(help="The tomogram is stored dense = bright: negate the tilts.")
+    ] = False,
+    var: VarOpt = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Project a real tomogram into a style tilt-series (line integrals; dark stays dark)."""
+    tilt_angles = resolve_angles(angles, angles_file, required=True)
+    check_output(output, overwrite)
+
+    from faket_dask.io import read_volume, write_tilt_series
+    from faket_dask.reference import from_tomogram as project_tomogram
+
+    from ._common import pick_device
+
+    vol = read_volume(tomo, var=var)
+    series = project_tomogram(
+        vol.data,
+        tilt_angles,
+        detector_width=detector_width,
+        invert=invert,
+        pixel_spacing=vol.pixel_spacing,
+        device=pick_device(device),
+    )
+    write_tilt_series(output, series, var="reference", overwrite=overwrite)
+    t, h, w = series.data.shape
+    echo_done(output, f"{t} tilts of {h}x{w} projected from {tomo}")
+
+
+def _parse_shape(tokens: list[str]) -> tuple[int, ...]:
+    from faket_dask.errors import InputError
+
+    parts = [p for tok in tokens for p in re.split(r"[x,\s]+", tok.strip()) if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise InputError(
+            f"--shape {' '.join(tokens)!r} is not whole numbers; write --shape T H W or H W"
+        ) from None
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise InputError(f"--shape {' '.join(tokens)!r} must be T H W or H W (positive)")
+    return shape
+
+
+@reference_app.command(
+    "synth", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
+)
+def synth(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Reference out (MRC/Zarr).")],
+    shape: Annotated[
+        str | None,
+        typer.Option(help="T H W or H W (also 41x256x256); T defaults to the angle count."),
+    ] = None,
+    angles: Annotated[
+        str, typer.Option(help="START:STOP:STEP (STOP included), a list or a .tlt file.")
+    ] = "-60:60:3",
+    pixel_spacing: Annotated[float, typer.Option(help="Pixel spacing in Å.")] = 10.0,
+    defocus: Annotated[float, typer.Option(help="Underfocus in µm (positive).")] = 3.0,
+    voltage: Annotated[float, typer.Option(help="Acceleration voltage in kV.")] = 300.0,
+    dose: Annotated[float, typer.Option(help="Total dose over the series in e/Å².")] = 120.0,
+    thickness: Annotated[float, typer.Option(help="Specimen thickness in nm.")] = 150.0,
+    seed: Annotated[int, typer.Option(help="Seed of the phantom and the noise.")] = 0,
+    phantom: Annotated[
+        str, typer.Option(help="cell (proteins, vesicles) or carbon (white, for CTF checks).")
+    ] = "cell",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """A physics-lite STAND-IN reference (CTF, shot noise, MTF, attenuation): not a microscope.
+
+    Writes the tilts and, next to them, OUTPUT-stem.synth.json with every parameter and the
+    note that this is a stand-in. Use a real reference (prepare / from-tomogram) for real work.
+    """
+    from faket_dask.angles import parse_angles
+    from faket_dask.errors import InputError
+
+    tokens = ([shape] if shape is not None else []) + list(ctx.args)
+    if ctx.args and shape is None:
+        raise InputError(f"unexpected arguments {' '.join(ctx.args)!r}; see --help")
+    if phantom not in ("cell", "carbon"):
+        raise InputError(f"--phantom {phantom!r} is not known; use cell or carbon")
+    tilt_angles = parse_angles(angles)
+    dims = _parse_shape(tokens) if tokens else (256, 256)
+    if len(dims) == 2:
+        dims = (len(tilt_angles), *dims)
+    if dims[0] != len(tilt_angles):
+        raise InputError(f"--shape has {dims[0]} tilts but --angles gives {len(tilt_angles)}")
+    check_output(output, overwrite)
+    sidecar = output.with_suffix(".synth.json")
+
+    from faket_dask.io import write_tilt_series
+    from faket_dask.reference import STAND_IN_NOTE, synth_params, synth_reference
+
+    params = {
+        "pixel_spacing": pixel_spacing,
+        "defocus_um": defocus,
+        "voltage_kv": voltage,
+        "dose": dose,
+        "seed": seed,
+        "thickness_nm": thickness,
+        "phantom": phantom,
+    }
+    series = synth_reference(dims, tilt_angles, **params)
+    write_tilt_series(output, series, var="reference", overwrite=overwrite)
+    record = synth_params(dims, tilt_angles, **params).to_dict()
+    sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    typer.secho(f"note: {STAND_IN_NOTE}", fg=typer.colors.YELLOW)
+    echo_done(output, f"{dims[0]} tilts of {dims[1]}x{dims[2]} (parameters in {sidecar.name})")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the app."""
+    app.add_typer(reference_app, name="reference")
