@@ -44,6 +44,11 @@ class TiltConfig(StrictModel):
     misalignment_px: float = Field(
         0.0, ge=0, description="Std of random per-tilt detector shifts in pixels (0: none)."
     )
+    tilt_axis_deg: float | tuple[float, float] = Field(
+        0.0,
+        description="In-plane rotation of the tilt axis (deg, about the detector centre), or a "
+        "(low, high) range each sample draws from.",
+    )
 
     @field_validator("shape")
     @classmethod
@@ -67,52 +72,162 @@ class TiltConfig(StrictModel):
 
 
 class ParticleClassConfig(StrictModel):
-    """One particle class: a template and how many copies go into each sample."""
+    """One particle class: a template and how many copies go into each sample.
 
-    name: str
+    A class gets either an exact ``count`` per sample, or (with ``sample.occupancy``) a
+    relative ``abundance``: each particle added until the occupancy is reached draws its
+    class with probability proportional to the abundances (default 1 each).
+    """
+
+    name: str = Field(description="Class name (no spaces; not background/membrane/fiducial).")
     template: str = Field(
-        description="'builtin:<shape>', a density map (.mrc) or an atomic model (.pdb/.cif)."
+        description="'builtin:<shape>[:<scale>]' (shapes: ribosome, proteasome, ring, rod, "
+        "lshape, sphere), a density map (.mrc/.map) or an atomic model (.pdb/.ent/.cif)."
     )
     count: int | None = Field(None, ge=0, description="Exact copies per sample.")
     abundance: float | None = Field(
         None, gt=0, description="Relative abundance when the sample targets an occupancy."
     )
     pixel_spacing: float | None = Field(
-        None, gt=0, description="Pixel spacing (Å) of a template MRC whose header lacks it."
+        None, gt=0, description="Pixel spacing (Å) of a template MRC (overrides its header)."
     )
+    threshold: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Contour as a fraction of the template's maximum: voxels below it are "
+        "not part of the particle (density and labels are cut there).",
+    )
+    density: float = Field(1.0, gt=0, description="Mean density inside the particle.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError("a class name must be non-empty and contain no whitespace")
+        if v.lower() in ("background", "membrane", "fiducial"):
+            raise ValueError(f"{v!r} is reserved; choose another class name")
+        return v
+
+    @model_validator(mode="after")
+    def _count_or_abundance(self) -> ParticleClassConfig:
+        if self.count is not None and self.abundance is not None:
+            raise ValueError(f"class {self.name!r}: give count or abundance, not both")
+        return self
 
 
 class MembraneConfig(StrictModel):
-    """Vesicles (spherical shells) and planar membrane segments."""
+    """Vesicles (spherical shells) and planar membrane segments (discs), class 'membrane'."""
 
     vesicles: int = Field(0, ge=0)
-    vesicle_radius: tuple[float, float] = Field((150.0, 400.0), description="Radius range, Å.")
+    vesicle_radius: tuple[float, float] = Field(
+        (150.0, 400.0), description="Radius range (mid-bilayer), Å."
+    )
     thickness: float = Field(40.0, gt=0, description="Bilayer thickness in Å.")
+    leaflets: bool = Field(
+        True, description="Two dense head-group layers with a lighter core (else uniform)."
+    )
     planar: int = Field(0, ge=0, description="Number of planar membrane segments.")
+    planar_radius: tuple[float, float] = Field(
+        (300.0, 800.0), description="Radius range of the planar discs, Å."
+    )
+    density: float = Field(1.0, gt=0, description="Head-group (peak) density of the bilayer.")
+
+    @field_validator("vesicle_radius", "planar_radius")
+    @classmethod
+    def _range_ok(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("a radius range must be (low, high) with 0 < low <= high")
+        return v
 
 
 class FiducialConfig(StrictModel):
-    """Gold fiducials (dense beads)."""
+    """Gold fiducials (dense beads), class 'fiducial'."""
 
     count: int = Field(0, ge=0)
     radius: float = Field(50.0, gt=0, description="Bead radius in Å.")
+    density: float = Field(5.0, gt=0, description="Bead density (protein is about 1).")
+
+
+#: The demo particle mix used when ``sample.particles`` is empty: one class per built-in shape.
+DEFAULT_PARTICLE_SHAPES = ("ribosome", "proteasome", "ring", "rod", "lshape", "sphere")
+#: Target occupancy of the demo mix (and of a class list without counts and without occupancy).
+DEFAULT_OCCUPANCY = 0.1
 
 
 class SampleConfig(StrictModel):
-    """The labeled volume ("grand model") that each sample projects."""
+    """The labeled volume ("grand model") that each sample projects.
+
+    An empty ``particles`` list builds the demo mix: the six built-in shapes in equal
+    abundance at ``occupancy`` (default 0.1; ``occupancy: 0`` for no particles at all).
+    ``occupancy`` is the fraction of the volume's voxels covered by particles (membranes and
+    fiducials excluded). See :mod:`faket_dask.sample` for how samples are drawn.
+    """
 
     thickness: int = Field(64, ge=4, description="Volume Z extent in voxels.")
     particles: list[ParticleClassConfig] = Field(default_factory=list)
     occupancy: float | None = Field(
-        None, gt=0, lt=0.6, description="Target particle volume fraction (with abundances)."
+        None, ge=0, lt=0.6, description="Target particle volume fraction (with abundances)."
     )
     membranes: MembraneConfig = Field(default_factory=MembraneConfig)
     fiducials: FiducialConfig = Field(default_factory=FiducialConfig)
     solvent: float = Field(0.0, ge=0, description="Amorphous solvent background density (0: off).")
+    solvent_noise: float = Field(
+        0.3, ge=0, description="Std of the solvent's density fluctuation, relative to solvent."
+    )
+    solvent_correlation: float = Field(
+        20.0, gt=0, description="Correlation length (Å) of the solvent fluctuation."
+    )
+    placement_attempts: int = Field(
+        2000, ge=1, description="Random positions tried per object before giving up."
+    )
     slab_size: int | None = Field(None, ge=1, description="Y rows rendered at a time.")
     grand_model: str | None = Field(
         None, description="Import: a volume MRC instead of building one (optionally masks)."
     )
+    grand_model_class_mask: str | None = Field(None, description="Import: class-mask MRC.")
+    grand_model_instance_mask: str | None = Field(None, description="Import: instance-mask MRC.")
+    grand_model_particles: str | None = Field(
+        None, description="Import: particle list (.star, .csv or SHREC particle_locations.txt)."
+    )
+    grand_model_classes: list[str] = Field(
+        default_factory=list,
+        description="Import: names of the class-mask labels 1, 2, ... (particles are matched "
+        "to them by name).",
+    )
+
+    @model_validator(mode="after")
+    def _classes_ok(self) -> SampleConfig:
+        names = [p.name for p in self.particles]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"particle class names must be unique; repeated: {', '.join(dup)}")
+        if self.occupancy is None:
+            loose = [p.name for p in self.particles if p.count is None]
+            if loose:
+                raise ValueError(
+                    f"class {loose[0]!r} has no count: give it a count or set sample.occupancy"
+                )
+        has_masks = self.grand_model_class_mask or self.grand_model_instance_mask
+        extras = has_masks or self.grand_model_particles or self.grand_model_classes
+        if extras and not self.grand_model:
+            raise ValueError("grand_model_* files need sample.grand_model (the volume MRC)")
+        return self
+
+    def resolved_particles(self) -> list[ParticleClassConfig]:
+        """The particle classes to build: the configured ones, or the demo mix if empty."""
+        if self.particles:
+            return list(self.particles)
+        return [
+            ParticleClassConfig(name=s, template=f"builtin:{s}", abundance=1.0)
+            for s in DEFAULT_PARTICLE_SHAPES
+        ]
+
+    def resolved_occupancy(self) -> float | None:
+        """The target occupancy (the demo default when the particle list is empty)."""
+        if self.occupancy is None and not self.particles:
+            return DEFAULT_OCCUPANCY
+        return self.occupancy
 
 
 class NoiseConfig(StrictModel):
