@@ -1,0 +1,541 @@
+"""FakET's neural style transfer: one Adam step on VGG-19 losses, batched over tilts.
+
+The reference (FakET spec §1.5) runs crowsonkb's style transfer with a single scale, a single
+iteration and an EMA of the iterates. Written out, for one tilt with the normalised init
+``x0`` replicated to 3 channels and ``g`` the gradient of the loss at ``x0``::
+
+    x1  = clamp(x0 - 0.15 * g / (|g| + 1e-8), 0, 1)        # Adam's first step (lr 0.15)
+    out = mean_c clamp(w0 * x0 + w1 * x1, 0, 1)              # bias-corrected EMA, decay 0.99
+
+with ``w0 = d(1-d) / (d(1-d) + (1-d)) = 0.497487`` and ``w1 = (1-d) / (d(1-d) + (1-d)) =
+0.502513``. The loss is ``content + sum_l w_l * style_l``: content is the scaled MSE
+``sum((a-b)^2) / (sum|a-b| + 1e-8)`` of relu2_2 features (image vs. content tilt), style the
+scaled MSE of Gram matrices ``F F^T / (H W)`` (image vs. style tilt) at relu1_1, relu2_1,
+relu3_1, relu4_1 and relu5_1 with weights 256:64:16:4:1 normalised to sum 1.
+
+Differences from the reference, all deliberate:
+
+* Tilts run in batches. Every loss is a sum over one tilt's elements, computed tilt by tilt,
+  so a tilt's gradient does not depend on its batch-mates (see the tests for how exactly).
+* Non-square tilts work (the reference crashes on them, spec §8.1). Style tilts may have a
+  different size from the content tilts (Gram matrices do not depend on it); unlike the
+  reference they are not resized.
+* The stacks' min/max can be given (``ranges``), so that a caller holding a part of a stack
+  normalises it with the whole stack's range, as the reference does.
+* ``precision`` selects fp32 (exact), TF32 or bf16 convolutions; an out-of-memory batch is
+  split in halves and retried.
+
+Fault injection (tests): with ``FAKET_DASK_FAULT_OOM_BATCH_ABOVE=N`` in the environment, a
+batch of more than ``N`` tilts raises ``torch.OutOfMemoryError`` where its GPU work would
+start, so the back-off runs on any device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from faket_dask.errors import InputError
+from faket_dask.noise import match_mean_std
+from faket_dask.vgg import CONTENT_LAYER, STYLE_LAYERS, VGG19Features, min_size
+
+__all__ = [
+    "ADAM_EPS",
+    "AVG_DECAY",
+    "CONTENT_WEIGHT",
+    "ENV_FAULT_OOM",
+    "LOSS_EPS",
+    "PRECISIONS",
+    "STEP_SIZE",
+    "STYLE_LAYER_WEIGHTS",
+    "GramCache",
+    "ema_weights",
+    "gram",
+    "minmax",
+    "normalize",
+    "precision_mode",
+    "scaled_mse",
+    "style_grams",
+    "style_step",
+    "style_transfer",
+]
+
+log = logging.getLogger(__name__)
+
+STEP_SIZE = 0.15  # --step-size (Adam lr)
+ADAM_EPS = 1e-8  # Adam's default eps
+AVG_DECAY = 0.99  # --avg-decay
+LOSS_EPS = 1e-8  # ScaledMSELoss eps
+CONTENT_WEIGHT = 1.0  # --content-weight 1.0 x normalised content-layer weight 100/100
+_RAW_STYLE_WEIGHTS = (256, 64, 16, 4, 1)
+STYLE_LAYER_WEIGHTS: tuple[float, ...] = tuple(
+    w / sum(_RAW_STYLE_WEIGHTS) for w in _RAW_STYLE_WEIGHTS
+)
+PRECISIONS = ("fp32", "tf32", "bf16")
+ENV_FAULT_OOM = "FAKET_DASK_FAULT_OOM_BATCH_ABOVE"
+
+_ALL_LAYERS = tuple(sorted((*STYLE_LAYERS, CONTENT_LAYER)))
+_MIN_SIZE = min_size(_ALL_LAYERS)
+
+
+def ema_weights(decay: float = AVG_DECAY) -> tuple[float, float]:
+    """Weights of ``x0`` and ``x1`` in the bias-corrected EMA after one update.
+
+    The EMA starts at ``(1-d) x0`` and is updated once to ``d (1-d) x0 + (1-d) x1``; the bias
+    correction divides by the sum of the weights, ``d (1-d) + (1-d)``.
+    """
+    w0 = decay * (1.0 - decay)
+    w1 = 1.0 - decay
+    return w0 / (w0 + w1), w1 / (w0 + w1)
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def minmax(stack: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """Global ``(min, max)`` of a whole stack, as Python floats."""
+    t = torch.as_tensor(stack)
+    return float(t.min()), float(t.max())
+
+
+def normalize(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Min-max scale ``x`` to [0, 1] with a given range, in float32 (as the reference does)."""
+    lo_t = torch.tensor(lo, dtype=torch.float32, device=x.device)
+    scale = torch.tensor(hi, dtype=torch.float32, device=x.device) - lo_t
+    return (x.to(torch.float32) - lo_t) / scale
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str) -> Iterator[None]:
+    """Set the CUDA TF32 flags for ``precision`` and restore them afterwards.
+
+    ``'fp32'`` and ``'bf16'`` turn TF32 off for matmuls and cuDNN convolutions (bf16's
+    convolutions run under autocast; its Gram matrices and losses stay exact fp32);
+    ``'tf32'`` turns it on. The flags are process-wide: one style transfer per process at a
+    time (a Dask GPU worker runs one task per GPU thread).
+    """
+    _check_precision(precision)
+    matmul = torch.backends.cuda.matmul
+    saved = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    tf32 = precision == "tf32"
+    matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def _features(
+    model: VGG19Features, x: torch.Tensor, layers: Sequence[int], precision: str
+) -> dict[int, torch.Tensor]:
+    """Run the model (under bf16 autocast for ``'bf16'``) and return fp32 activations."""
+    if precision == "bf16":
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            feats = model(x, layers)
+        return {k: v.float() for k, v in feats.items()}
+    return model(x, layers)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrices ``F F^T / (H W)`` of (B, C, H, W) features, (B, C, C), in fp32."""
+    b, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        f = features.to(torch.float32).reshape(b, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (h * w)
+
+
+def scaled_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum((a-b)^2) / (sum|a-b| + 1e-8)`` over all elements (one tilt's worth)."""
+    diff = a - b
+    return diff.pow(2).sum() / (diff.abs().sum() + LOSS_EPS)
+
+
+def _total_loss(
+    feats: Mapping[int, torch.Tensor], content: torch.Tensor, grams: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Sum over the batch of each tilt's own loss (reductions never mix tilts)."""
+    image_grams = [gram(feats[layer]) for layer in STYLE_LAYERS]
+    total = feats[CONTENT_LAYER].new_zeros(())
+    for i in range(content.shape[0]):
+        loss = CONTENT_WEIGHT * scaled_mse(feats[CONTENT_LAYER][i], content[i])
+        for weight, g_img, g_sty in zip(STYLE_LAYER_WEIGHTS, image_grams, grams, strict=True):
+            loss = loss + weight * scaled_mse(g_img[i], g_sty[i])
+        total = total + loss
+    return total
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def _chunk(device: torch.device, n: int) -> int:
+    """Tilts per network pass: all of them on a GPU, one at a time on the CPU.
+
+    On the CPU, oneDNN picks convolution algorithms by batch size, so a batched pass rounds
+    differently from single tilts (and FakET's step amplifies that, see ``vgg.py``); one tilt
+    at a time costs no speed there and makes the result independent of the batch size.
+    """
+    return max(n, 1) if device.type != "cpu" else 1
+
+
+def style_grams(
+    model: VGG19Features, style_norm: torch.Tensor, precision: str = "fp32"
+) -> list[torch.Tensor]:
+    """Gram matrices of normalised style tilts (B, H, W) at relu1_1..relu5_1, each (B, C, C)."""
+    step = _chunk(style_norm.device, style_norm.shape[0])
+    parts: list[list[torch.Tensor]] = []
+    with precision_mode(precision), torch.no_grad():
+        for s in range(0, style_norm.shape[0], step):
+            feats = _features(model, style_norm[s : s + step, None], STYLE_LAYERS, precision)
+            parts.append([gram(feats[layer]) for layer in STYLE_LAYERS])
+            del feats
+    return [torch.cat(per_layer) for per_layer in zip(*parts, strict=True)]
+
+
+def style_step(
+    content_norm: torch.Tensor,
+    init_norm: torch.Tensor,
+    style_grams: Sequence[torch.Tensor],
+    model: VGG19Features,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """FakET's one-step style transfer of a batch of normalised tilts; returns (B, H, W).
+
+    Parameters
+    ----------
+    content_norm, init_norm
+        (B, H, W) tilts in [0, 1] (already min-max normalised), on the model's device.
+    style_grams
+        Per style layer, the (B, C, C) Gram matrices of the style tilts paired with them.
+    model
+        The VGG-19 feature extractor (eval mode, no parameter gradients).
+    precision
+        ``'fp32'``, ``'tf32'`` or ``'bf16'``.
+
+    Returns
+    -------
+    torch.Tensor
+        The channel mean of the clamped EMA of ``x0`` and ``x1`` (see the module docstring),
+        still in normalised units.
+    """
+    n = init_norm.shape[0]
+    step = _chunk(init_norm.device, n)
+    with precision_mode(precision), torch.inference_mode(False):
+        # The optimised image stays 3-channel: each channel gets its own gradient (vgg.py).
+        x0 = init_norm.detach()[:, None].expand(-1, 3, -1, -1).to(torch.float32, copy=True)
+        g = torch.empty_like(x0)
+        for s in range(0, n, step):
+            sl = slice(s, s + step)
+            with torch.no_grad():
+                target = _features(model, content_norm[sl, None], (CONTENT_LAYER,), precision)
+            with torch.enable_grad():
+                x = x0[sl].clone().requires_grad_(True)
+                feats = _features(model, x, _ALL_LAYERS, precision)
+                loss = _total_loss(feats, target[CONTENT_LAYER], [m[sl] for m in style_grams])
+                (g[sl],) = torch.autograd.grad(loss, x)
+            del target, feats, loss, x
+    x1 = (x0 - STEP_SIZE * g / (g.abs() + ADAM_EPS)).clamp_(0.0, 1.0)
+    w0, w1 = ema_weights(AVG_DECAY)
+    return (w0 * x0 + w1 * x1).clamp_(0.0, 1.0).mean(dim=1)
+
+
+# --------------------------------------------------------------------------- Gram cache
+
+
+class GramCache:
+    """Per-process LRU cache of one style tilt's Gram matrices (a list of five (C, C) tensors).
+
+    Keys are built by :func:`style_transfer` from the style tilt's identity (``style_key`` and
+    its index, or a checksum of its bytes), the style stack's normalisation range, the
+    precision, the model's ``weights_id`` and the device, so a worker computes each style
+    tilt's matrices once and reuses them for every sample styled with it. Thread-safe. An
+    entry holds about 2.4 MB (fp32); ``max_bytes`` bounds the total.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = int(max_bytes)
+        self._data: OrderedDict[Hashable, list[torch.Tensor]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _size(grams: Sequence[torch.Tensor]) -> int:
+        return sum(g.numel() * g.element_size() for g in grams)
+
+    def get(self, key: Hashable) -> list[torch.Tensor] | None:
+        """Return the cached matrices for ``key`` (and count a hit or a miss)."""
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, grams: Sequence[torch.Tensor]) -> None:
+        """Store ``grams`` under ``key``, evicting the least recently used entries if needed."""
+        value = [g.detach() for g in grams]
+        size = self._size(value)
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._bytes -= self._size(old)
+            if size > self.max_bytes:
+                return
+            self._data[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, evicted = self._data.popitem(last=False)
+                self._bytes -= self._size(evicted)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached tensors."""
+        return self._bytes
+
+
+def _checksum(x: torch.Tensor) -> str:
+    """BLAKE2b of a tensor's shape, dtype and raw bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- whole stacks
+
+
+@dataclass(frozen=True)
+class _Ranges:
+    content: tuple[float, float]
+    style: tuple[float, float]
+    init: tuple[float, float]
+
+
+def _as_stack(x: Any, name: str) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Validate one stack; return it as float32 with its global (min, max)."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise InputError(f"{name} must be a (T, H, W) array: {err}") from None
+    if x.ndim != 3:
+        raise InputError(f"{name} must be a (T, H, W) stack, got shape {tuple(x.shape)}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise InputError(f"{name} must hold real numbers, got {x.dtype}")
+    x = x.to(torch.float32)
+    h, w = x.shape[-2:]
+    if min(h, w) < _MIN_SIZE:
+        raise InputError(
+            f"{name} tilts are {h}x{w}; VGG-19 needs at least {_MIN_SIZE}x{_MIN_SIZE} pixels"
+        )
+    lo = x.amin(dim=(-2, -1))
+    hi = x.amax(dim=(-2, -1))
+    if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
+        raise InputError(f"{name} holds NaN or infinite values")
+    flat = (hi == lo).nonzero().flatten().tolist()
+    if flat:
+        raise InputError(f"{name} tilt {flat[0]} is constant; style transfer needs contrast")
+    return x, (float(lo.min()), float(hi.max()))
+
+
+def _resolve_ranges(
+    local_ranges: Mapping[str, tuple[float, float]], ranges: Mapping[str, Sequence[float]] | None
+) -> _Ranges:
+    out: dict[str, tuple[float, float]] = {}
+    for name, local in local_ranges.items():
+        if ranges is None:
+            out[name] = local
+            continue
+        if name not in ranges:
+            raise InputError(f"ranges must give (min, max) for content, style and init: no {name}")
+        try:
+            lo, hi = (float(v) for v in ranges[name])
+        except (TypeError, ValueError):
+            raise InputError(f"ranges[{name!r}] must be a (min, max) pair") from None
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise InputError(f"ranges[{name!r}] = ({lo}, {hi}) must be finite with min < max")
+        if local[0] < lo or local[1] > hi:
+            raise InputError(
+                f"{name} values span [{local[0]}, {local[1]}], outside the given range "
+                f"[{lo}, {hi}]: pass the whole stack's min and max"
+            )
+        out[name] = (lo, hi)
+    return _Ranges(**out)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _inject_oom(n: int) -> None:
+    """Fault-injection hook: raise a real OOM for batches above ``$FAKET_DASK_FAULT_OOM_...``."""
+    limit = os.environ.get(ENV_FAULT_OOM)
+    if limit is not None and limit.strip() and n > int(limit):
+        raise torch.OutOfMemoryError(
+            f"injected by {ENV_FAULT_OOM}={limit}: a batch of {n} tilts is over the limit"
+        )
+
+
+def _batch_grams(
+    model: VGG19Features,
+    style: torch.Tensor,
+    idx: range,
+    r: tuple[float, float],
+    precision: str,
+    device: torch.device,
+    cache: GramCache | None,
+    tilt_ids: Sequence[str] | None,
+) -> list[torch.Tensor]:
+    """Gram matrices (per layer, (B, C, C)) of the style tilts ``idx``, from the cache if any."""
+    if cache is None or tilt_ids is None:
+        return style_grams(model, normalize(style[idx.start : idx.stop].to(device), *r), precision)
+    weights_id = getattr(model, "weights_id", None) or str(id(model))
+    keys = [(tilt_ids[t], r, precision, weights_id, str(device)) for t in idx]
+    per_tilt: list[list[torch.Tensor] | None] = [cache.get(k) for k in keys]
+    missing = [j for j, v in enumerate(per_tilt) if v is None]
+    if missing:
+        tilts = torch.stack([style[idx[j]] for j in missing]).to(device)
+        fresh = style_grams(model, normalize(tilts, *r), precision)
+        for n, j in enumerate(missing):
+            per_tilt[j] = [g[n].clone() for g in fresh]  # not views of the batch
+            cache.put(keys[j], per_tilt[j])
+    return [
+        torch.stack([v[layer] for v in per_tilt if v is not None])
+        for layer in range(len(STYLE_LAYERS))
+    ]
+
+
+def style_transfer(
+    content: torch.Tensor | np.ndarray,
+    style: torch.Tensor | np.ndarray,
+    init: torch.Tensor | np.ndarray,
+    model: VGG19Features,
+    *,
+    precision: str = "fp32",
+    batch_size: int = 4,
+    ranges: Mapping[str, Sequence[float]] | None = None,
+    gram_cache: GramCache | None = None,
+    style_key: str | None = None,
+) -> torch.Tensor:
+    """FakET's style transfer of whole tilt stacks (FAKET modality); returns (T, H, W) float32.
+
+    Parameters
+    ----------
+    content, init
+        (T, H, W) CONTENT and NOISY stacks (raw values), same shape.
+    style
+        (T, H', W') raw style stack; tilt ``i`` styles tilt ``i``. It may have another size.
+    model
+        :class:`~faket_dask.vgg.VGG19Features`; the work runs on its device, tilts are moved
+        there a batch at a time and the result returns to ``content``'s device.
+    precision
+        ``'fp32'`` (exact), ``'tf32'`` or ``'bf16'`` (see :func:`precision_mode`).
+    batch_size
+        Tilts per batch. On ``torch.OutOfMemoryError`` the batch is halved and retried, down to
+        one tilt (then the error is raised); later batches keep the smaller size.
+    ranges
+        ``{'content': (min, max), 'style': ..., 'init': ...}``: the whole stacks' ranges, for a
+        caller holding only some of the tilts. Default: the ranges of the given stacks.
+    gram_cache, style_key
+        Reuse style Gram matrices across calls (keyed by style tilt, the style range, the
+        precision, the model's ``weights_id`` and the device). ``style_key`` names the style
+        stack *as passed*, its tilt ``i`` becoming ``f"{style_key}#{i}"``: give a part of a
+        stack a key of its own. Without it each style tilt is identified by a BLAKE2b checksum
+        of its bytes (about 1 GB/s of hashing per call).
+
+    Returns
+    -------
+    torch.Tensor
+        Styled tilts, each matched (std, then mean) to the raw style tilt with its index.
+    """
+    _check_precision(precision)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    content, content_range = _as_stack(content, "content")
+    style, style_range = _as_stack(style, "style")
+    init, init_range = _as_stack(init, "init")
+    if not (content.shape[0] == style.shape[0] == init.shape[0]):
+        raise InputError(
+            f"content, style and init need the same number of tilts, got "
+            f"{content.shape[0]}, {style.shape[0]} and {init.shape[0]}"
+        )
+    if init.shape != content.shape:
+        raise InputError(
+            f"init {tuple(init.shape)} and content {tuple(content.shape)} must have one shape"
+        )
+    r = _resolve_ranges(
+        {"content": content_range, "style": style_range, "init": init_range}, ranges
+    )
+    device = _model_device(model)
+    tilt_ids = None
+    if gram_cache is not None:
+        if style_key is not None:
+            tilt_ids = [f"{style_key}#{t}" for t in range(style.shape[0])]
+        else:
+            tilt_ids = [_checksum(t) for t in style]
+
+    n_tilts = content.shape[0]
+    out = torch.empty(content.shape, dtype=torch.float32, device=content.device)
+    start, size = 0, batch_size
+    while start < n_tilts:
+        n = min(size, n_tilts - start)
+        idx = range(start, start + n)
+        try:
+            _inject_oom(n)
+            grams = _batch_grams(
+                model, style, idx, r.style, precision, device, gram_cache, tilt_ids
+            )
+            c = normalize(content[start : start + n].to(device), *r.content)
+            x = normalize(init[start : start + n].to(device), *r.init)
+            out[start : start + n] = style_step(c, x, grams, model, precision).to(out.device)
+        except torch.OutOfMemoryError:
+            if n == 1:
+                raise
+            size = n // 2
+        else:
+            start += n
+            continue
+        # Out of the except block, so the failed batch's tensors are no longer referenced.
+        log.warning("out of memory on a batch of %d tilts; retrying in batches of %d", n, size)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # The raw style tilts' statistics, in float64 one tilt at a time.
+    stats = [torch.std_mean(t.to(torch.float64), dim=None, correction=0) for t in style]
+    std = torch.tensor([float(sd) for sd, _ in stats], dtype=torch.float64)
+    mean = torch.tensor([float(m) for _, m in stats], dtype=torch.float64)
+    return match_mean_std(out, mean, std)
