@@ -1,6 +1,13 @@
 """faket-dask: realistic, fully labeled synthetic cryo-ET tilt-series at scale (FakET on Dask)."""
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# MKL picks GEMM code paths at run time (and, under load, differently from run to run), so
+# the same CPU computation could round differently in two processes; FakET's one-step update
+# amplifies that. Strict conditional numerical reproducibility costs nothing measurable here.
+# It must be set before MKL's first call, which importing this package precedes.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 try:
     __version__ = version("faket-dask")
