@@ -1,9 +1,246 @@
-"""CLI commands: generate (placeholder until its module lands)."""
+"""CLI commands: generate (the main job), info and export of a dataset store."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Address of a running Dask scheduler (overrides $DASK_SCHEDULER_ADDRESS).",
+    ),
+]
+SchedulerFileOpt = Annotated[
+    Path | None,
+    typer.Option("--scheduler-file", help="Scheduler file written by `dask scheduler`."),
+]
+ProfileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cluster-profile",
+        help="YAML {cluster: import.path, kwargs: {...}, scale: N | adapt: {...}, "
+        "dask_config: {...}} (e.g. dask_jobqueue.SLURMCluster).",
+    ),
+]
+WorkerTimeoutOpt = Annotated[
+    float,
+    typer.Option("--worker-timeout", help="Seconds to wait for the scheduler and a worker."),
+]
+NWorkersOpt = Annotated[
+    int | None,
+    typer.Option("--n-workers", help="Workers of the embedded local cluster (default: auto)."),
+]
+
+
+def generate(
+    output: Annotated[Path, typer.Option("-o", "--output", help="The dataset store (.zarr).")],
+    config: Annotated[
+        Path | None, typer.Option("-c", "--config", help="Simulation config (YAML).")
+    ] = None,
+    n_samples: Annotated[
+        int | None, typer.Option("--n-samples", help="Samples to make (default: the config's).")
+    ] = None,
+    scheduler: SchedulerOpt = None,
+    scheduler_file: SchedulerFileOpt = None,
+    cluster_profile: ProfileOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an existing store: skip complete samples.")
+    ] = False,
+    retries: Annotated[int, typer.Option("--retries", help="Retries of a failing sample.")] = 0,
+    worker_timeout: WorkerTimeoutOpt = 60.0,
+    n_workers: NWorkersOpt = None,
+    window: Annotated[
+        int | None, typer.Option("--window", help="Samples in flight (default: 3 per thread).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and output size; compute nothing.")
+    ] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="The built-in demo: up to 4 samples of 31 tilts at 128^2, built-in templates "
+            "and reference (ImageNet weights if available, else random, loudly).",
+        ),
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
+    ] = True,
+) -> None:
+    """Generate labeled, styled tilt-series into one Zarr store, on a Dask cluster.
+
+    One task per sample; resumable (--resume); a failed sample does not stop the others
+    (exit code 1 if any failed; 3 if the cluster cannot be reached).
+    """
+    from rich.console import Console
+
+    from faket_dask.errors import InputError, SamplesFailedError
+
+    console = Console(stderr=True, highlight=False)
+    if demo and config is not None:
+        raise InputError("give -c CONFIG or --demo, not both")
+    if not demo and config is None:
+        raise InputError("give a config with -c CONFIG.yaml (or try --demo)")
+    if output.suffix.lower() != ".zarr":
+        raise InputError(f"the store {output} must be a .zarr path")
+    if n_samples is not None and n_samples < 1:
+        raise InputError("--n-samples must be at least 1")
+    if retries < 0:
+        raise InputError("--retries must be >= 0")
+
+    base_dir = None
+    if demo:
+        from faket_dask.dataset import demo_config
+
+        cfg = demo_config(n_samples)
+        n_samples = cfg.n_samples
+    else:
+        from faket_dask.config import load_config
+
+        assert config is not None
+        cfg = load_config(config)
+        base_dir = str(config.resolve().parent)
+
+    from faket_dask.cluster import connect, resolve_source
+    from faket_dask.runner import check_store
+    from faket_dask.runner import generate as run_generate
+
+    check_store(output, cfg, resume)  # before any cluster starts
+
+    if dry_run:
+        source = resolve_source(scheduler, scheduler_file, cluster_profile, n_workers)
+        run_generate(
+            cfg,
+            output,
+            n_samples,
+            None,
+            resume=resume,
+            dry_run=True,
+            cluster_description=source.describe(),
+            console=console,
+        )
+        return
+
+    with connect(
+        scheduler,
+        scheduler_file,
+        cluster_profile,
+        worker_timeout,
+        n_workers,
+        echo=lambda m: console.print(m, markup=False),
+    ) as client:
+        report = run_generate(
+            cfg,
+            output,
+            n_samples,
+            client,
+            resume=resume,
+            retries=retries,
+            window=window,
+            progress=progress,
+            console=console,
+            base_dir=base_dir,
+        )
+    if report.n_failed:
+        raise SamplesFailedError(
+            f"{report.n_failed} of {report.n_samples} samples failed (see above and "
+            f"{output}/manifest.jsonl); rerun with --resume to retry them"
+        )
+
+
+def info(
+    store: Annotated[Path, typer.Argument(help="A dataset store made by `generate`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    show_config: Annotated[
+        bool, typer.Option("--config/--no-config", help="Print the config.")
+    ] = True,
+) -> None:
+    """What a store holds: samples complete / failed / missing, weights, inputs, the config."""
+    from faket_dask.dataset import store_info
+
+    data = store_info(store)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(
+        title=f"faket-dask store {data['store']}", show_header=False, title_justify="left"
+    )
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("tool version", str(data["tool_version"]))
+    table.add_row("created", str(data["created_at"]))
+    table.add_row("samples", f"{data['complete']} of {data['n_samples']} complete")
+    if data["failed_ids"]:
+        table.add_row("failed", _ids(data["failed_ids"]))
+    if data["missing_ids"]:
+        table.add_row("not yet made", _ids(data["missing_ids"]))
+    w = data.get("weights") or {}
+    if w:
+        line = f"{w.get('name')} (sha256 {w.get('sha256') or '-'}, requested {w.get('requested')})"
+        if w.get("fallback"):
+            line = f"[bold red]{line}: FELL BACK TO RANDOM WEIGHTS[/]"
+        table.add_row("VGG-19 weights", line)
+    for i, r in enumerate(data.get("style_references") or []):
+        table.add_row(
+            f"style reference {i}",
+            f"{r.get('spec')} {r.get('shape')} sha256 {str(r.get('sha256'))[:16]}",
+        )
+    for i, m in enumerate(data.get("noise_models") or []):
+        table.add_row(f"noise model {i}", f"{m.get('spec')} sha256 {str(m.get('sha256'))[:16]}")
+    if data.get("last_run"):
+        lr = data["last_run"]
+        table.add_row(
+            "last run",
+            f"{lr.get('done')} computed, {lr.get('skipped')} skipped, "
+            f"{lr.get('failed')} failed in {lr.get('elapsed_s')} s",
+        )
+    table.add_row("size on disk", f"{data['bytes_on_disk'] / 2**20:.1f} MiB")
+    table.add_row("config digest", str(data["config_digest"]))
+    console.print(table)
+    if show_config:
+        console.print("config:", style="bold")
+        console.print(yaml.safe_dump(data["config"], sort_keys=False), markup=False)
+
+
+def _ids(ids: list[int], limit: int = 20) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return f"{shown} (+{len(ids) - limit} more)" if len(ids) > limit else shown
+
+
+def export(
+    store: Annotated[Path, typer.Argument(help="A dataset store made by `generate`.")],
+    sample: Annotated[int, typer.Option("--sample", help="Sample id.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .mrc (or .zarr).")],
+    modality: Annotated[
+        str,
+        typer.Option(
+            "--modality",
+            help="styled, noisy, content, baseline, noiseless; or volume:class_mask, "
+            "volume:instance_mask, tomogram:tomogram, tomogram:class_mask, ...",
+        ),
+    ] = "styled",
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+) -> None:
+    """Export one sample's array as MRC (voxel size, .tlt) plus a STAR file of its particles."""
+    from faket_dask.dataset import export_sample
+
+    files = export_sample(store, sample, modality, output, overwrite=overwrite)
+    for f in files:
+        typer.echo(f"wrote {f}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the app."""
+    """Add generate, info and export to the app."""
+    app.command("generate")(generate)
+    app.command("info")(info)
+    app.command("export")(export)

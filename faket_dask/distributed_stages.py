@@ -1,0 +1,241 @@
+"""One large tilt-series across a Dask cluster: style transfer as a Dask array graph.
+
+For a series too large for one GPU (e.g. 61 x 3500²), the stacks are read lazily from chunked
+Zarr, and:
+
+1. the global statistics FakET normalises by (per-stack min and max of CONTENT, STYLE and
+   NOISY) are computed first, as Dask reductions over all tilt chunks;
+2. ``map_blocks`` styles one batch of tilts per task with
+   :func:`faket_dask.style.style_transfer` (``ranges=`` the global statistics), VGG-19 loaded once
+   per worker, Gram matrices cached per worker;
+3. each block is written into its own region of a pre-created Zarr array (``dask.array.store``),
+   one block per shard, so no two tasks share a shard.
+
+Tilt ``i`` of the result equals tilt ``i`` of the single-process ``style_transfer`` on the whole
+stacks (CPU, one torch thread per worker; on GPU within the TF32 tolerance).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faket_dask.errors import InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["open_tilts", "style_zarr"]
+
+
+def open_tilts(path: str | os.PathLike[str], var: str | None = None) -> tuple[Any, Any, Any]:
+    """A Zarr tilt-series as ``(dask array (T, H, W), angles or None, pixel spacing or None)``."""
+    from faket_dask.io.zarr_io import TILT_DIMS, is_zarr, open_group_dataset, pick_variable
+
+    if not is_zarr(path):
+        raise InputError(f"{path}: the distributed path needs chunked Zarr input (.zarr)")
+    ds = open_group_dataset(path)
+    name = pick_variable(ds, TILT_DIMS, var, path)
+    arr = ds[name].data
+    angles = ds["tilt_angle"].values if "tilt_angle" in ds.coords else None
+    spacing = ds[name].attrs.get("pixel_spacing", ds.attrs.get("pixel_spacing"))
+    return arr, angles, spacing
+
+
+def _style_block(
+    content: np.ndarray,
+    style: np.ndarray,
+    init: np.ndarray,
+    *,
+    ranges: dict[str, tuple[float, float]],
+    weights: str,
+    weights_seed: int,
+    device: str,
+    precision: str,
+    batch_size: int,
+    style_id: str,
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """Style one block of tilts on a worker (model and Gram matrices cached per process)."""
+    import torch
+
+    from faket_dask.pipeline import get_style_model, gram_cache, resolve_device
+    from faket_dask.style import style_transfer
+
+    t0 = 0
+    if block_info is not None and 0 in block_info:
+        t0 = int(block_info[0]["array-location"][0][0])
+    dev = resolve_device(device)
+    model = get_style_model(weights, weights_seed, dev)
+    out = style_transfer(
+        torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(style, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(init, dtype=np.float32)),
+        model,
+        precision=precision,
+        batch_size=batch_size,
+        ranges=ranges,
+        gram_cache=gram_cache(),
+        style_key=f"{style_id}:{t0}",  # the cache's tilt index is relative to the block
+    )
+    return out.cpu().numpy().astype(np.float32, copy=False)
+
+
+def style_zarr(
+    content: str | os.PathLike[str],
+    style: str | os.PathLike[str],
+    init: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    client: Client,
+    *,
+    weights: str = "imagenet",
+    weights_seed: int = 0,
+    precision: str = "fp32",
+    batch_size: int = 4,
+    device: str = "auto",
+    tilts_per_block: int = 8,
+    chunk: int = 512,
+    content_var: str | None = None,
+    style_var: str | None = None,
+    init_var: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Style a chunked Zarr tilt-series on a Dask cluster; write ``output`` (a Zarr group).
+
+    Parameters
+    ----------
+    content, style, init
+        Zarr tilt-series groups (CONTENT, the style reference with the same tilt count, NOISY).
+    output
+        The output group (``.zarr`` path, optionally with a group inside), array ``styled``.
+    client
+        A connected client; the work runs on its workers.
+    weights, weights_seed, precision, batch_size, device
+        As :func:`faket_dask.style.style_transfer` / :func:`faket_dask.weights.load_vgg19`.
+    tilts_per_block
+        Tilts per task and per output shard.
+
+    Returns
+    -------
+    dict
+        ``ranges`` (the global min/max), ``n_blocks``, timings and the output path.
+    """
+    import dask
+    import dask.array as da
+
+    from faket_dask.io.zarr_io import split_zarr_path
+    from faket_dask.weights import resolve_weights
+
+    t_start = time.perf_counter()
+    c, angles, spacing = open_tilts(content, content_var)
+    s, _, _ = open_tilts(style, style_var)
+    x, _, _ = open_tilts(init, init_var)
+    if not (c.shape[0] == s.shape[0] == x.shape[0]):
+        raise InputError(
+            f"content, style and init need the same tilt count, got "
+            f"{c.shape[0]}, {s.shape[0]} and {x.shape[0]}"
+        )
+    if c.shape != x.shape:
+        raise InputError(f"content {c.shape} and init {x.shape} must have one shape")
+    if weights not in ("imagenet", "random"):
+        weights = str(Path(weights).expanduser().resolve())
+    if weights == "imagenet":
+        resolve_weights("imagenet")  # download once here (or fail clearly), not per worker
+    b = max(1, int(tilts_per_block))
+    c = c.rechunk((b, -1, -1))
+    s = s.rechunk((b, -1, -1))
+    x = x.rechunk((b, -1, -1))
+
+    # 1. global statistics first, as Dask reductions on the cluster
+    t0 = time.perf_counter()
+    stats = client.compute([c.min(), c.max(), s.min(), s.max(), x.min(), x.max()], sync=True)
+    lo_c, hi_c, lo_s, hi_s, lo_x, hi_x = (float(v) for v in stats)
+    ranges = {"content": (lo_c, hi_c), "style": (lo_s, hi_s), "init": (lo_x, hi_x)}
+    t_stats = time.perf_counter() - t0
+
+    # 2. the output array, created by the client: one block per shard
+    root, group = split_zarr_path(output)
+    target = _create_output(root, group, c.shape, angles, spacing, b, chunk, overwrite)
+    style_id = dask.base.tokenize(s)
+    styled = da.map_blocks(
+        _style_block,
+        c,
+        s,
+        x,
+        ranges=ranges,
+        weights=weights,
+        weights_seed=int(weights_seed),
+        device=device,
+        precision=precision,
+        batch_size=int(batch_size),
+        style_id=style_id,
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+    )
+    # 3. region writes: each block into its own shard
+    t0 = time.perf_counter()
+    stored = da.store(styled, target, lock=False, compute=False)
+    client.compute(stored, sync=True)
+    t_style = time.perf_counter() - t0
+    return {
+        "output": str(output),
+        "ranges": ranges,
+        "n_blocks": int(styled.numblocks[0]),
+        "timings": {"stats": t_stats, "style": t_style, "total": time.perf_counter() - t_start},
+    }
+
+
+def _create_output(
+    root: Path,
+    group: str | None,
+    shape: tuple[int, int, int],
+    angles: Any,
+    spacing: Any,
+    tilts_per_block: int,
+    chunk: int,
+    overwrite: bool,
+) -> Any:
+    import shutil
+
+    import zarr
+
+    from faket_dask.io.store import tilt_chunking
+
+    target_dir = root / group if group else root
+    if (target_dir / "zarr.json").exists():
+        if not overwrite:
+            raise InputError(f"{target_dir} exists; pass --overwrite or choose another output")
+        shutil.rmtree(target_dir)
+    if not root.parent.is_dir():
+        raise InputError(f"output folder {root.parent} does not exist; create it first")
+    attrs = {"pixel_spacing": None if spacing is None else float(spacing), "units": "angstrom"}
+    g = zarr.open_group(str(root), path=group or "", mode="a", zarr_format=3)
+    g.attrs.update(attrs)
+    coords = []
+    if angles is not None:
+        g.create_array(
+            "tilt_angle",
+            shape=(len(angles),),
+            dtype="f8",
+            chunks=(len(angles),),
+            dimension_names=("tilt",),
+            attributes={"units": "degree"},
+            overwrite=True,
+        )[...] = np.asarray(angles, "f8")
+        coords.append("tilt_angle")
+    chunks, shards = tilt_chunking(tuple(int(v) for v in shape), tilts_per_block, chunk)
+    return g.create_array(
+        "styled",
+        shape=tuple(int(v) for v in shape),
+        dtype="float32",
+        chunks=chunks,
+        shards=shards,
+        dimension_names=("tilt", "y", "x"),
+        fill_value=np.nan,
+        attributes={"coordinates": " ".join(coords)} if coords else {},
+        overwrite=True,
+    )

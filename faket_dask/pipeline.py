@@ -1,0 +1,969 @@
+"""One sample, end to end: ``simulate_sample(spec) -> summary``. No Dask in here.
+
+A sample is a pure function of (dataset seed, sample id, config) and the shared inputs the
+client resolved once (weights, style references, noise models)::
+
+    draw      what this sample uses, from a stream keyed by (seed, sample id): tilt angles,
+              style reference, noise model, SNR, tilt-axis angle, per-tilt shifts
+    build     volume + class mask + instance mask + particle table (slab by slab)
+    project   noiseless tilts (T, H, W), slab by slab along Y
+    misalign  optional tilt-axis rotation and per-tilt shifts of the noiseless tilts
+    noise     NOISY, CONTENT (same draw, 0.25x sigma), BASELINE as asked
+    style     FakET: init=NOISY, content=CONTENT, style=the drawn reference's matching tilts;
+              VGG-19 loaded once per process, style Gram matrices cached per process
+    recon     optional tomogram (weighted back-projection) with binned masks
+    write     samples/<id>/ in the store, whole shards, the ``complete`` marker last
+
+The returned summary is small (checksums, statistics, timings, what was drawn, the device) and
+goes to the client, which appends it to the manifest.
+
+Fault-injection hook (tests and drills; never set in production): ``SampleSpec.fault``, set by
+the runner from ``$FAKET_DASK_FAULT``, is a ``;``-separated list of ``fail:ID,ID`` (raise
+``RuntimeError`` for those samples), ``exit:ID,ID`` (kill the worker process with
+``os._exit(1)`` while computing those samples) and ``sleep:SECONDS`` (sleep before writing
+each sample).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faket_dask.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from faket_dask.config import SimulationConfig
+    from faket_dask.noise import NoiseModel
+
+__all__ = [
+    "DEMO_SNR",
+    "SampleSpec",
+    "SharedInputs",
+    "draw",
+    "get_style_model",
+    "materialize_inputs",
+    "model_loads",
+    "resolve_inputs",
+    "simulate_sample",
+]
+
+DEMO_SNR = 0.25
+"""SNR of the built-in demo noise model (fitted on the demo reference, reference-only mode)."""
+
+DEMO_REFERENCE_SEED = 0
+"""The built-in demo reference is the same for every dataset (it stands in for a microscope)."""
+
+_DRAW_STREAM = 0x6472_6177  # "draw": the per-sample draws' stream, apart from noise streams
+
+
+# --------------------------------------------------------------------------------------------
+# Shared inputs (resolved once by the client)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SharedInputs:
+    """Inputs every sample shares: small and picklable (paths and records, never arrays).
+
+    Attributes
+    ----------
+    weights_spec
+        What workers pass to :func:`faket_dask.weights.load_vgg19`: ``imagenet``, ``random``
+        or an absolute path (after a fallback, ``random``).
+    weights_seed
+        Seed of random weights.
+    weights
+        The weights record (name, path, SHA-256, seed, requested, fallback reason).
+    style_references
+        One entry per style reference: ``{"spec", "path", "shape", "sha256", ...}``; ``path``
+        is what the worker reads (``<store>/inputs/demo_reference`` for ``demo``).
+    noise_models
+        One entry per noise model: ``{"spec", "path", "sha256"}`` (paths inside the store).
+    """
+
+    weights_spec: str | None = None
+    weights_seed: int = 0
+    weights: dict[str, Any] = field(default_factory=dict)
+    style_references: tuple[dict[str, Any], ...] = ()
+    noise_models: tuple[dict[str, Any], ...] = ()
+
+    def to_attrs(self) -> dict[str, Any]:
+        """Root-attr record of the shared inputs."""
+        return {
+            "weights": {**self.weights, "spec": self.weights_spec, "seed": self.weights_seed},
+            "style_references": [dict(r) for r in self.style_references],
+            "noise_models": [dict(m) for m in self.noise_models],
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> SharedInputs:
+        """Read the record back (a resumed run uses exactly what the first run resolved)."""
+        w = dict(attrs.get("weights") or {})
+        return cls(
+            weights_spec=w.get("spec"),
+            weights_seed=int(w.get("seed") or 0),
+            weights={k: v for k, v in w.items() if k not in ("spec",)},
+            style_references=tuple(dict(r) for r in attrs.get("style_references") or ()),
+            noise_models=tuple(dict(m) for m in attrs.get("noise_models") or ()),
+        )
+
+
+def _angle_specs(config: SimulationConfig) -> list[Any]:
+    return list(config.tilts.angle_choices) or [config.tilts.angles]
+
+
+def _angles_of(spec: Any) -> np.ndarray:
+    from faket_dask.angles import parse_angles
+
+    return np.asarray(parse_angles(spec), dtype=np.float64)
+
+
+def union_angles(config: SimulationConfig) -> np.ndarray:
+    """All tilt angles any sample may use (sorted, unique): the demo inputs cover them."""
+    allv = np.concatenate([_angles_of(s) for s in _angle_specs(config)])
+    allv = np.unique(np.round(allv, 6))
+    return allv
+
+
+def _style_specs(config: SimulationConfig) -> list[str]:
+    return list(config.style.references) or [config.style.reference]
+
+
+def _noise_specs(config: SimulationConfig) -> list[str]:
+    specs = list(config.noise.models) or [config.noise.model or "demo"]
+    return [s or "demo" for s in specs]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _resolve_weights(config: SimulationConfig, echo: Callable[[str], Any]) -> tuple[str, dict]:
+    from faket_dask.weights import resolve_weights
+
+    spec = config.style.weights
+    try:
+        info = resolve_weights(spec, seed=config.seed, timeout=5.0)
+    except InputError as err:
+        if config.style.weights_fallback != "random" or spec.strip().lower() != "imagenet":
+            raise
+        echo(
+            "[bold red]WARNING: ImageNet VGG-19 weights are not available "
+            f"({err}).[/]\n[bold red]Falling back to RANDOM weights: the styled tilts are "
+            "FakET's FAKET_RANDOM ablation, not FakET. This is recorded in the store.[/]"
+        )
+        info = resolve_weights("random", seed=config.seed)
+        record = {**info.to_attrs(), "requested": spec, "fallback": str(err)}
+        return "random", record
+    record = {**info.to_attrs(), "requested": spec, "fallback": None}
+    if info.name == "random":
+        return "random", record
+    if info.name == "imagenet":
+        return "imagenet", record
+    return str(info.path), record
+
+
+def resolve_inputs(
+    config: SimulationConfig,
+    store: str | os.PathLike[str],
+    *,
+    echo: Callable[[str], Any] = print,
+) -> SharedInputs:
+    """Check and resolve the shared inputs on the client, before the store exists.
+
+    Weights are resolved (downloaded when allowed; an ImageNet fallback to random weights is
+    loud and recorded); style references and noise models must exist. The demo inputs are
+    made later by :func:`materialize_inputs`, inside the store.
+    """
+    weights_spec: str | None = None
+    weights: dict[str, Any] = {}
+    if config.style.enabled:
+        weights_spec, weights = _resolve_weights(config, echo)
+    refs: list[dict[str, Any]] = []
+    if config.style.enabled:
+        for spec in _style_specs(config):
+            if spec == "demo":
+                refs.append({"spec": "demo"})
+                continue
+            p = Path(spec).expanduser().resolve()
+            if not p.exists():
+                raise InputError(f"style reference {spec} does not exist; check style.reference")
+            refs.append({"spec": spec, "path": str(p)})
+    models: list[dict[str, Any]] = []
+    for spec in _noise_specs(config):
+        if spec == "demo":
+            models.append({"spec": "demo"})
+            continue
+        from faket_dask.noise import NoiseModel
+
+        p = Path(spec).expanduser().resolve()
+        NoiseModel.load(p)  # validates; raises InputError naming the problem
+        models.append({"spec": spec, "source": str(p)})
+    return SharedInputs(
+        weights_spec=weights_spec,
+        weights_seed=int(config.seed),
+        weights=weights,
+        style_references=tuple(refs),
+        noise_models=tuple(models),
+    )
+
+
+def materialize_inputs(
+    inputs: SharedInputs, config: SimulationConfig, store: str | os.PathLike[str]
+) -> SharedInputs:
+    """Write what workers read into ``<store>/inputs/`` (client only) and record identities.
+
+    The demo reference (``faket_dask.reference.demo_reference`` over every angle a sample
+    may use) and noise models (copied, or the demo model fitted on the demo reference at
+    :data:`DEMO_SNR`) land in the store, so that workers need nothing but the store.
+    """
+    import json
+
+    import zarr
+
+    from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
+    from faket_dask.noise import NoiseModel, fit_noise_model_from_reference
+
+    root = Path(store).resolve()
+    demo: TiltSeries | None = None
+
+    def demo_ref() -> TiltSeries:
+        nonlocal demo
+        if demo is None:
+            from faket_dask.reference import demo_reference
+
+            angles = union_angles(config)
+            demo = demo_reference(
+                tuple(config.tilts.shape),
+                angles,
+                config.tilts.pixel_spacing,
+                DEMO_REFERENCE_SEED,
+            )
+        return demo
+
+    refs: list[dict[str, Any]] = []
+    for ref in inputs.style_references:
+        if ref.get("spec") == "demo":
+            series = demo_ref()
+            path = root / "inputs" / "demo_reference"
+            if not (path / "zarr.json").exists():
+                write_tilt_series(path, series, var="tilts")
+            data = np.ascontiguousarray(series.data, dtype=np.float32)
+        else:
+            series = read_tilt_series(ref["path"])
+            path = Path(ref["path"])
+            data = np.ascontiguousarray(series.data, dtype=np.float32)
+        refs.append(
+            {
+                **ref,
+                "path": str(path),
+                "shape": list(data.shape),
+                "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+                "angles_known": series.angles_deg is not None,
+                "pixel_spacing": series.pixel_spacing,
+            }
+        )
+    models: list[dict[str, Any]] = []
+    for i, m in enumerate(inputs.noise_models):
+        if m.get("spec") == "demo":
+            series = demo_ref()
+            model = fit_noise_model_from_reference(
+                series.data,
+                series.angles_deg,
+                DEMO_SNR,
+                provenance={"source": "faket-dask built-in demo reference"},
+            )
+        else:
+            model = NoiseModel.load(m["source"])
+        # a zarr group whose attrs hold the model: the store stays a clean zarr hierarchy
+        text = model.model_dump_json()
+        name = f"inputs/noise_model_{i:02d}"
+        zarr.open_group(
+            str(root),
+            path=name,
+            mode="w",
+            zarr_format=3,
+            attributes={"noise_model": json.loads(text)},
+        )
+        models.append(
+            {**m, "path": str(root / name), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        )
+    return SharedInputs(
+        weights_spec=inputs.weights_spec,
+        weights_seed=inputs.weights_seed,
+        weights=inputs.weights,
+        style_references=tuple(refs),
+        noise_models=tuple(models),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The spec and the draws
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Everything one sample needs (small, picklable: no arrays)."""
+
+    seed: int
+    sample_id: int
+    config: SimulationConfig
+    store: str
+    inputs: SharedInputs = field(default_factory=SharedInputs)
+    run_id: str = ""
+    fault: str | None = None
+    base_dir: str | None = None
+
+
+def _draw_rng(seed: int, sample_id: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(sample_id), _DRAW_STREAM])
+
+
+def draw(spec: SampleSpec) -> dict[str, Any]:
+    """What this sample uses, drawn from its own stream (a pure function of seed and id).
+
+    Returns a JSON-able dict: ``angles_spec``, ``angles`` (deg), ``style_reference`` (index),
+    ``noise_model`` (index), ``snr`` (or None), ``tilt_axis_deg``, ``shifts_px`` ((T, 2) y, x
+    or None).
+    """
+    cfg = spec.config
+    rng = _draw_rng(spec.seed, spec.sample_id)
+    specs = _angle_specs(cfg)
+    a_idx = int(rng.integers(len(specs))) if len(specs) > 1 else 0
+    angles = _angles_of(specs[a_idx])
+    n_refs = max(1, len(spec.inputs.style_references))
+    s_idx = int(rng.integers(n_refs)) if n_refs > 1 else 0
+    n_models = max(1, len(spec.inputs.noise_models))
+    m_idx = int(rng.integers(n_models)) if n_models > 1 else 0
+    snr = cfg.noise.snr
+    if isinstance(snr, tuple | list):
+        lo, hi = float(snr[0]), float(snr[1])
+        snr_v: float | None = float(rng.uniform(lo, hi)) if hi > lo else lo
+    else:
+        snr_v = None if snr is None else float(snr)
+    axis = getattr(cfg.tilts, "tilt_axis_deg", 0.0)
+    if isinstance(axis, tuple | list):
+        lo, hi = float(axis[0]), float(axis[1])
+        axis_v = float(rng.uniform(lo, hi)) if hi > lo else lo
+    else:
+        axis_v = float(axis or 0.0)
+    shifts = None
+    if cfg.tilts.misalignment_px > 0:
+        shifts = rng.normal(0.0, float(cfg.tilts.misalignment_px), size=(angles.size, 2))
+        shifts = np.round(shifts, 4).tolist()
+    spec_repr = specs[a_idx] if isinstance(specs[a_idx], str) else list(specs[a_idx])
+    return {
+        "angles_choice": a_idx,
+        "angles_spec": spec_repr,
+        "angles": [float(a) for a in angles],
+        "style_reference": s_idx,
+        "noise_model": m_idx,
+        "snr": snr_v,
+        "tilt_axis_deg": axis_v,
+        "shifts_px": shifts,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Per-process caches: the model, Gram matrices, references, noise models
+# --------------------------------------------------------------------------------------------
+
+_LOCK = threading.Lock()
+_LOADS: dict[str, int] = {}
+_GRAM_CACHE: Any = None
+
+
+def get_style_model(weights: str, seed: int = 0, device: str = "auto") -> Any:
+    """The VGG-19 feature model for ``weights`` on ``device``, loaded once per process.
+
+    Counts loads per (weights, seed, device) in :func:`model_loads`.
+    """
+    from faket_dask.weights import load_vgg19
+
+    dev = resolve_device(device)
+    key = f"{weights}|{seed}|{dev}"
+    with _LOCK:
+        first = key not in _LOADS
+        model, _info = load_vgg19(weights, seed=seed, device=dev)
+        if first:
+            _LOADS[key] = _LOADS.get(key, 0) + 1
+    return model
+
+
+def model_loads() -> dict[str, int]:
+    """How many times this process loaded each model (1 each when caching works)."""
+    with _LOCK:
+        return dict(_LOADS)
+
+
+def gram_cache() -> Any:
+    """Return the process-wide style Gram-matrix cache (keyed by the style reference)."""
+    global _GRAM_CACHE
+    with _LOCK:
+        if _GRAM_CACHE is None:
+            from faket_dask.style import GramCache
+
+            _GRAM_CACHE = GramCache()
+        return _GRAM_CACHE
+
+
+@functools.lru_cache(maxsize=4)
+def _load_reference(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    import dask
+
+    from faket_dask.io import read_tilt_series
+
+    # Zarr inputs open as lazy xarray/dask arrays; inside a Dask worker, computing them would go
+    # to the cluster (and let this worker start other samples meanwhile): read them in-thread.
+    with dask.config.set(scheduler="synchronous"):
+        series = read_tilt_series(path)
+    data = np.ascontiguousarray(series.data, dtype=np.float32)
+    data.setflags(write=False)
+    angles = None if series.angles_deg is None else np.asarray(series.angles_deg, "f8")
+    return data, angles
+
+
+@functools.lru_cache(maxsize=16)
+def _load_noise_model(path: str) -> NoiseModel:
+    """A noise model from a noise.json, or from the attrs of a store's ``inputs`` group."""
+    import json
+
+    from faket_dask.noise import NoiseModel
+
+    meta = Path(path) / "zarr.json"
+    if meta.is_file():
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+        return NoiseModel.model_validate(attrs["noise_model"])
+    return NoiseModel.load(path)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when this process (the worker) has it, else CPU."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+
+
+def _with_snr(model: NoiseModel, snr: float) -> NoiseModel:
+    """The model with r and sigma replaced by an SNR's (mean and std curves kept)."""
+    from faket_dask.noise import STATS, Curves
+
+    r = float(np.sqrt(snr / (1.0 + snr)))
+    s = float(np.sqrt(1.0 / (1.0 + snr)))
+    n = model.n_tilts
+
+    def patch(c: Any, length: int, coeffs: bool) -> Any:
+        values = {k: np.asarray(c.array(k), dtype=np.float64) for k in STATS}
+        for k, v in (("r", r), ("sigma", s)):
+            if coeffs:
+                arr = np.zeros(length)
+                arr[-1] = v
+                values[k] = arr
+            else:
+                values[k] = np.full(length, v)
+        return Curves.from_arrays(values)
+
+    return model.model_copy(
+        update={
+            "fit": patch(model.fit, n, False),
+            "baseline": patch(model.baseline, n, False),
+            "fit_coefficients": patch(model.fit_coefficients, model.degree + 1, True),
+            "baseline_coefficients": patch(model.baseline_coefficients, 1, True),
+            "provenance": {**model.provenance, "snr_override": snr},
+        }
+    )
+
+
+def _misalign(tilts: torch.Tensor, axis_deg: float, shifts: Sequence[Sequence[float]] | None):
+    """Rotate each tilt about its centre by ``axis_deg`` and shift it by ``shifts[t]`` (y, x)."""
+    import torch
+    from scipy import ndimage
+
+    if not axis_deg and shifts is None:
+        return tilts
+    arr = tilts.detach().cpu().numpy()
+    out = np.empty_like(arr)
+    h, w = arr.shape[1:]
+    centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+    th = np.deg2rad(axis_deg)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    for t in range(arr.shape[0]):
+        shift = np.asarray(shifts[t], dtype=np.float64) if shifts is not None else np.zeros(2)
+        # output p -> input rot @ (p - centre - shift) + centre
+        offset = centre - rot @ (centre + shift)
+        out[t] = ndimage.affine_transform(arr[t], rot, offset=offset, order=1, mode="nearest")
+    return torch.from_numpy(out).to(tilts.device)
+
+
+def _style_stack(
+    ref: np.ndarray, ref_angles: np.ndarray | None, angles: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference tilts that style each sample tilt: the nearest angle (or by index)."""
+    if ref_angles is None or ref_angles.size != ref.shape[0]:
+        if ref.shape[0] != angles.size:
+            raise InputError(
+                f"the style reference has {ref.shape[0]} tilts and no angles, the sample "
+                f"{angles.size}: give the reference a .tlt"
+            )
+        idx = np.arange(angles.size)
+    else:
+        idx = np.abs(ref_angles[None, :] - angles[:, None]).argmin(axis=1)
+    return ref[idx], idx
+
+
+def _batch_size(cfg: Any, shape: tuple[int, int], device: str) -> int:
+    if cfg.style.batch_size != "auto":
+        return int(cfg.style.batch_size)
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        per_tilt = 3200 * shape[0] * shape[1]  # VGG-19 activations + gradients, fp32, rough
+        return int(max(1, min(16, (free * 0.5) // per_tilt)))
+    return 4
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    x64 = x.astype(np.float64, copy=False)
+    return {
+        "mean": float(x64.mean()),
+        "std": float(x64.std()),
+        "min": float(x64.min()),
+        "max": float(x64.max()),
+    }
+
+
+def _apply_fault(spec: SampleSpec, phase: str) -> None:
+    if not spec.fault:
+        return
+    for part in spec.fault.split(";"):
+        kind, _, arg = part.strip().partition(":")
+        if kind == "sleep" and phase == "write":
+            time.sleep(float(arg))
+        elif kind in ("fail", "exit") and phase == "start":
+            ids = {int(x) for x in arg.split(",") if x.strip()}
+            if spec.sample_id in ids:
+                if kind == "exit":
+                    os._exit(1)
+                raise RuntimeError(f"injected failure of sample {spec.sample_id} ({spec.fault})")
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - t0, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# The sample
+# --------------------------------------------------------------------------------------------
+
+
+def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
+    """Compute one sample and write it into the store; return its small summary.
+
+    The stored bytes depend only on (seed, sample id, config, shared inputs) for a given device
+    type, library versions and precision. Safe to run twice (execution is at least once): a
+    complete sample is not recomputed (its stored summary is returned), an incomplete one is
+    deleted and written again.
+    """
+    from faket_dask.io import store as st
+
+    t_start = time.perf_counter()
+    _apply_fault(spec, "start")
+    existing = st.read_sample_attrs(spec.store, spec.sample_id)
+    if existing and existing.get("complete") is True and existing.get("summary"):
+        summary = dict(existing["summary"])
+        summary["reused"] = True
+        return summary
+
+    cfg = spec.config
+    timer = _Timer()
+    drew = draw(spec)
+    angles = np.asarray(drew["angles"], dtype=np.float64)
+    device = resolve_device(cfg.style.device)
+    modalities = list(cfg.output.modalities)
+
+    group = st.prepare_sample(
+        spec.store,
+        spec.sample_id,
+        {"seed": int(spec.seed), "run_id": spec.run_id, "drew": drew, "started_at": _now()},
+    )
+    with timer("build+project"):
+        built = _build_and_project(spec, group, angles, device)
+    noiseless = built.noiseless
+    with timer("misalign"):
+        noiseless = _misalign(noiseless, drew["tilt_axis_deg"], drew["shifts_px"])
+
+    need_noise = [m for m in ("noisy", "content", "baseline") if m in modalities]
+    if "styled" in modalities:
+        need_noise = [
+            m
+            for m in ("noisy", "content", "baseline")
+            if m in need_noise or m in ("noisy", "content")
+        ]
+    stacks: dict[str, Any] = {"noiseless": noiseless}
+    if need_noise:
+        with timer("noise"):
+            from faket_dask.noise import apply_noise
+
+            model = _load_noise_model(spec.inputs.noise_models[drew["noise_model"]]["path"])
+            if drew["snr"] is not None:
+                model = _with_snr(model, drew["snr"])
+            stacks.update(
+                apply_noise(
+                    noiseless,
+                    model,
+                    angles,
+                    spec.seed,
+                    spec.sample_id,
+                    rng=cfg.noise.rng,
+                    modalities=need_noise,
+                    content_factor=cfg.noise.content_factor,
+                )
+            )
+    if "styled" in modalities:
+        with timer("style"):
+            stacks["styled"] = _style(spec, drew, angles, stacks, device)
+
+    tomogram = None
+    if cfg.reconstruction.enabled:
+        with timer("reconstruct"):
+            tomogram = _reconstruct(cfg, angles, stacks, modalities, device)
+
+    arrays = {
+        m: np.ascontiguousarray(stacks[m].detach().cpu().numpy(), dtype=np.float32)
+        for m in modalities
+    }
+    stats = {m: _stats(a) for m, a in arrays.items()}
+
+    _apply_fault(spec, "write")
+    with timer("write"):
+        checksums = dict(built.checksums)
+        checksums.update(_write_tilts(spec, group, drew, arrays, angles))
+        if tomogram is not None:
+            checksums.update(_write_tomogram(spec, group, tomogram, built))
+    timer.times["total"] = round(time.perf_counter() - t_start, 4)
+    summary = {
+        "sample_id": int(spec.sample_id),
+        "status": "ok",
+        "seed": int(spec.seed),
+        "drew": drew,
+        "layout": built.layout_info,
+        "n_particles": built.n_particles,
+        "checksums": checksums,
+        "stats": stats,
+        "timings": dict(timer.times),
+        "device": device,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "run_id": spec.run_id,
+        "finished_at": _now(),
+    }
+    st.mark_complete(group, {"summary": summary, "checksums": checksums})
+    return summary
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+# The stage adapters below keep the stage modules' APIs in one place.
+
+
+@dataclass
+class _Built:
+    noiseless: Any  # torch (T, H, W) float32 on the device
+    checksums: dict[str, str]
+    binned_masks: dict[str, np.ndarray]  # (Z // b, Y // b, X // b) when reconstructing
+    shape: tuple[int, int, int]
+    n_particles: int
+    layout_info: dict[str, Any]
+
+
+def _slab_rows(ny: int, nz: int, nx: int, cfg: Any) -> int:
+    """Y rows per slab: the config's, else about 256 MiB, a multiple of 128 (and of the bin)."""
+    from faket_dask.sample import default_slab_size
+
+    rows = cfg.sample.slab_size or default_slab_size((nz, ny, nx))
+    if rows >= ny:
+        return ny
+    step = 128
+    b = cfg.reconstruction.bin if cfg.reconstruction.enabled else 1
+    step = step * b // math.gcd(step, b)
+    return max(step, (rows // step) * step) if step < ny else ny
+
+
+def _build_and_project(spec: SampleSpec, group: Any, angles: np.ndarray, device: str) -> _Built:
+    """Draw the layout, render it slab by slab, project each slab and store the labels."""
+    import torch
+
+    from faket_dask.io import store as st
+    from faket_dask.particles import star_blocks
+    from faket_dask.projection import project_slab
+    from faket_dask.reconstruction import bin_volume_labels
+    from faket_dask.sample import SampleSpec as BuildSpec
+    from faket_dask.sample import build_layout, iter_slabs
+
+    cfg = spec.config
+    layout = build_layout(
+        BuildSpec.from_config(cfg, spec.sample_id, seed=spec.seed, base_dir=spec.base_dir)
+    )
+    nz, ny, nx = layout.shape
+    w = int(cfg.tilts.shape[1])
+    ps = float(layout.pixel_spacing)
+    rows = _slab_rows(ny, nz, nx, cfg)
+    noiseless = torch.empty((angles.size, ny, w), dtype=torch.float32, device=device)
+    save = cfg.output.save_volume or cfg.output.save_density
+    dtypes: dict[str, Any] = {}
+    if cfg.output.save_volume:
+        dtypes |= {"class_mask": layout.class_dtype, "instance_mask": np.uint32}
+    if cfg.output.save_density:
+        dtypes["density"] = np.float32
+    writer = None
+    if save:
+        writer = st.GridWriter(
+            group,
+            "volume",
+            (nz, ny, nx),
+            dtypes,
+            ps,
+            rows=rows,
+            attrs={"classes": {str(k): v for k, v in layout.classes.items()}},
+        )
+    b = int(cfg.reconstruction.bin) if cfg.reconstruction.enabled else 0
+    binned: dict[str, list[np.ndarray]] = {"class_mask": [], "instance_mask": []}
+    for y0, y1, dens, cls, inst in iter_slabs(layout, rows, device):
+        noiseless[:, y0:y1] = project_slab(dens, angles, w)
+        if writer is not None:
+            slabs = {"class_mask": cls, "instance_mask": inst}
+            if "density" in dtypes:
+                slabs["density"] = dens.detach().cpu().numpy() if hasattr(dens, "detach") else dens
+            writer.write(y0, {k: slabs[k] for k in dtypes})
+        if b:
+            usable = ((y1 - y0) // b) * b
+            if usable:
+                binned["class_mask"].append(bin_volume_labels(cls[:, :usable], b))
+                binned["instance_mask"].append(bin_volume_labels(inst[:, :usable], b))
+    checksums = {}
+    if writer is not None:
+        checksums = {f"volume/{k}": v for k, v in writer.checksums().items()}
+    table = layout.particles
+    star = None
+    try:
+        import starfile
+
+        blocks = star_blocks(
+            table,
+            "volume",
+            shape=(nz, ny, nx),
+            pixel_spacing=ps,
+            tomo_name=f"sample_{spec.sample_id:06d}",
+        )
+        star = starfile.to_string(blocks, float_format="%.6f")
+    except Exception as err:  # STAR is a convenience copy of the table
+        star = f"# STAR export failed: {err}"
+    columns = {c: table[c].to_numpy() for c in table.columns}
+    sums = st.write_particles(
+        group,
+        columns,
+        star=star,
+        attrs={
+            "pixel_spacing": ps,
+            "shape": [nz, ny, nx],
+            "classes": {str(k): v for k, v in layout.classes.items()},
+        },
+    )
+    checksums.update({f"particles/{k}": v for k, v in sums.items()})
+    masks = {k: np.concatenate(v, axis=1) for k, v in binned.items() if v}
+    info = layout.summary() if hasattr(layout, "summary") else {}
+    n_particles = int((table["kind"] == "particle").sum()) if "kind" in table else len(table)
+    return _Built(noiseless, checksums, masks, (nz, ny, nx), n_particles, _jsonable(info))
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _style(
+    spec: SampleSpec,
+    drew: Mapping[str, Any],
+    angles: np.ndarray,
+    stacks: Mapping[str, Any],
+    device: str,
+) -> Any:
+    import torch
+
+    from faket_dask.style import style_transfer
+
+    cfg = spec.config
+    ref_rec = spec.inputs.style_references[drew["style_reference"]]
+    ref, ref_angles = _load_reference(ref_rec["path"])
+    style_np, idx = _style_stack(ref, ref_angles, angles)
+    model = get_style_model(str(spec.inputs.weights_spec), spec.inputs.weights_seed, device)
+    key = f"{ref_rec.get('sha256', ref_rec['path'])}:{hashlib.sha1(idx.tobytes()).hexdigest()}"
+    return style_transfer(
+        stacks["content"],
+        torch.from_numpy(np.array(style_np)),
+        stacks["noisy"],
+        model,
+        precision=cfg.style.precision,
+        batch_size=_batch_size(cfg, tuple(cfg.tilts.shape), device),
+        gram_cache=gram_cache(),
+        style_key=key,
+    )
+
+
+def _recon_source(modalities: Sequence[str]) -> str:
+    for m in ("styled", "noisy", "content", "baseline"):
+        if m in modalities:
+            return m
+    return "noiseless"
+
+
+def _reconstruct(
+    cfg: Any,
+    angles: np.ndarray,
+    stacks: Mapping[str, Any],
+    modalities: Sequence[str],
+    device: str,
+) -> dict[str, Any]:
+    from faket_dask.reconstruction import reconstruct
+
+    rc = cfg.reconstruction
+    source = _recon_source(modalities)
+    b = int(rc.bin)
+    thickness = int(rc.thickness or max(1, cfg.sample.thickness // b))
+    tomo = reconstruct(
+        stacks[source],
+        angles,
+        thickness,
+        bin=b,
+        filter=rc.filter,
+        device=device,
+        unbinned_thickness=int(cfg.sample.thickness),
+    )
+    return {
+        "data": np.ascontiguousarray(tomo.detach().cpu().numpy(), dtype=np.float32),
+        "source": source,
+        "bin": b,
+        "thickness": thickness,
+    }
+
+
+def _crop_z(mask: np.ndarray, thickness: int) -> np.ndarray:
+    """The binned mask's Z range that the centred tomogram covers (zero-padded if thicker)."""
+    zb = mask.shape[0]
+    if thickness <= zb:
+        z0 = (zb - thickness) // 2
+        return mask[z0 : z0 + thickness]
+    out = np.zeros((thickness, *mask.shape[1:]), dtype=mask.dtype)
+    z0 = (thickness - zb) // 2
+    out[z0 : z0 + zb] = mask
+    return out
+
+
+def _write_tomogram(spec: SampleSpec, group: Any, tomo: Mapping[str, Any], built: _Built) -> dict:
+    from faket_dask.io import store as st
+
+    data = tomo["data"]
+    arrays: dict[str, np.ndarray] = {"tomogram": data}
+    for key, mask in built.binned_masks.items():
+        m = _crop_z(mask, data.shape[0])
+        if m.shape[1:] == data.shape[1:]:
+            arrays[key] = m
+    ps = float(spec.config.tilts.pixel_spacing) * tomo["bin"]
+    sums = st.write_grid(
+        group,
+        "tomogram",
+        arrays,
+        ps,
+        attrs={
+            "source": tomo["source"],
+            "bin": tomo["bin"],
+            "filter": spec.config.reconstruction.filter,
+            "thickness": tomo["thickness"],
+        },
+    )
+    return {f"tomogram/{k}": v for k, v in sums.items()}
+
+
+def _write_tilts(
+    spec: SampleSpec,
+    group: Any,
+    drew: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    angles: np.ndarray,
+) -> dict[str, str]:
+    from faket_dask.io import store as st
+
+    cfg = spec.config
+    first = next(iter(arrays.values()))
+    extra: dict[str, np.ndarray] = {}
+    if drew.get("shifts_px") is not None:
+        sh = np.asarray(drew["shifts_px"], dtype=np.float64)
+        extra = {"shift_y_px": sh[:, 0], "shift_x_px": sh[:, 1]}
+    attrs = {
+        "tilt_axis_deg": drew.get("tilt_axis_deg", 0.0),
+        "style_reference": drew.get("style_reference"),
+        "noise_model": drew.get("noise_model"),
+        "weights": spec.inputs.weights.get("name") if spec.inputs.weights else None,
+    }
+    writer = st.TiltsWriter(
+        group,
+        list(arrays),
+        first.shape,
+        angles,
+        float(cfg.tilts.pixel_spacing),
+        dtype=cfg.output.dtype,
+        tilts_per_shard=cfg.output.tilts_per_shard,
+        chunk=cfg.output.chunk,
+        extra_coords=extra,
+        attrs=attrs,
+    )
+    for name, data in arrays.items():
+        writer.write_all(name, data)
+    return {f"tilts/{k}": v for k, v in writer.checksums().items()}
+
+
+def spec_dict(spec: SampleSpec) -> dict[str, Any]:
+    """A JSON-able view of a spec (for logs)."""
+    d = asdict(spec)
+    d["config"] = spec.config.to_dict()
+    return d

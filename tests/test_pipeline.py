@@ -1,0 +1,157 @@
+"""simulate_sample without Dask: draws, the stored sample, determinism, options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from _generate_helpers import tiny_config
+
+from faket_dask import pipeline as pl
+from faket_dask.errors import InputError
+from faket_dask.io import store as st
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Bitwise CPU determinism needs one torch thread (the workers' setting): torch's CPU
+    kernels are not bitwise reproducible run to run with several threads."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _setup(cfg, path):
+    inputs = pl.resolve_inputs(cfg, path)
+    st.create_store(path, {"config": cfg.to_dict()})
+    return pl.materialize_inputs(inputs, cfg, path)
+
+
+def _spec(cfg, path, inputs, sid=0):
+    return pl.SampleSpec(cfg.seed, sid, cfg, str(path), inputs)
+
+
+def test_draws_are_keyed_recorded_and_cover_the_options():
+    cfg = tiny_config(
+        tilts={
+            "angle_choices": ["-40:40:40", "-30:30:15"],
+            "misalignment_px": 1.0,
+            "tilt_axis_deg": [-2.0, 3.0],
+        },
+        noise={"snr": [0.1, 0.5]},
+    )
+    inputs = pl.SharedInputs(style_references=({}, {}, {}), noise_models=({}, {}))
+    draws = [pl.draw(_spec(cfg, "x", inputs, i)) for i in range(40)]
+    assert draws[3] == pl.draw(_spec(cfg, "x", inputs, 3))  # a pure function of (seed, id)
+    assert draws[3] != draws[4]
+    assert {d["angles_choice"] for d in draws} == {0, 1}
+    assert {d["style_reference"] for d in draws} == {0, 1, 2}
+    assert {d["noise_model"] for d in draws} == {0, 1}
+    assert all(0.1 <= d["snr"] <= 0.5 and -2 <= d["tilt_axis_deg"] <= 3 for d in draws)
+    assert all(len(d["shifts_px"]) == len(d["angles"]) for d in draws)
+    other_seed = cfg.model_copy(update={"seed": 8})
+    assert pl.draw(_spec(other_seed, "x", inputs, 3)) != draws[3]
+
+
+def test_sample_written_checksummed_and_not_recomputed(tmp_path):
+    cfg = tiny_config(
+        output={
+            "modalities": ["styled", "noisy", "content", "baseline", "noiseless"],
+            "dtype": "float16",
+            "save_density": True,
+        },
+        reconstruction={"enabled": True, "bin": 2},
+    )
+    path = tmp_path / "p.zarr"
+    inputs = _setup(cfg, path)
+    summary = pl.simulate_sample(_spec(cfg, path, inputs, 2))
+    assert summary["status"] == "ok" and st.is_complete(path, 2)
+    g = f"samples/{2:06d}"
+    tilts = xr.open_zarr(path, group=f"{g}/tilts", consolidated=False)
+    assert tilts.styled.dtype == np.float16
+    for m in ("styled", "noisy", "content", "baseline", "noiseless"):
+        assert summary["checksums"][f"tilts/{m}"] == st.array_checksum(tilts[m].values)
+    vol = xr.open_zarr(path, group=f"{g}/volume", consolidated=False)
+    assert summary["checksums"]["volume/instance_mask"] == st.array_checksum(
+        vol.instance_mask.values
+    )
+    assert vol.density.shape == (8, 16, 16)
+    tomo = xr.open_zarr(path, group=f"{g}/tomogram", consolidated=False)
+    assert tomo.tomogram.shape == tomo.class_mask.shape == (4, 8, 8)
+    assert tomo.attrs["pixel_spacing"] == 40.0 and tomo.attrs["source"] == "styled"
+    # the sample's attrs hold the summary; a second run returns it without recomputing
+    again = pl.simulate_sample(_spec(cfg, path, inputs, 2))
+    assert again["reused"] is True and again["checksums"] == summary["checksums"]
+
+
+def test_same_sample_same_bytes_in_two_stores_and_incomplete_replaced(tmp_path):
+    cfg = tiny_config(tilts={"misalignment_px": 0.7, "tilt_axis_deg": 4.0})
+    a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    ia, ib = _setup(cfg, a), _setup(cfg, b)
+    sa = pl.simulate_sample(_spec(cfg, a, ia, 1))
+    # stray partial state from a dead worker is removed before the sample is written
+    g = st.prepare_sample(b, 1, {"seed": 0})
+    g.create_group("tilts")
+    (b / "samples" / "000001" / "x.abc.partial").write_text("torn")
+    sb = pl.simulate_sample(_spec(cfg, b, ib, 1))
+    assert sa["checksums"] == sb["checksums"]
+    assert not (b / "samples" / "000001" / "x.abc.partial").exists()
+    tilts = xr.open_zarr(b, group="samples/000001/tilts", consolidated=False)
+    np.testing.assert_allclose(tilts.shift_x_px.values, np.array(sb["drew"]["shifts_px"])[:, 1])
+    assert tilts.attrs["tilt_axis_deg"] == 4.0
+
+
+def test_snr_override_and_reference_tilt_matching():
+    from faket_dask.noise import fit_noise_model_from_reference
+
+    angles = np.array([-40.0, 0.0, 40.0])
+    ref = np.random.default_rng(0).normal(size=(3, 16, 16)) + 5
+    model = fit_noise_model_from_reference(ref, angles, 1.0)
+    r, sigma, mean, _ = pl._with_snr(model, 3.0).curves(angles)
+    np.testing.assert_allclose(r, np.sqrt(3 / 4))
+    np.testing.assert_allclose(sigma, np.sqrt(1 / 4))
+    np.testing.assert_allclose(mean, model.curves(angles)[2])
+    _, idx = pl._style_stack(ref, np.array([-45.0, -1.0, 2.0]), np.array([-40.0, 0.0, 3.0]))
+    assert idx.tolist() == [0, 1, 2]
+    _, idx = pl._style_stack(ref, np.array([-45.0, -1.0, 2.0]), np.array([1.5, 1.5, -50.0]))
+    assert idx.tolist() == [2, 2, 0]
+    with pytest.raises(InputError, match="no angles"):
+        pl._style_stack(ref, None, np.array([0.0, 1.0]))
+
+
+def test_fault_hook(tmp_path):
+    cfg = tiny_config()
+    spec = pl.SampleSpec(0, 4, cfg, str(tmp_path), fault="fail:4,5")
+    with pytest.raises(RuntimeError, match="injected failure of sample 4"):
+        pl.simulate_sample(spec)
+
+
+def test_slab_by_slab_equals_whole_rendering(tmp_path):
+    import torch
+
+    from faket_dask.projection import project
+    from faket_dask.sample import SampleSpec, build_sample
+
+    cfg = tiny_config(
+        tilts={"shape": [260, 32]},
+        sample={"thickness": 8, "slab_size": 130},  # slabs of 128 rows: 128 + 128 + 4
+        style={"enabled": False},
+        output={"modalities": ["noiseless"], "save_density": True},
+    )
+    path = tmp_path / "s.zarr"
+    inputs = _setup(cfg, path)
+    summary = pl.simulate_sample(_spec(cfg, path, inputs, 0))
+    whole = build_sample(SampleSpec.from_config(cfg, 0, seed=cfg.seed))
+    vol = xr.open_zarr(path, group="samples/000000/volume", consolidated=False)
+    np.testing.assert_array_equal(vol.instance_mask.values, whole.instance_mask)
+    np.testing.assert_array_equal(vol.density.values, whole.density)
+    assert summary["checksums"]["volume/class_mask"] == st.array_checksum(whole.class_mask)
+    tilts = xr.open_zarr(path, group="samples/000000/tilts", consolidated=False)
+    angles = np.array(summary["drew"]["angles"])
+    expected = project(torch.from_numpy(whole.density), angles, detector_width=32).numpy()
+    np.testing.assert_array_equal(tilts.noiseless.values, expected)
