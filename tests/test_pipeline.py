@@ -16,8 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """Bitwise CPU determinism needs one torch thread (the workers' setting): torch's CPU
-    kernels are not bitwise reproducible run to run with several threads."""
+    """Compute like the workers do (one torch thread each), so the bytes compare across runs."""
     import torch
 
     n = torch.get_num_threads()
