@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,9 @@ ANGLES = "-30:30:15"
 
 def run_cli(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "faket_dask_cli.main", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    # CPU results are reproducible for a fixed thread count: pin it on both sides
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -43,8 +46,16 @@ def reference_like(noiseless: np.ndarray) -> np.ndarray:
     return (0.3 * noiseless + rng.normal(0, 1.0, noiseless.shape) + 5.0).astype(np.float32)
 
 
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("ext", [".mrc", ".zarr"])
-def test_chain_matches_library(tmp_path: Path, ext: str) -> None:
+def test_chain_matches_library(tmp_path: Path, ext: str, one_thread: None) -> None:
     from faket_dask.noise import NoiseModel, apply_noise, fit_noise_model
     from faket_dask.projection import project
     from faket_dask.style import style_transfer
