@@ -17,6 +17,29 @@ VarOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option(help="cpu, cuda, or auto (cuda when available).")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing output.")]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Address of a running Dask scheduler (overrides $DASK_SCHEDULER_ADDRESS).",
+    ),
+]
+SchedulerFileOpt = Annotated[
+    Path | None,
+    typer.Option("--scheduler-file", help="Scheduler file written by `dask scheduler`."),
+]
+ProfileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cluster-profile",
+        help="YAML {cluster: import.path, kwargs: {...}, scale: N | adapt: {...}, "
+        "dask_config: {...}} (e.g. dask_jobqueue.SLURMCluster).",
+    ),
+]
+WorkerTimeoutOpt = Annotated[
+    float,
+    typer.Option("--worker-timeout", help="Seconds to wait for the scheduler and a worker."),
+]
 
 
 def resolve_angles(

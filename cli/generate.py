@@ -8,29 +8,8 @@ from typing import Annotated
 
 import typer
 
-SchedulerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--scheduler",
-        help="Address of a running Dask scheduler (overrides $DASK_SCHEDULER_ADDRESS).",
-    ),
-]
-SchedulerFileOpt = Annotated[
-    Path | None,
-    typer.Option("--scheduler-file", help="Scheduler file written by `dask scheduler`."),
-]
-ProfileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--cluster-profile",
-        help="YAML {cluster: import.path, kwargs: {...}, scale: N | adapt: {...}, "
-        "dask_config: {...}} (e.g. dask_jobqueue.SLURMCluster).",
-    ),
-]
-WorkerTimeoutOpt = Annotated[
-    float,
-    typer.Option("--worker-timeout", help="Seconds to wait for the scheduler and a worker."),
-]
+from ._common import ProfileOpt, SchedulerFileOpt, SchedulerOpt, WorkerTimeoutOpt
+
 NWorkersOpt = Annotated[
     int | None,
     typer.Option("--n-workers", help="Workers of the embedded local cluster (default: auto)."),

@@ -11,6 +11,9 @@ import typer
 from ._common import (
     DeviceOpt,
     OverwriteOpt,
+    ProfileOpt,
+    SchedulerFileOpt,
+    SchedulerOpt,
     VarOpt,
     check_output,
     check_tilt_counts,
@@ -207,8 +210,18 @@ def style(
     init_var: Annotated[str | None, typer.Option(help="Zarr array of INIT.")] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
+    scheduler: SchedulerOpt = None,
+    scheduler_file: SchedulerFileOpt = None,
+    cluster_profile: ProfileOpt = None,
+    tilts_per_block: Annotated[
+        int, typer.Option(help="On a cluster: tilts per task and per output shard.")
+    ] = 8,
 ) -> None:
-    """Apply FakET's one-step neural style transfer so the tilts take on the reference's noise."""
+    """Apply FakET's one-step neural style transfer so the tilts take on the reference's noise.
+
+    With --scheduler, --scheduler-file or --cluster-profile and Zarr inputs, the series is
+    styled as a Dask graph over tilt blocks across the cluster (global min/max first).
+    """
     from faket_dask.errors import InputError
     from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
 
@@ -217,6 +230,36 @@ def style(
     if batch < 1:
         raise InputError(f"--batch {batch} must be at least 1")
     check_output(output, overwrite)
+    if scheduler or scheduler_file or cluster_profile:
+        paths = (content, style_ref, init, output)
+        if not all(any(p.lower().endswith(".zarr") for p in x.parts) for x in paths):
+            raise InputError(
+                "styling on a cluster needs Zarr inputs and output (chunked over tilts); "
+                "convert MRC with `faket-dask project`/`noise apply` to .zarr or drop --scheduler"
+            )
+        from faket_dask.cluster import connect
+        from faket_dask.distributed_stages import style_zarr
+
+        with connect(scheduler, scheduler_file, cluster_profile) as client:
+            result = style_zarr(
+                content,
+                style_ref,
+                init,
+                output,
+                client,
+                weights=weights,
+                weights_seed=seed,
+                precision=precision,
+                batch_size=batch,
+                device=device,
+                tilts_per_block=tilts_per_block,
+                content_var=content_var,
+                style_var=style_var,
+                init_var=init_var,
+                overwrite=overwrite,
+            )
+        echo_done(output, f"FAKET on the cluster in {result.get('n_blocks', '?')} blocks")
+        return
     c = read_tilt_series(content, var=content_var)
     s = read_tilt_series(style_ref, var=style_var)
     i = read_tilt_series(init, var=init_var)
@@ -230,8 +273,8 @@ def style(
         )
 
     import torch
-    from faket_dask.style import style_transfer
 
+    from faket_dask.style import style_transfer
     from faket_dask.weights import load_vgg19
 
     from ._common import pick_device
