@@ -196,12 +196,27 @@ class SampleConfig(StrictModel):
         "to them by name).",
     )
 
+    mixes: list[dict[str, float]] = Field(
+        default_factory=list,
+        description="Domain randomisation: particle mixes, each {class name: abundance (or count "
+        "for classes given by count)}; every sample draws one. Classes keep their ids.",
+    )
+
     @model_validator(mode="after")
     def _classes_ok(self) -> SampleConfig:
         names = [p.name for p in self.particles]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"particle class names must be unique; repeated: {', '.join(dup)}")
+        for mix in self.mixes:
+            unknown = sorted(set(mix) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"mix names unknown class {unknown[0]!r}; mixes refer to sample.particles by "
+                    f"name ({', '.join(names) or 'none defined'})"
+                )
+            if any(v < 0 for v in mix.values()):
+                raise ValueError("mix values are abundances or counts and must be >= 0")
         if self.occupancy is None:
             loose = [p.name for p in self.particles if p.count is None]
             if loose:
@@ -228,6 +243,22 @@ class SampleConfig(StrictModel):
         if self.occupancy is None and not self.particles:
             return DEFAULT_OCCUPANCY
         return self.occupancy
+
+
+def apply_mix(sample: SampleConfig, mix: dict[str, float]) -> SampleConfig:
+    """The sample section with one particle mix applied (abundance, or count for counted classes).
+
+    Class order and names stay, so class ids are the same in every sample of a dataset.
+    """
+    particles = []
+    for p in sample.particles:
+        if p.name not in mix:
+            particles.append(p)
+        elif p.count is not None:
+            particles.append(p.model_copy(update={"count": round(mix[p.name])}))
+        else:
+            particles.append(p.model_copy(update={"abundance": mix[p.name] or None, "count": None}))
+    return sample.model_copy(update={"particles": particles})
 
 
 class NoiseConfig(StrictModel):

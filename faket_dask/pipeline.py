@@ -371,7 +371,11 @@ def draw(spec: SampleSpec) -> dict[str, Any]:
         shifts = rng.normal(0.0, float(cfg.tilts.misalignment_px), size=(angles.size, 2))
         shifts = np.round(shifts, 4).tolist()
     spec_repr = specs[a_idx] if isinstance(specs[a_idx], str) else list(specs[a_idx])
+    # drawn last, so configs without mixes keep the draws they had before mixes existed
+    n_mixes = len(cfg.sample.mixes)
+    mix = int(rng.integers(n_mixes)) if n_mixes > 1 else (0 if n_mixes else None)
     return {
+        "particle_mix": mix,
         "angles_choice": a_idx,
         "angles_spec": spec_repr,
         "angles": [float(a) for a in angles],
@@ -623,7 +627,7 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
         {"seed": int(spec.seed), "run_id": spec.run_id, "drew": drew, "started_at": _now()},
     )
     with timer("build+project"):
-        built = _build_and_project(spec, group, angles, device)
+        built = _build_and_project(spec, group, angles, device, drew["particle_mix"])
     noiseless = built.noiseless
     with timer("misalign"):
         noiseless = _misalign(noiseless, drew["tilt_axis_deg"], drew["shifts_px"])
@@ -728,10 +732,16 @@ def _slab_rows(ny: int, nz: int, nx: int, cfg: Any) -> int:
     return max(step, (rows // step) * step) if step < ny else ny
 
 
-def _build_and_project(spec: SampleSpec, group: Any, angles: np.ndarray, device: str) -> _Built:
-    """Draw the layout, render it slab by slab, project each slab and store the labels."""
+def _build_and_project(
+    spec: SampleSpec, group: Any, angles: np.ndarray, device: str, mix: int | None
+) -> _Built:
+    """Draw the layout, render it slab by slab, project each slab and store the labels.
+
+    ``mix`` is the drawn particle mix (an index into ``sample.mixes``), or ``None``.
+    """
     import torch
 
+    from faket_dask.config import apply_mix
     from faket_dask.io import store as st
     from faket_dask.particles import star_blocks
     from faket_dask.projection import project_slab
@@ -740,6 +750,8 @@ def _build_and_project(spec: SampleSpec, group: Any, angles: np.ndarray, device:
     from faket_dask.sample import build_layout, iter_slabs
 
     cfg = spec.config
+    if mix is not None:
+        cfg = cfg.model_copy(update={"sample": apply_mix(cfg.sample, cfg.sample.mixes[mix])})
     layout = build_layout(
         BuildSpec.from_config(cfg, spec.sample_id, seed=spec.seed, base_dir=spec.base_dir)
     )

@@ -66,3 +66,20 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("seed: [1,\n  tilts: 2")
     with pytest.raises(InputError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_particle_mixes_refer_to_known_classes():
+    from faket_dask.config import apply_mix
+
+    parts = [
+        {"name": "a", "template": "builtin:sphere", "abundance": 1.0},
+        {"name": "b", "template": "builtin:rod", "count": 2},
+    ]
+    cfg = config_from_dict(
+        {"sample": {"particles": parts, "occupancy": 0.1, "mixes": [{"a": 2.0, "b": 5}]}}
+    )
+    mixed = apply_mix(cfg.sample, cfg.sample.mixes[0])
+    assert [p.name for p in mixed.particles] == ["a", "b"]
+    assert mixed.particles[0].abundance == 2.0 and mixed.particles[1].count == 5
+    with pytest.raises(InputError, match="mix names unknown class 'c'"):
+        config_from_dict({"sample": {"particles": parts, "occupancy": 0.1, "mixes": [{"c": 1}]}})

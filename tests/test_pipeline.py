@@ -154,3 +154,26 @@ def test_slab_by_slab_equals_whole_rendering(tmp_path):
     angles = np.array(summary["drew"]["angles"])
     expected = project(torch.from_numpy(whole.density), angles, detector_width=32).numpy()
     np.testing.assert_array_equal(tilts.noiseless.values, expected)
+
+
+def test_particle_mixes_are_drawn_recorded_and_applied(tmp_path):
+    """Each sample draws one particle mix; counts follow it and class ids stay the same."""
+    mixes = [{"ball": 3, "rod": 0}, {"ball": 0, "rod": 2}]
+    cfg = tiny_config(sample={"mixes": mixes})
+    inputs = pl.SharedInputs(style_references=({},), noise_models=({},))
+    draws = [pl.draw(_spec(cfg, "x", inputs, i)) for i in range(12)]
+    assert {d["particle_mix"] for d in draws} == {0, 1}
+    without = tiny_config()
+    assert pl.draw(_spec(without, "x", inputs, 5))["particle_mix"] is None
+    path = tmp_path / "m.zarr"
+    real_inputs = _setup(cfg, path)
+    for sid in (draws.index(next(d for d in draws if d["particle_mix"] == m)) for m in (0, 1)):
+        summary = pl.simulate_sample(_spec(cfg, path, real_inputs, sid))
+        mix = mixes[summary["drew"]["particle_mix"]]
+        table = xr.open_zarr(path, group=f"samples/{sid:06d}/particles", consolidated=False)
+        cats = table["class_name"].attrs["categories"]  # strings are stored as codes
+        names = [cats[code] for code in table["class_name"].values]
+        vol = xr.open_zarr(path, group=f"samples/{sid:06d}/volume", consolidated=False)
+        ids = set(np.unique(vol.instance_mask.values)) - {0}
+        assert len(ids) == sum(mix.values()), (mix, ids)
+        assert names.count("ball") == mix["ball"] and names.count("rod") == mix["rod"]
