@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from . import generate, reconstruct, reference, sample, stages
+from . import generate, preview, reconstruct, reference, sample, stages
 
 app = typer.Typer(
     name="faket-dask",
@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (stages, sample, reconstruct, reference, generate):
+for module in (stages, sample, reconstruct, reference, generate, preview):
     module.register(app)
 
 

@@ -14,4 +14,13 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "open_dataset"]
+
+
+def __getattr__(name: str) -> object:
+    # lazy: ``import faket_dask`` stays light (no xarray/zarr until a dataset is opened)
+    if name == "open_dataset":
+        from faket_dask.access import open_dataset
+
+        return open_dataset
+    raise AttributeError(f"module 'faket_dask' has no attribute {name!r}")

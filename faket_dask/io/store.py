@@ -17,7 +17,9 @@ Layout::
         tomogram/ (z, y, x)      optional reconstruction on its binned grid, with binned masks
         particles/ (particle)    the particle table as columns; attrs["star"] is the STAR text
 
-Every grid group opens with ``xarray.open_zarr(store, group="samples/000000/tilts")``.
+Grid groups carry OME-Zarr 0.5 ``ome`` attributes describing one primary array
+(:mod:`faket_dask.io.ome`), so napari opens them. Every grid group opens with
+``xarray.open_zarr(store, group="samples/000000/tilts")``.
 
 Concurrency contract (zarr-python#2729): a worker writes only inside its own ``samples/<id>``
 and only whole shards; the client alone writes the root, ``samples/``, ``inputs/`` and the
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faket_dask.errors import ClusterError, InputError
+from faket_dask.io.ome import grid_ome_attrs
 
 if TYPE_CHECKING:
     import zarr
@@ -442,7 +445,9 @@ class TiltsWriter:
         self.shape = (t, h, w)
         self.dtype = np.dtype(dtype)
         self.chunks, self.shards = tilt_chunking(self.shape, tilts_per_shard, chunk)
+        modalities = list(modalities)
         group_attrs = {"pixel_spacing": float(pixel_spacing), "units": "angstrom"}
+        group_attrs.update(grid_ome_attrs("tilts", modalities, pixel_spacing))
         group_attrs.update(_jsonable(dict(attrs or {})))
         self.group = parent.create_group("tilts", attributes=group_attrs)
         coord_names = ["tilt_angle", *(extra_coords or {})]
@@ -525,6 +530,7 @@ def write_grid(
         raise ValueError(f"{name}: arrays of one grid must share a shape, got {sorted(shapes)}")
     (shape,) = shapes
     group_attrs = {"pixel_spacing": float(pixel_spacing), "units": "angstrom"}
+    group_attrs.update(grid_ome_attrs(name, arrays, pixel_spacing))
     group_attrs.update(_jsonable(dict(attrs or {})))
     group = parent.create_group(name, attributes=group_attrs)
     for dim, n in zip(("z", "y", "x"), shape, strict=True):
@@ -571,6 +577,7 @@ class GridWriter:
         self.shape = (z, y, x)
         self.rows = int(rows)
         group_attrs = {"pixel_spacing": float(pixel_spacing), "units": "angstrom"}
+        group_attrs.update(grid_ome_attrs(name, dtypes, pixel_spacing))
         group_attrs.update(_jsonable(dict(attrs or {})))
         self.group = parent.create_group(name, attributes=group_attrs)
         for dim, n in zip(("z", "y", "x"), self.shape, strict=True):

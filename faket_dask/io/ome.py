@@ -1,0 +1,179 @@
+"""OME-Zarr 0.5 (NGFF) image metadata for the store's grid groups, so that napari opens them.
+
+Layout decision
+---------------
+A grid group (``tilts``, ``volume``, ``tomogram``) holds several sibling ``(tilt|z, y, x)``
+arrays, one per modality, plus 1-D coordinate arrays, because that is what
+``xarray.open_zarr(store, group=...)`` reads as one dataset. OME-Zarr's ``multiscales`` lists
+*resolution levels of one image*, not sibling images, so the group's ``ome`` attributes describe
+one **primary** array (a single-level multiscale whose only dataset is that array):
+
+* ``tilts``: ``styled`` if present, else the first of ``noisy``, ``baseline``, ``content``,
+  ``noiseless``; axes ``tilt`` (custom type ``tilt``, index spacing 1) and ``y``, ``x`` (space,
+  Å);
+* ``tomogram``: the ``tomogram`` reconstruction; axes ``z``, ``y``, ``x`` (space, Å);
+* ``volume``: ``density`` if saved, else ``class_mask``.
+
+OME readers open the primary array and ignore the siblings; xarray ignores the ``ome`` attribute
+and sees every modality. Another modality opens in napari with
+``napari.view_image(zarr.open_array(store, path=".../tilts/noisy"))``. (Per-modality OME
+subgroups would have broken the one-dataset-per-grid xarray layout; several ``multiscales``
+entries in one group are schema-valid, but readers show only the first, so they would promise
+what no viewer delivers.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "NGFF_VERSION",
+    "TILT_PREFERENCE",
+    "grid_ome_attrs",
+    "multiscales_attrs",
+    "primary_array",
+    "validate_ome",
+]
+
+NGFF_VERSION = "0.5"
+TILT_PREFERENCE = ("styled", "noisy", "baseline", "content", "noiseless")
+_GRID_PREFERENCE: dict[str, tuple[str, ...]] = {
+    "tilts": TILT_PREFERENCE,
+    "tomogram": ("tomogram",),
+    "volume": ("density", "class_mask"),
+}
+_SPACE_UNITS = {"angstrom", "nanometer", "micrometer", "millimeter", "meter", "picometer"}
+
+
+def primary_array(grid: str, names: Iterable[str]) -> str | None:
+    """The array a grid group's OME metadata describes, or ``None`` when none fits."""
+    present = set(names)
+    for name in _GRID_PREFERENCE.get(grid, ()):
+        if name in present:
+            return name
+    return None
+
+
+def multiscales_attrs(
+    path: str,
+    axes: Sequence[Mapping[str, str]],
+    scale: Sequence[float],
+    name: str,
+) -> dict[str, Any]:
+    """Group attributes ``{"ome": {...}}`` of a single-level OME-Zarr 0.5 image.
+
+    Parameters
+    ----------
+    path
+        The array (inside the group) that is the image.
+    axes
+        One ``{"name", "type"[, "unit"]}`` per array dimension, in order.
+    scale
+        Physical size of one step along each axis (Å for space axes).
+    name
+        The image's name (shown by viewers as the layer name).
+    """
+    if len(axes) != len(scale):
+        raise ValueError(f"{len(axes)} axes but {len(scale)} scale factors")
+    return {
+        "ome": {
+            "version": NGFF_VERSION,
+            "multiscales": [
+                {
+                    "name": name,
+                    "axes": [dict(a) for a in axes],
+                    "datasets": [
+                        {
+                            "path": path,
+                            "coordinateTransformations": [
+                                {"type": "scale", "scale": [float(s) for s in scale]}
+                            ],
+                        }
+                    ],
+                }
+            ],
+        }
+    }
+
+
+def grid_ome_attrs(grid: str, names: Iterable[str], pixel_spacing: float) -> dict[str, Any]:
+    """OME attributes of a grid group (``tilts``, ``volume``, ``tomogram``), or ``{}``.
+
+    ``pixel_spacing`` is the grid's voxel (pixel) size in Å; tilt steps are indices (the
+    angles are the ``tilt_angle`` coordinate, not necessarily evenly spaced).
+    """
+    primary = primary_array(grid, names)
+    if primary is None:
+        return {}
+    ps = float(pixel_spacing)
+    space = [{"name": d, "type": "space", "unit": "angstrom"} for d in ("y", "x")]
+    if grid == "tilts":
+        axes = [{"name": "tilt", "type": "tilt"}, *space]
+        scale = [1.0, ps, ps]
+    else:
+        axes = [{"name": "z", "type": "space", "unit": "angstrom"}, *space]
+        scale = [ps, ps, ps]
+    return multiscales_attrs(primary, axes, scale, f"{grid}/{primary}")
+
+
+def validate_ome(attrs: Mapping[str, Any], arrays: Mapping[str, Any] | None = None) -> list[str]:
+    """Problems with a group's OME-Zarr 0.5 image metadata (empty when it is valid).
+
+    Checks what the NGFF 0.5 schema checks (version, multiscales, 2-5 unique axes with 2-3 space
+    axes, one scale per dataset) and what it states but cannot check: the scale's length equals
+    the number of axes, space axes carry a known length unit, at most one custom axis type and,
+    given ``arrays`` (name -> zarr array), that each dataset path exists with one dimension per
+    axis and ``dimension_names`` equal to the axis names.
+    """
+    problems: list[str] = []
+    ome = attrs.get("ome")
+    if not isinstance(ome, Mapping):
+        return ["no 'ome' attribute"]
+    if ome.get("version") != NGFF_VERSION:
+        problems.append(f"ome.version is {ome.get('version')!r}, expected {NGFF_VERSION!r}")
+    ms = ome.get("multiscales")
+    if not isinstance(ms, list) or not ms:
+        return [*problems, "ome.multiscales must be a non-empty list"]
+    for i, m in enumerate(ms):
+        where = f"multiscales[{i}]"
+        axes = m.get("axes") or []
+        names = [a.get("name") for a in axes]
+        types = [a.get("type") for a in axes]
+        if not 2 <= len(axes) <= 5:
+            problems.append(f"{where}: {len(axes)} axes, expected 2 to 5")
+        if len(set(names)) != len(names):
+            problems.append(f"{where}: axis names are not unique: {names}")
+        n_space = types.count("space")
+        if not 2 <= n_space <= 3:
+            problems.append(f"{where}: {n_space} space axes, expected 2 or 3")
+        custom = [t for t in types if t not in ("space", "time", "channel", None)]
+        if len(custom) > 1:
+            problems.append(f"{where}: more than one custom axis type: {custom}")
+        for a in axes:
+            if a.get("type") == "space" and a.get("unit", "angstrom") not in _SPACE_UNITS:
+                problems.append(f"{where}: axis {a.get('name')} has unit {a.get('unit')!r}")
+        if n_space and types[-n_space:] != ["space"] * n_space:
+            problems.append(f"{where}: space axes must come last: {types}")
+        datasets = m.get("datasets") or []
+        if not datasets:
+            problems.append(f"{where}: no datasets")
+        for d in datasets:
+            path = d.get("path")
+            scales = [t for t in d.get("coordinateTransformations", []) if t.get("type") == "scale"]
+            if len(scales) != 1:
+                problems.append(f"{where}: dataset {path!r} needs exactly one scale transform")
+            elif len(scales[0].get("scale", [])) != len(axes):
+                problems.append(f"{where}: dataset {path!r} scale length != number of axes")
+            if arrays is None:
+                continue
+            if path not in arrays:
+                problems.append(f"{where}: dataset path {path!r} is not an array of the group")
+                continue
+            arr = arrays[path]
+            if len(arr.shape) != len(axes):
+                problems.append(f"{where}: array {path!r} has {len(arr.shape)} dimensions")
+            dims = getattr(arr.metadata, "dimension_names", None)
+            if dims is not None and list(dims) != names:
+                problems.append(f"{where}: array {path!r} dimension_names {list(dims)} != {names}")
+    return problems
