@@ -91,6 +91,17 @@ def _zarr_index(path: Path) -> int:
     return max(i for i, p in enumerate(path.parts) if p.lower().endswith(".zarr"))
 
 
+def require_zarr(what: str, *paths: Path) -> None:
+    """The cluster paths work on chunked Zarr: refuse other formats before connecting."""
+    from faket_dask.errors import InputError
+
+    if not all(any(p.lower().endswith(".zarr") for p in path.parts) for path in paths):
+        raise InputError(
+            f"{what} on a cluster needs Zarr inputs and outputs (chunked); write .zarr "
+            "(e.g. convert with the same verb locally) or drop the cluster option"
+        )
+
+
 def check_tilt_counts(counts: dict[str, int]) -> None:
     """All inputs must have the same number of tilts."""
     from faket_dask.errors import InputError

@@ -18,6 +18,7 @@ from ._common import (
     check_output,
     check_tilt_counts,
     echo_done,
+    require_zarr,
     resolve_angles,
 )
 
@@ -43,12 +44,41 @@ def project(
     var: VarOpt = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
+    scheduler: SchedulerOpt = None,
+    scheduler_file: SchedulerFileOpt = None,
+    cluster_profile: ProfileOpt = None,
+    rows_per_block: Annotated[
+        int, typer.Option(help="On a cluster: Y rows of the volume per task.")
+    ] = 64,
 ) -> None:
-    """Project a volume to noiseless tilts (FakET's NOISELESS: negated line integrals about Y)."""
+    """Project a volume to noiseless tilts (FakET's NOISELESS: negated line integrals about Y).
+
+    With a cluster option and Zarr input/output, every Y-slab is projected by its own task.
+    """
     from faket_dask.io import TiltSeries, read_volume, write_tilt_series
 
     tilt_angles = resolve_angles(angles, angles_file, required=True)
     check_output(output, overwrite)
+    if scheduler or scheduler_file or cluster_profile:
+        require_zarr("projecting", volume, output)
+        from faket_dask.cluster import connect
+        from faket_dask.distributed_stages import project_zarr
+
+        with connect(scheduler, scheduler_file, cluster_profile) as client:
+            result = project_zarr(
+                volume,
+                output,
+                tilt_angles,
+                client,
+                detector_width=detector_width,
+                pixel_spacing=pixel_spacing,
+                rows_per_block=rows_per_block,
+                device=device,
+                var=var,
+                overwrite=overwrite,
+            )
+        echo_done(output, f"NOISELESS on the cluster in {result['n_blocks']} slabs")
+        return
     vol = read_volume(volume, var=var)
 
     import torch
@@ -154,8 +184,17 @@ def noise_apply(
     var: VarOpt = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
+    scheduler: SchedulerOpt = None,
+    scheduler_file: SchedulerFileOpt = None,
+    cluster_profile: ProfileOpt = None,
+    tilts_per_block: Annotated[
+        int, typer.Option(help="On a cluster: tilts per task and per output shard.")
+    ] = 8,
 ) -> None:
-    """Add FakET's tilt-dependent Gaussian noise: NOISY, CONTENT and BASELINE."""
+    """Add FakET's tilt-dependent Gaussian noise: NOISY, CONTENT and BASELINE.
+
+    With a cluster option and Zarr input/outputs, every block of tilts is one task.
+    """
     from faket_dask.errors import InputError
     from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
 
@@ -164,6 +203,34 @@ def noise_apply(
     check_output(output, overwrite)
     if content_out is not None:
         check_output(content_out, overwrite)
+    main = "baseline" if baseline else "noisy"
+    if scheduler or scheduler_file or cluster_profile:
+        if rng != "keyed":
+            raise InputError("--rng faket draws the whole series in order; use --rng keyed")
+        outs = {main: output} | ({"content": content_out} if content_out is not None else {})
+        require_zarr("adding noise", noiseless, *outs.values())
+        from faket_dask.cluster import connect
+        from faket_dask.distributed_stages import noise_zarr
+        from faket_dask.noise import NoiseModel
+
+        explicit = resolve_angles(angles, angles_file) if (angles or angles_file) else None
+        noise_model = NoiseModel.load(model)
+        with connect(scheduler, scheduler_file, cluster_profile) as client:
+            result = noise_zarr(
+                noiseless,
+                noise_model,
+                outs,
+                client,
+                angles_deg=explicit,
+                seed=seed,
+                sample_id=sample_id,
+                tilts_per_block=tilts_per_block,
+                device=device,
+                var=var,
+                overwrite=overwrite,
+            )
+        echo_done(output, f"{main.upper()} on the cluster in {result['n_blocks']} blocks")
+        return
     series = read_tilt_series(noiseless, var=var)
     tilt_angles = resolve_angles(angles, angles_file, fallback=series.angles_deg, required=True)
     check_tilt_counts({str(noiseless): series.data.shape[0], "angles": len(tilt_angles)})
@@ -175,7 +242,6 @@ def noise_apply(
     from ._common import pick_device
 
     noise_model = NoiseModel.load(model)
-    main = "baseline" if baseline else "noisy"
     wanted = (main, "content") if content_out is not None else (main,)
     tensor = torch.from_numpy(series.data).to(pick_device(device))
     out = apply_noise(
@@ -231,12 +297,7 @@ def style(
         raise InputError(f"--batch {batch} must be at least 1")
     check_output(output, overwrite)
     if scheduler or scheduler_file or cluster_profile:
-        paths = (content, style_ref, init, output)
-        if not all(any(p.lower().endswith(".zarr") for p in x.parts) for x in paths):
-            raise InputError(
-                "styling on a cluster needs Zarr inputs and output (chunked over tilts); "
-                "convert MRC with `faket-dask project`/`noise apply` to .zarr or drop --scheduler"
-            )
+        require_zarr("styling", content, style_ref, init, output)
         from faket_dask.cluster import connect
         from faket_dask.distributed_stages import style_zarr
 

@@ -1,4 +1,8 @@
-"""One large tilt-series across a Dask cluster: style transfer as a Dask array graph.
+"""One large tilt-series across a Dask cluster: the stages as Dask array graphs.
+
+``project_zarr`` projects a chunked Zarr volume slab by slab along Y (every Y-slab projects on
+its own), ``noise_zarr`` adds noise per tilt block (keyed streams make any block drawable on
+any worker), and ``style_zarr`` styles per tilt block as follows.
 
 For a series too large for one GPU (e.g. 61 x 3500²), the stacks are read lazily from chunked
 Zarr, and:
@@ -29,7 +33,7 @@ from faket_dask.errors import InputError
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["open_tilts", "style_zarr"]
+__all__ = ["noise_zarr", "open_tilts", "project_zarr", "style_zarr"]
 
 
 def open_tilts(path: str | os.PathLike[str], var: str | None = None) -> tuple[Any, Any, Any]:
@@ -198,6 +202,8 @@ def _create_output(
     tilts_per_block: int,
     chunk: int,
     overwrite: bool,
+    name: str = "styled",
+    layout: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
 ) -> Any:
     import shutil
 
@@ -227,9 +233,11 @@ def _create_output(
             overwrite=True,
         )[...] = np.asarray(angles, "f8")
         coords.append("tilt_angle")
-    chunks, shards = tilt_chunking(tuple(int(v) for v in shape), tilts_per_block, chunk)
+    if layout is None:
+        layout = tilt_chunking(tuple(int(v) for v in shape), tilts_per_block, chunk)
+    chunks, shards = layout
     return g.create_array(
-        "styled",
+        name,
         shape=tuple(int(v) for v in shape),
         dtype="float32",
         chunks=chunks,
@@ -239,3 +247,171 @@ def _create_output(
         attributes={"coordinates": " ".join(coords)} if coords else {},
         overwrite=True,
     )
+
+
+def _project_block(slab: np.ndarray, *, angles: list[float], width: int, device: str) -> np.ndarray:
+    """Project one Y-slab `(Z, y, X)` to `(T, y, W)` on the worker's device."""
+    import torch
+
+    from faket_dask.pipeline import resolve_device
+    from faket_dask.projection import project_slab
+
+    dev = resolve_device(device)
+    out = project_slab(
+        torch.from_numpy(np.ascontiguousarray(slab, np.float32)).to(dev), angles, width
+    )
+    return out.cpu().numpy()
+
+
+def project_zarr(
+    volume: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    angles_deg: np.ndarray,
+    client: Client,
+    *,
+    detector_width: int | None = None,
+    pixel_spacing: float | None = None,
+    rows_per_block: int = 64,
+    device: str = "auto",
+    var: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Project a chunked Zarr volume `(Z, Y, X)` on a cluster, one task per Y-slab.
+
+    The output group gets array ``noiseless`` `(T, Y, W)`, one shard per slab, equal to
+    :func:`faket_dask.projection.project` of the whole volume.
+    """
+    import dask.array as da
+
+    from faket_dask.io.zarr_io import (
+        VOLUME_DIMS,
+        open_group_dataset,
+        pick_variable,
+        split_zarr_path,
+    )
+
+    t_start = time.perf_counter()
+    ds = open_group_dataset(volume)
+    name = pick_variable(ds, VOLUME_DIMS, var, volume)
+    vol = ds[name].data
+    spacing = pixel_spacing or ds[name].attrs.get("pixel_spacing", ds.attrs.get("pixel_spacing"))
+    _, ny, nx = (int(v) for v in vol.shape)
+    width = int(detector_width or nx)
+    angles = [float(a) for a in np.asarray(angles_deg)]
+    rows = max(1, min(int(rows_per_block), ny))
+    vol = vol.rechunk((-1, rows, -1))
+    tilts = da.map_blocks(
+        _project_block,
+        vol,
+        angles=angles,
+        width=width,
+        device=device,
+        chunks=((len(angles),), vol.chunks[1], (width,)),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+    )
+    root, group = split_zarr_path(output)
+    shape = (len(angles), ny, width)
+    layout = ((1, rows, width), (len(angles), rows, width))
+    target = _create_output(
+        root, group, shape, angles, spacing, 1, 0, overwrite, name="noiseless", layout=layout
+    )
+    client.compute(da.store(tilts, target, lock=False, compute=False), sync=True)
+    return {
+        "output": str(output),
+        "n_blocks": int(tilts.numblocks[1]),
+        "timings": {"total": time.perf_counter() - t_start},
+    }
+
+
+def _noise_block(
+    block: np.ndarray,
+    *,
+    model_json: str,
+    angles: list[float],
+    modality: str,
+    seed: int,
+    sample_id: int,
+    device: str,
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """One modality for one block of tilts, drawing the keyed streams of those tilts."""
+    import torch
+
+    from faket_dask.noise import NoiseModel, apply_noise
+    from faket_dask.pipeline import resolve_device
+
+    t0, t1 = block_info[0]["array-location"][0] if block_info else (0, block.shape[0])
+    model = NoiseModel.model_validate_json(model_json)
+    x = torch.from_numpy(np.ascontiguousarray(block, np.float32)).to(resolve_device(device))
+    out = apply_noise(
+        x,
+        model,
+        angles[t0:t1],
+        seed=seed,
+        sample_id=sample_id,
+        modalities=(modality,),
+        tilt_offset=t0,
+    )
+    return out[modality].cpu().numpy()
+
+
+def noise_zarr(
+    noiseless: str | os.PathLike[str],
+    model: Any,
+    outputs: dict[str, str | os.PathLike[str]],
+    client: Client,
+    *,
+    angles_deg: np.ndarray | None = None,
+    seed: int = 0,
+    sample_id: int = 0,
+    tilts_per_block: int = 8,
+    chunk: int = 512,
+    device: str = "auto",
+    var: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Add FakET's noise to a chunked Zarr tilt-series on a cluster, one task per tilt block.
+
+    ``outputs`` maps modalities (``noisy``, ``content``, ``baseline``) to Zarr groups; each equals
+    :func:`faket_dask.noise.apply_noise` with ``rng="keyed"`` on the whole series.
+    """
+    import dask.array as da
+
+    from faket_dask.io.zarr_io import split_zarr_path
+
+    t_start = time.perf_counter()
+    x, angles, spacing = open_tilts(noiseless, var)
+    if angles_deg is not None:
+        angles = np.asarray(angles_deg)
+    if angles is None:
+        raise InputError(f"{noiseless} has no tilt angles; pass --angles")
+    if len(angles) != x.shape[0]:
+        raise InputError(f"{noiseless} has {x.shape[0]} tilts but {len(angles)} angles")
+    b = max(1, int(tilts_per_block))
+    x = x.rechunk((b, -1, -1))
+    stores = []
+    for modality, path in outputs.items():
+        block = da.map_blocks(
+            _noise_block,
+            x,
+            model_json=model.model_dump_json(),
+            angles=[float(a) for a in angles],
+            modality=modality,
+            seed=int(seed),
+            sample_id=int(sample_id),
+            device=device,
+            dtype=np.float32,
+            meta=np.empty((0, 0, 0), np.float32),
+        )
+        root, group = split_zarr_path(path)
+        target = _create_output(
+            root, group, tuple(x.shape), angles, spacing, b, chunk, overwrite, name=modality
+        )
+        stores.append(da.store(block, target, lock=False, compute=False))
+    client.compute(stores, sync=True)
+    return {
+        "outputs": {k: str(v) for k, v in outputs.items()},
+        "n_blocks": int(x.numblocks[0]),
+        "timings": {"total": time.perf_counter() - t_start},
+    }

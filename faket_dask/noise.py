@@ -552,6 +552,7 @@ def apply_noise(
     rng: Literal["keyed", "faket"] = "keyed",
     modalities: Sequence[str] = MODALITIES,
     content_factor: float = CONTENT_FACTOR,
+    tilt_offset: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Make NOISY, CONTENT and/or BASELINE from a noiseless tilt-series.
 
@@ -581,6 +582,9 @@ def apply_noise(
         Which of ``"noisy"``, ``"content"``, ``"baseline"`` to return.
     content_factor
         CONTENT's noise std relative to NOISY's (FakET: 0.25).
+    tilt_offset
+        Index of the first given tilt in its whole series, so a block of tilts draws the keyed
+        streams of its own tilts (``rng="keyed"`` only; used by the distributed path).
 
     Returns
     -------
@@ -602,6 +606,8 @@ def apply_noise(
         raise InputError(f"content_factor must be finite and >= 0, got {content_factor}")
     if rng not in ("keyed", "faket"):
         raise InputError(f"rng must be 'keyed' or 'faket', got {rng!r}")
+    if tilt_offset and rng == "faket":
+        raise InputError("rng='faket' draws the whole series in order; use rng='keyed' for blocks")
 
     params: dict[str, tuple[np.ndarray, ...]] = {}
     if "noisy" in mods or "content" in mods:
@@ -629,7 +635,7 @@ def apply_noise(
         if faket is not None:
             eps = torch.from_numpy(next(faket)).to(device)
         else:
-            eps = noise_field((h, w), seed, sample_id, t, device)
+            eps = noise_field((h, w), seed, sample_id, tilt_offset + t, device)
         for m in mods:
             r_m, s_m, mean_m, std_m = params[m]
             y = z * float(r_m[t]) + eps * float(s_m[t])
@@ -678,7 +684,10 @@ def _moments(x: np.ndarray, where: str) -> tuple[float, float]:
     if not (math.isfinite(mu) and math.isfinite(sd)):
         raise InputError(f"{where} contains NaN or Inf values")
     if sd == 0:
-        raise InputError(f"{where} is constant (std 0); the noise model needs structure")
+        raise InputError(
+            f"{where} is constant (std 0), so its statistics cannot be fitted; drop that tilt "
+            "(and its angle) from the series, or check the file"
+        )
     return mu, sd
 
 

@@ -368,3 +368,51 @@ def test_style_on_a_cluster_needs_zarr(tmp_path: Path) -> None:
         check=False,
     )
     assert "needs Zarr" in _one_error_line(proc)
+
+
+def test_project_and_noise_on_a_cluster_equal_single_process(tmp_path: Path, dask_cluster) -> None:
+    """Projection per Y-slab and noise per tilt block on the cluster == the verbs in one process."""
+    from faket_dask.noise import fit_noise_model_from_reference
+
+    addr = ["--scheduler", dask_cluster.scheduler_address]
+    vol = np.random.default_rng(3).random((10, 37, 30)).astype(np.float32)
+    write_volume(tmp_path / "vol.zarr", Volume(vol, 6.0))
+    proj = ["project", tmp_path / "vol.zarr", "--angles", "-40:40:10", "--device", "cpu"]
+    run_cli(*proj, "-o", tmp_path / "nl_local.zarr")
+    run_cli(*proj, "-o", tmp_path / "nl_cluster.zarr", *addr, "--rows-per-block", 8)
+    local = read_tilt_series(tmp_path / "nl_local.zarr")
+    remote = read_tilt_series(tmp_path / "nl_cluster.zarr")
+    assert remote.data.shape == (9, 37, 30)
+    np.testing.assert_array_equal(remote.data, local.data)
+    np.testing.assert_allclose(remote.angles_deg, local.angles_deg)
+
+    model = fit_noise_model_from_reference(local.data, local.angles_deg, snr=0.5)
+    model.save(tmp_path / "noise.json")
+    noise = [
+        "noise",
+        "apply",
+        tmp_path / "nl_local.zarr",
+        "--model",
+        tmp_path / "noise.json",
+        "--seed",
+        4,
+        "--sample-id",
+        2,
+        "--device",
+        "cpu",
+    ]
+    run_cli(*noise, "-o", tmp_path / "n_local.zarr", "--content-out", tmp_path / "c_local.zarr")
+    run_cli(
+        *noise,
+        "-o",
+        tmp_path / "n_cluster.zarr",
+        "--content-out",
+        tmp_path / "c_cluster.zarr",
+        *addr,
+        "--tilts-per-block",
+        4,
+    )
+    for name in ("n", "c"):
+        a = read_tilt_series(tmp_path / f"{name}_local.zarr").data
+        b = read_tilt_series(tmp_path / f"{name}_cluster.zarr").data
+        np.testing.assert_array_equal(b, a)
