@@ -203,6 +203,7 @@ def check_store(
     store = Path(store).expanduser().resolve()
     exists = store.exists() and (not store.is_dir() or any(store.iterdir()))
     if not exists:
+        _check_output_folder(store.parent)
         return False, None
     if not resume:
         raise InputError(
@@ -222,6 +223,25 @@ def check_store(
             "store's config (faket-dask info STORE shows it) or write a new store"
         )
     return True, attrs
+
+
+def _check_output_folder(folder: Path) -> None:
+    """Refuse a store folder that does not exist or takes no new files.
+
+    A probe file, because ``os.access`` misses ACLs, read-only mounts and root.
+    """
+    import tempfile
+
+    if not folder.is_dir():
+        raise InputError(f"output folder {folder} does not exist; create it first")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".faket-write-check-", dir=folder)
+    except OSError:
+        raise InputError(
+            f"output folder {folder} is not writable; choose another output path"
+        ) from None
+    os.close(fd)
+    os.remove(probe)
 
 
 def _parse_fault() -> str | None:

@@ -1053,6 +1053,12 @@ def _mrc_header(path: str) -> tuple[tuple[int, int, int], float | None]:
     return shape, (voxel if voxel > 0 else None)  # type: ignore[return-value]
 
 
+def _has_text(path: Path, probe: int = 1 << 16) -> bool:
+    """Whether a text file holds anything but whitespace in its first ``probe`` bytes."""
+    with open(path, "rb") as f:
+        return bool(f.read(probe).strip())
+
+
 def import_grand_model(
     volume: str | Path,
     *,
@@ -1098,9 +1104,17 @@ def import_grand_model(
         )
     table = empty_table()
     if particles is not None:
+        empty = InputError(
+            f"{particles}: the particle list holds no particles; give a list with at least "
+            "one particle, or remove sample.grand_model_particles"
+        )
+        if Path(particles).is_file() and not _has_text(Path(particles)):
+            raise empty  # before the parsers, whose errors on empty files say less
         table = read_particle_list(
             particles, pixel_spacing=ps, shape=shape, class_names=class_names
         )
+        if not len(table):
+            raise empty
     if class_names and len(table):  # match the list's classes to the mask labels by name
         by_name = {v: k for k, v in class_names.items()}
         matched = [by_name.get(str(n)) for n in table["class_name"]]

@@ -160,11 +160,17 @@ def _features_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
-        raise InputError(f"not a VGG-19 state dict: {source} holds a {type(obj).__name__}")
+        raise InputError(
+            f"not a VGG-19 state dict: {source} holds a {type(obj).__name__}; pass a VGG-19 "
+            "state dict (torchvision's vgg19 file) or use 'imagenet' or 'random'"
+        )
     missing = [k for k in expected_shapes() if k not in obj]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise InputError(f"not a VGG-19 state dict: missing {missing[0]}{more} in {source}")
+        raise InputError(
+            f"not a VGG-19 state dict: missing {missing[0]}{more} in {source}; pass a VGG-19 "
+            "state dict (torchvision's vgg19 file) or use 'imagenet' or 'random'"
+        )
     out: dict[str, torch.Tensor] = {}
     for key, shape in expected_shapes().items():
         value = obj[key]
@@ -182,16 +188,28 @@ def _features_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def _load_file(path: Path, name: str) -> WeightsInfo:
+def _load_file(path: Path, name: str, hash_prefix: str | None = None) -> WeightsInfo:
     if not path.is_file():
         raise InputError(
             f"weights file not found: {path} (use 'imagenet', 'random' or a VGG-19 state dict)"
         )
     try:
         digest = _sha256(path)
+    except OSError as err:
+        raise InputError(f"cannot read weights file {path}: {_first_line(err)}") from None
+    # The hash first: a corrupt download should be named corrupt, not "unreadable".
+    if hash_prefix and not digest.startswith(hash_prefix):
+        raise InputError(
+            f"cached VGG-19 weights {path} are corrupt (SHA-256 {digest[:12]}..., "
+            f"expected {hash_prefix}...): delete the file to download it again"
+        )
+    try:
         obj = _torch_load(path)
     except Exception as err:
-        raise InputError(f"cannot read weights file {path}: {_first_line(err)}") from None
+        raise InputError(
+            f"cannot read weights file {path} ({_first_line(err)[:120]}): not a plain PyTorch "
+            "state dict; pass a VGG-19 state dict file, 'imagenet' or 'random'"
+        ) from None
     state = _features_state_dict(obj, str(path))
     return WeightsInfo(name=name, path=str(path), sha256=digest, state_dict=state)
 
@@ -266,14 +284,7 @@ def resolve_weights(
         return WeightsInfo(name="random", path=None, sha256=None, state_dict=state, seed=int(seed))
     if key.lower() == "imagenet":
         path = fetch_imagenet(cache_dir=cache_dir, offline=offline, timeout=timeout, url=url)
-        info = _load_file(path, "imagenet")
-        expected = _hash_prefix(path.name)
-        if expected and info.sha256 and not info.sha256.startswith(expected):
-            raise InputError(
-                f"cached VGG-19 weights {path} are corrupt (SHA-256 {info.sha256[:12]}..., "
-                f"expected {expected}...): delete the file to download it again"
-            )
-        return info
+        return _load_file(path, "imagenet", _hash_prefix(path.name))
     return _load_file(Path(key).expanduser().resolve(), "file")
 
 

@@ -67,6 +67,20 @@ def _require_3d(data: np.ndarray, path: Path, what: str) -> None:
         raise InputError(f"{path} is {data.ndim}-D with shape {data.shape}; a {what} must be 3-D")
 
 
+def _require_finite(data: np.ndarray, path: Path, what: str) -> None:
+    """Refuse NaN/Inf at read time: every stage would fail on them later, less clearly."""
+    if data.dtype.kind != "f":
+        return
+    finite = np.isfinite(data)
+    if finite.all():
+        return
+    bad = np.argwhere(~finite)[0]
+    raise InputError(
+        f"{path} holds {int(data.size - finite.sum())} NaN or Inf value(s), the first in "
+        f"{what} {int(bad[0])}; replace them (e.g. with the mean) or crop them out"
+    )
+
+
 def read_tilt_series(path: str | Path, *, var: str | None = None) -> TiltSeries:
     """Read a tilt-series from MRC (angles from a sibling ``.tlt``/``.rawtlt``) or Zarr.
 
@@ -95,7 +109,9 @@ def read_tilt_series(path: str | Path, *, var: str | None = None) -> TiltSeries:
             f"{path} has {data.shape[0]} tilts but its angle file lists {len(angles)}; "
             "fix the .tlt file"
         )
-    return TiltSeries(np.asarray(data, dtype=np.float32), angles, voxel)
+    data = np.asarray(data, dtype=np.float32)
+    _require_finite(data, path, "tilt")
+    return TiltSeries(data, angles, voxel)
 
 
 def write_tilt_series(
@@ -128,11 +144,14 @@ def read_volume(path: str | Path, *, var: str | None = None) -> Volume:
     if is_mrc(path):
         data, voxel = read_mrc(path)
         _require_3d(data, path, "volume (Z, Y, X)")
+        _require_finite(data, path, "Z slice")
         return Volume(data, voxel)
     ds = open_group_dataset(path)
     name = pick_variable(ds, VOLUME_DIMS, var, path)
     spacing = ds[name].attrs.get("pixel_spacing", ds.attrs.get("pixel_spacing"))
-    return Volume(np.asarray(ds[name].values), float(spacing) if spacing is not None else None)
+    data = np.asarray(ds[name].values)
+    _require_finite(data, path, "Z slice")
+    return Volume(data, float(spacing) if spacing is not None else None)
 
 
 def write_volume(
