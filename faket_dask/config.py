@@ -290,6 +290,11 @@ class StyleConfig(StrictModel):
         "error", description="What to do when ImageNet weights cannot be had."
     )
     precision: Precision = "fp32"
+    deterministic: bool = Field(
+        False,
+        description="On CUDA: deterministic kernels (identical bytes across runs, slower); "
+        "CPU results are deterministic per thread count anyway.",
+    )
     batch_size: int | Literal["auto"] = "auto"
     device: Device = "auto"
 

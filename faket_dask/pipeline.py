@@ -34,7 +34,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -541,18 +541,6 @@ def _style_stack(
     return ref[idx], idx
 
 
-def _batch_size(cfg: Any, shape: tuple[int, int], device: str) -> int:
-    if cfg.style.batch_size != "auto":
-        return int(cfg.style.batch_size)
-    if device.startswith("cuda"):
-        import torch
-
-        free, _total = torch.cuda.mem_get_info()
-        per_tilt = 3200 * shape[0] * shape[1]  # VGG-19 activations + gradients, fp32, rough
-        return int(max(1, min(16, (free * 0.5) // per_tilt)))
-    return 4
-
-
 def _stats(x: np.ndarray) -> dict[str, float]:
     x64 = x.astype(np.float64, copy=False)
     return {
@@ -850,16 +838,40 @@ def _style(
     style_np, idx = _style_stack(ref, ref_angles, angles)
     model = get_style_model(str(spec.inputs.weights_spec), spec.inputs.weights_seed, device)
     key = f"{ref_rec.get('sha256', ref_rec['path'])}:{hashlib.sha1(idx.tobytes()).hexdigest()}"
-    return style_transfer(
-        stacks["content"],
-        torch.from_numpy(np.array(style_np)),
-        stacks["noisy"],
-        model,
-        precision=cfg.style.precision,
-        batch_size=_batch_size(cfg, tuple(cfg.tilts.shape), device),
-        gram_cache=gram_cache(),
-        style_key=key,
-    )
+    with deterministic_mode(cfg.style.deterministic, device):
+        return style_transfer(
+            stacks["content"],
+            torch.from_numpy(np.array(style_np)),
+            stacks["noisy"],
+            model,
+            precision=cfg.style.precision,
+            batch_size=cfg.style.batch_size,  # 'auto': style.pick_batch_size's memory model
+            gram_cache=gram_cache(),
+            style_key=key,
+            cudnn_benchmark=False if cfg.style.deterministic else None,
+        )
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: str) -> Iterator[None]:
+    """On CUDA, request deterministic kernels (identical bytes across runs, slower).
+
+    CPU kernels are deterministic per thread count already; on CUDA this sets
+    ``torch.use_deterministic_algorithms`` and cuBLAS's fixed workspace for the duration.
+    """
+    import torch
+
+    if not (enabled and device.startswith("cuda")):
+        yield
+        return
+    # cuBLAS reads this when its handle is created; set it before the first GEMM
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 def _recon_source(modalities: Sequence[str]) -> str:

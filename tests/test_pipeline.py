@@ -177,3 +177,18 @@ def test_particle_mixes_are_drawn_recorded_and_applied(tmp_path):
         ids = set(np.unique(vol.instance_mask.values)) - {0}
         assert len(ids) == sum(mix.values()), (mix, ids)
         assert names.count("ball") == mix["ball"] and names.count("rod") == mix["rod"]
+
+
+def test_deterministic_switch_is_recorded_and_harmless_on_cpu(tmp_path):
+    """``style.deterministic`` only changes CUDA kernels: on CPU the bytes stay the same."""
+    plain, strict = tiny_config(), tiny_config(style={"deterministic": True})
+    assert plain.digest() != strict.digest()
+    sums = []
+    for name, cfg in (("a", plain), ("b", strict)):
+        path = tmp_path / f"{name}.zarr"
+        sums.append(pl.simulate_sample(_spec(cfg, path, _setup(cfg, path), 1))["checksums"])
+    assert sums[0] == sums[1]
+    with pl.deterministic_mode(True, "cpu"):
+        import torch
+
+        assert not torch.are_deterministic_algorithms_enabled()
