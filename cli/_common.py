@@ -36,6 +36,9 @@ ProfileOpt = Annotated[
         "dask_config: {...}} (e.g. dask_jobqueue.SLURMCluster).",
     ),
 ]
+TiltsPerBlockOpt = Annotated[
+    int, typer.Option(help="On a cluster: tilts per task and per output shard.")
+]
 WorkerTimeoutOpt = Annotated[
     float,
     typer.Option("--worker-timeout", help="Seconds to wait for the scheduler and a worker."),

@@ -14,6 +14,7 @@ from ._common import (
     ProfileOpt,
     SchedulerFileOpt,
     SchedulerOpt,
+    TiltsPerBlockOpt,
     VarOpt,
     check_output,
     check_tilt_counts,
@@ -187,9 +188,7 @@ def noise_apply(
     scheduler: SchedulerOpt = None,
     scheduler_file: SchedulerFileOpt = None,
     cluster_profile: ProfileOpt = None,
-    tilts_per_block: Annotated[
-        int, typer.Option(help="On a cluster: tilts per task and per output shard.")
-    ] = 8,
+    tilts_per_block: TiltsPerBlockOpt = 8,
 ) -> None:
     """Add FakET's tilt-dependent Gaussian noise: NOISY, CONTENT and BASELINE.
 
@@ -279,9 +278,7 @@ def style(
     scheduler: SchedulerOpt = None,
     scheduler_file: SchedulerFileOpt = None,
     cluster_profile: ProfileOpt = None,
-    tilts_per_block: Annotated[
-        int, typer.Option(help="On a cluster: tilts per task and per output shard.")
-    ] = 8,
+    tilts_per_block: TiltsPerBlockOpt = 8,
 ) -> None:
     """Apply FakET's one-step neural style transfer so the tilts take on the reference's noise.
 

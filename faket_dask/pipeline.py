@@ -148,14 +148,6 @@ def _noise_specs(config: SimulationConfig) -> list[str]:
     return [s or "demo" for s in specs]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _resolve_weights(config: SimulationConfig, echo: Callable[[str], Any]) -> tuple[str, dict]:
     from faket_dask.weights import resolve_weights
 
