@@ -125,6 +125,10 @@ def generate(
             console=console,
             base_dir=base_dir,
         )
+    console.print(
+        f"next: faket-dask report {output} -o report.html   (gallery, counts, realism figures)",
+        markup=False,
+    )
     if report.n_failed:
         raise SamplesFailedError(
             f"{report.n_failed} of {report.n_samples} samples failed (see above and "
