@@ -365,7 +365,14 @@ def _open_client(source: ClusterSource, timeout: float, stack: contextlib.ExitSt
     if source.kind == "profile":
         return _open_profile(source, timeout, stack)
     if source.kind == "local-cuda":
-        from dask_cuda import LocalCUDACluster
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as err:  # e.g. dask-cuda 26.x without cuda-bindings
+            raise ClusterError(
+                f"dask-cuda is installed but does not import ({_first_line(err)}); install "
+                "cuda-bindings for your CUDA major version (pip install 'cuda-bindings==12.*') "
+                "or pass --scheduler/--cluster-profile"
+            ) from None
 
         cluster = stack.enter_context(
             LocalCUDACluster(n_workers=source.n_workers, threads_per_worker=1)
