@@ -52,6 +52,7 @@ import json
 import math
 import os
 import warnings
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -175,7 +176,7 @@ class SampleSpec:
 # --------------------------------------------------------------------------- objects
 
 
-class _Object:
+class _Object(ABC):
     """Something with a voxel mask inside a box ``[lo, hi)`` (z, y, x) of the volume."""
 
     kind: str
@@ -183,9 +184,9 @@ class _Object:
     lo: np.ndarray
     hi: np.ndarray
 
+    @abstractmethod
     def region(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Density (float32) and mask (bool) of the sub-box ``[lo, hi)`` of the object box."""
-        raise NotImplementedError
 
     def chunks(self, max_voxels: int = 1 << 24) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(lo, mask)`` pieces covering the object's box along Y (bounded memory)."""
