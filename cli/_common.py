@@ -36,6 +36,15 @@ ProfileOpt = Annotated[
         "dask_config: {...}} (e.g. dask_jobqueue.SLURMCluster).",
     ),
 ]
+AnglesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="START:STOP:STEP (STOP included) or a comma list (default: the input's own)."
+    ),
+]
+AnglesFileOpt = Annotated[
+    Path | None, typer.Option(help="IMOD .tlt/.rawtlt file, one angle per line.")
+]
 TiltsPerBlockOpt = Annotated[
     int, typer.Option(help="On a cluster: tilts per task and per output shard.")
 ]

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ._common import DeviceOpt, OverwriteOpt, VarOpt, check_output, echo_done, resolve_angles
+from ._common import (
+    AnglesFileOpt,
+    AnglesOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    VarOpt,
+    check_output,
+    check_tilt_counts,
+    echo_done,
+    resolve_angles,
+)
 
 
 def reconstruct(
@@ -20,12 +30,8 @@ def reconstruct(
     filter: Annotated[
         str, typer.Option("--filter", help="ramp, approxShrec (FakET's) or none.")
     ] = "approxShrec",
-    angles: Annotated[
-        str | None, typer.Option(help="START:STOP:STEP (STOP included) or a comma list.")
-    ] = None,
-    angles_file: Annotated[
-        Path | None, typer.Option(help="IMOD .tlt/.rawtlt file (default: the input's own).")
-    ] = None,
+    angles: AnglesOpt = None,
+    angles_file: AnglesFileOpt = None,
     slab_size: Annotated[
         int | None,
         typer.Option(help="Binned Y rows back-projected at once (default: ~512 MB of output)."),
@@ -57,10 +63,7 @@ def reconstruct(
 
     series = read_tilt_series(tilts, var=var)
     tilt_angles = resolve_angles(angles, angles_file, fallback=series.angles_deg, required=True)
-    if len(tilt_angles) != series.data.shape[0]:
-        raise InputError(
-            f"{tilts} has {series.data.shape[0]} tilts but {len(tilt_angles)} angles were given"
-        )
+    check_tilt_counts({str(tilts): series.data.shape[0], "angles": len(tilt_angles)})
     if min(series.data.shape[1:]) < bin:
         raise InputError(f"{tilts}: tilts of {series.data.shape[1:]} are smaller than --bin {bin}")
 

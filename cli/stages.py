@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    AnglesFileOpt,
+    AnglesOpt,
     DeviceOpt,
     OverwriteOpt,
     ProfileOpt,
@@ -30,12 +32,8 @@ weights_app = typer.Typer(help="VGG-19 weights: download into the cache, show wh
 def project(
     volume: Annotated[Path, typer.Argument(help="Volume (Z, Y, X): MRC or Zarr group.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Tilt-series out (MRC/Zarr).")],
-    angles: Annotated[
-        str | None, typer.Option(help="START:STOP:STEP (STOP included) or a comma list.")
-    ] = None,
-    angles_file: Annotated[
-        Path | None, typer.Option(help="IMOD .tlt/.rawtlt file with one angle per line.")
-    ] = None,
+    angles: AnglesOpt = None,
+    angles_file: AnglesFileOpt = None,
     detector_width: Annotated[
         int | None, typer.Option(help="Detector width W in pixels (default: the volume's X).")
     ] = None,
@@ -113,8 +111,8 @@ def noise_fit(
         float | None, typer.Option(help="Reference-only mode: signal-to-noise ratio per tilt.")
     ] = None,
     degree: Annotated[int, typer.Option(help="Polynomial degree over tilt index (FakET: 2).")] = 2,
-    angles: Annotated[str | None, typer.Option(help="Angles, when the inputs carry none.")] = None,
-    angles_file: Annotated[Path | None, typer.Option(help="IMOD .tlt/.rawtlt file.")] = None,
+    angles: AnglesOpt = None,
+    angles_file: AnglesFileOpt = None,
     var: VarOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -180,8 +178,8 @@ def noise_apply(
     rng: Annotated[
         str, typer.Option(help="'keyed' (per-tilt streams) or 'faket' (the reference's draw).")
     ] = "keyed",
-    angles: Annotated[str | None, typer.Option(help="Angles, when the input has none.")] = None,
-    angles_file: Annotated[Path | None, typer.Option(help="IMOD .tlt/.rawtlt file.")] = None,
+    angles: AnglesOpt = None,
+    angles_file: AnglesFileOpt = None,
     var: VarOpt = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
