@@ -14,6 +14,14 @@ NWorkersOpt = Annotated[
     int | None,
     typer.Option("--n-workers", help="Workers of the embedded local cluster (default: auto)."),
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads-per-worker",
+        help="Samples at a time per worker of the embedded local cluster (default 1). On a "
+        "GPU, 2 builds one sample on the CPU while another uses the GPU.",
+    ),
+]
 
 
 def generate(
@@ -33,6 +41,7 @@ def generate(
     retries: Annotated[int, typer.Option("--retries", help="Retries of a failing sample.")] = 0,
     worker_timeout: WorkerTimeoutOpt = 60.0,
     n_workers: NWorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
     window: Annotated[
         int | None, typer.Option("--window", help="Samples in flight (default: 3 per thread).")
     ] = None,
@@ -92,7 +101,9 @@ def generate(
     check_store(output, cfg, resume)  # before any cluster starts
 
     if dry_run:
-        source = resolve_source(scheduler, scheduler_file, cluster_profile, n_workers)
+        source = resolve_source(
+            scheduler, scheduler_file, cluster_profile, n_workers, threads_per_worker
+        )
         run_generate(
             cfg,
             output,
@@ -111,6 +122,7 @@ def generate(
         cluster_profile,
         worker_timeout,
         n_workers,
+        threads_per_worker=threads_per_worker,
         echo=lambda m: console.print(m, markup=False),
     ) as client:
         report = run_generate(

@@ -14,7 +14,9 @@ Resolution order (the first that applies wins):
 4. ``$DASK_SCHEDULER_ADDRESS`` (explicit options above override it),
 5. an embedded local cluster: ``dask_cuda.LocalCUDACluster`` (one worker per GPU, one thread
    each) when dask-cuda is importable and GPUs are present, else a ``LocalCluster`` of
-   single-threaded worker processes.
+   single-threaded worker processes. ``threads_per_worker`` (``--threads-per-worker``) gives
+   each worker more threads: a GPU worker then builds one sample on the CPU while another
+   uses the GPU (the pipeline's device stages take turns, see :mod:`faket_dask.overlap`).
 
 GPUs are detected without creating a CUDA context in this process (``CUDA_VISIBLE_DEVICES``,
 ``nvidia-smi -L``, ``/proc/driver/nvidia/gpus``): CUDA must first be touched inside the
@@ -134,6 +136,7 @@ class ClusterSource:
     detail: str
     n_workers: int | None = None
     n_gpus: int = 0
+    threads_per_worker: int = 1
     profile: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
@@ -204,11 +207,20 @@ def resolve_source(
     scheduler_file: str | os.PathLike[str] | None = None,
     cluster_profile: str | os.PathLike[str] | None = None,
     n_workers: int | None = None,
+    threads_per_worker: int | None = None,
 ) -> ClusterSource:
     """Apply the resolution order without connecting to anything."""
     given = [x for x in (scheduler, scheduler_file, cluster_profile) if x]
     if len(given) > 1:
         raise InputError("give one of --scheduler, --scheduler-file and --cluster-profile")
+    if threads_per_worker is not None and threads_per_worker < 1:
+        raise InputError("--threads-per-worker must be at least 1")
+    threads = int(threads_per_worker or 1)
+    if threads_per_worker is not None and (given or os.environ.get(ENV_ADDRESS, "").strip()):
+        raise InputError(
+            "--threads-per-worker applies to the embedded local cluster only; start external "
+            "workers with `dask worker --nthreads N` (or `dask cuda worker --nthreads N`)"
+        )
     if scheduler:
         return ClusterSource("address", str(scheduler))
     if scheduler_file:
@@ -230,18 +242,25 @@ def resolve_source(
         n = min(gpus, n_workers) if n_workers else gpus
         return ClusterSource(
             "local-cuda",
-            f"LocalCUDACluster: {n} worker(s), one per GPU, 1 thread each",
+            f"LocalCUDACluster: {n} worker(s), one per GPU, {_threads(threads)} each",
             n_workers=n,
             n_gpus=gpus,
+            threads_per_worker=threads,
         )
     n = _local_worker_count(n_workers)
     note = f" ({gpus} GPU(s) seen but dask-cuda is not installed)" if gpus else ""
+    kind = "single-threaded" if threads == 1 else f"{threads}-thread"
     return ClusterSource(
         "local",
-        f"LocalCluster: {n} single-threaded worker process(es){note}",
+        f"LocalCluster: {n} {kind} worker process(es){note}",
         n_workers=n,
         n_gpus=gpus,
+        threads_per_worker=threads,
     )
+
+
+def _threads(n: int) -> str:
+    return "1 thread" if n == 1 else f"{n} threads"
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +394,9 @@ def _open_client(source: ClusterSource, timeout: float, stack: contextlib.ExitSt
             ) from None
 
         cluster = stack.enter_context(
-            LocalCUDACluster(n_workers=source.n_workers, threads_per_worker=1)
+            LocalCUDACluster(
+                n_workers=source.n_workers, threads_per_worker=source.threads_per_worker
+            )
         )
         return stack.enter_context(Client(cluster, set_as_default=False))
     return _open_local(source, stack)
@@ -397,7 +418,7 @@ def _open_local(source: ClusterSource, stack: contextlib.ExitStack) -> Client:
     cluster = stack.enter_context(
         LocalCluster(
             n_workers=n,
-            threads_per_worker=1,
+            threads_per_worker=source.threads_per_worker,
             processes=True,
             dashboard_address=":0",
         )
@@ -461,6 +482,7 @@ def connect(
     worker_timeout: float = 60,
     n_workers: int | None = None,
     *,
+    threads_per_worker: int | None = None,
     echo: Callable[[str], None] | None = _stderr,
     preload: WorkerSetup | None = None,
 ) -> Iterator[Client]:
@@ -474,6 +496,8 @@ def connect(
         Seconds to wait for the scheduler and for the first worker.
     n_workers
         Worker count of an embedded local cluster (default: one per core or per GPU).
+    threads_per_worker
+        Threads (samples at a time) per worker of an embedded local cluster (default 1).
     echo
         Where to print the cluster line and the dashboard link (``None``: silent).
     preload
@@ -487,7 +511,9 @@ def connect(
     InputError
         Conflicting options, a missing scheduler file or a bad profile.
     """
-    source = resolve_source(scheduler, scheduler_file, cluster_profile, n_workers)
+    source = resolve_source(
+        scheduler, scheduler_file, cluster_profile, n_workers, threads_per_worker
+    )
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         client = _open_client(source, float(worker_timeout), stack)

@@ -44,6 +44,8 @@ import numpy as np
 from faket_dask.errors import InputError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import torch
 
     from faket_dask.config import SimulationConfig
@@ -585,6 +587,7 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
     deleted and written again.
     """
     from faket_dask.io import store as st
+    from faket_dask.overlap import Background, device_lock
 
     t_start = time.perf_counter()
     _apply_fault(spec, "start")
@@ -608,9 +611,9 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
     )
     with timer("build+project"):
         built = _build_and_project(spec, group, angles, device, drew["particle_mix"])
-    noiseless = built.noiseless
-    with timer("misalign"):
-        noiseless = _misalign(noiseless, drew["tilt_axis_deg"], drew["shifts_px"])
+    lock = device_lock(device)
+    with lock, timer("misalign"):
+        noiseless = _misalign(built.noiseless, drew["tilt_axis_deg"], drew["shifts_px"])
 
     need_noise = [m for m in ("noisy", "content", "baseline") if m in modalities]
     if "styled" in modalities:
@@ -620,46 +623,62 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
             if m in need_noise or m in ("noisy", "content")
         ]
     stacks: dict[str, Any] = {"noiseless": noiseless}
-    if need_noise:
-        with timer("noise"):
-            from faket_dask.noise import apply_noise
+    stats: dict[str, dict[str, float]] = {}
+    tilts = _tilts_writer(spec, group, drew, modalities, tuple(noiseless.shape), angles)
+    # Stacks are compressed and written on a writer thread while the device works on the next
+    # stage: the noiseless and noisy tilts while the style transfer runs, and so on.
+    with Background(max_pending=len(modalities) + 1) as bg:
 
-            model = _load_noise_model(spec.inputs.noise_models[drew["noise_model"]]["path"])
-            if drew["snr"] is not None:
-                model = _with_snr(model, drew["snr"])
-            stacks.update(
-                apply_noise(
-                    noiseless,
-                    model,
-                    angles,
-                    spec.seed,
-                    spec.sample_id,
-                    rng=cfg.noise.rng,
-                    modalities=need_noise,
-                    content_factor=cfg.noise.content_factor,
+        def save(names: Sequence[str]) -> None:
+            for m in names:
+                if m in modalities and m not in stats:
+                    arr = np.ascontiguousarray(stacks[m].detach().cpu().numpy(), dtype=np.float32)
+                    stats[m] = {}
+                    bg.submit(_save_stack, tilts, m, arr, stats)
+
+        save(["noiseless"])
+        if need_noise:
+            with lock, timer("noise"):
+                from faket_dask.noise import apply_noise
+
+                model = _load_noise_model(spec.inputs.noise_models[drew["noise_model"]]["path"])
+                if drew["snr"] is not None:
+                    model = _with_snr(model, drew["snr"])
+                stacks.update(
+                    apply_noise(
+                        noiseless,
+                        model,
+                        angles,
+                        spec.seed,
+                        spec.sample_id,
+                        rng=cfg.noise.rng,
+                        modalities=need_noise,
+                        content_factor=cfg.noise.content_factor,
+                    )
                 )
-            )
-    if "styled" in modalities:
-        with timer("style"):
-            stacks["styled"] = _style(spec, drew, angles, stacks, device)
+            save(need_noise)
+        if "styled" in modalities:
+            with lock, timer("style"):
+                stacks["styled"] = _style(spec, drew, angles, stacks, device)
+            save(["styled"])
 
-    tomogram = None
-    if cfg.reconstruction.enabled:
-        with timer("reconstruct"):
-            tomogram = _reconstruct(cfg, angles, stacks, modalities, device)
+        tomogram = None
+        if cfg.reconstruction.enabled:
+            with lock, timer("reconstruct"):
+                tomogram = _reconstruct(cfg, angles, stacks, modalities, device)
 
-    arrays = {
-        m: np.ascontiguousarray(stacks[m].detach().cpu().numpy(), dtype=np.float32)
-        for m in modalities
-    }
-    stats = {m: _stats(a) for m, a in arrays.items()}
-
-    _apply_fault(spec, "write")
-    with timer("write"):
-        checksums = dict(built.checksums)
-        checksums.update(_write_tilts(spec, group, drew, arrays, angles))
-        if tomogram is not None:
-            checksums.update(_write_tomogram(spec, group, tomogram, built))
+        _apply_fault(spec, "write")
+        with timer("write"):
+            checksums = dict(built.checksums)
+            tomo_sums: Future[dict[str, str]] | None = None
+            if tomogram is not None:
+                tomo_sums = bg.submit(_write_tomogram, spec, group, tomogram, built)
+            bg.wait()
+            checksums.update({f"tilts/{k}": v for k, v in tilts.checksums().items()})
+            if tomo_sums is not None:
+                checksums.update(tomo_sums.result())
+    timer.times["writer_busy"] = round(bg.busy_s, 4)
+    stats = {m: stats[m] for m in modalities}
     timer.times["total"] = round(time.perf_counter() - t_start, 4)
     summary = {
         "sample_id": int(spec.sample_id),
@@ -723,6 +742,7 @@ def _build_and_project(
 
     from faket_dask.config import apply_mix
     from faket_dask.io import store as st
+    from faket_dask.overlap import Background, device_lock, read_ahead
     from faket_dask.particles import star_blocks
     from faket_dask.projection import project_slab
     from faket_dask.reconstruction import bin_volume_labels
@@ -759,18 +779,28 @@ def _build_and_project(
         )
     b = int(cfg.reconstruction.bin) if cfg.reconstruction.enabled else 0
     binned: dict[str, list[np.ndarray]] = {"class_mask": [], "instance_mask": []}
-    for y0, y1, dens, cls, inst in iter_slabs(layout, rows, device):
-        noiseless[:, y0:y1] = project_slab(dens, angles, w)
+
+    def store_slab(y0: int, slabs: dict[str, np.ndarray]) -> None:
         if writer is not None:
+            writer.write(y0, {k: slabs[k] for k in dtypes})
+        if b:
+            usable = (slabs["class_mask"].shape[1] // b) * b
+            if usable:
+                for key in binned:
+                    binned[key].append(bin_volume_labels(slabs[key][:, :usable], b))
+
+    # The next slab renders (CPU) while this one projects (device); slabs are written and
+    # binned on a writer thread, in order. Same calls per slab, so the same bytes.
+    with Background(max_pending=2) as bg:
+        for y0, y1, dens, cls, inst in read_ahead(iter_slabs(layout, rows, device)):
+            with device_lock(device):
+                noiseless[:, y0:y1] = project_slab(dens, angles, w)
+            if writer is None and not b:
+                continue
             slabs = {"class_mask": cls, "instance_mask": inst}
             if "density" in dtypes:
                 slabs["density"] = dens.detach().cpu().numpy() if hasattr(dens, "detach") else dens
-            writer.write(y0, {k: slabs[k] for k in dtypes})
-        if b:
-            usable = ((y1 - y0) // b) * b
-            if usable:
-                binned["class_mask"].append(bin_volume_labels(cls[:, :usable], b))
-                binned["instance_mask"].append(bin_volume_labels(inst[:, :usable], b))
+            bg.submit(store_slab, y0, slabs)
     checksums = {}
     if writer is not None:
         checksums = {f"volume/{k}": v for k, v in writer.checksums().items()}
@@ -940,17 +970,18 @@ def _write_tomogram(spec: SampleSpec, group: Any, tomo: Mapping[str, Any], built
     return {f"tomogram/{k}": v for k, v in sums.items()}
 
 
-def _write_tilts(
+def _tilts_writer(
     spec: SampleSpec,
     group: Any,
     drew: Mapping[str, Any],
-    arrays: Mapping[str, np.ndarray],
+    modalities: Sequence[str],
+    shape: tuple[int, int, int],
     angles: np.ndarray,
-) -> dict[str, str]:
+) -> Any:
+    """The sample's ``tilts`` group with one array per modality, ready for whole stacks."""
     from faket_dask.io import store as st
 
     cfg = spec.config
-    first = next(iter(arrays.values()))
     extra: dict[str, np.ndarray] = {}
     if drew.get("shifts_px") is not None:
         sh = np.asarray(drew["shifts_px"], dtype=np.float64)
@@ -961,10 +992,10 @@ def _write_tilts(
         "noise_model": drew.get("noise_model"),
         "weights": spec.inputs.weights.get("name") if spec.inputs.weights else None,
     }
-    writer = st.TiltsWriter(
+    return st.TiltsWriter(
         group,
-        list(arrays),
-        first.shape,
+        list(modalities),
+        shape,
         angles,
         float(cfg.tilts.pixel_spacing),
         dtype=cfg.output.dtype,
@@ -973,9 +1004,12 @@ def _write_tilts(
         extra_coords=extra,
         attrs=attrs,
     )
-    for name, data in arrays.items():
-        writer.write_all(name, data)
-    return {f"tilts/{k}": v for k, v in writer.checksums().items()}
+
+
+def _save_stack(writer: Any, name: str, data: np.ndarray, stats: dict[str, Any]) -> None:
+    """Summarise and write one ``(T, H, W)`` stack (runs on the writer thread)."""
+    stats[name] = _stats(data)
+    writer.write_all(name, data)
 
 
 def spec_dict(spec: SampleSpec) -> dict[str, Any]:

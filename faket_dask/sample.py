@@ -326,28 +326,43 @@ class _Bead(_Object):
 
 
 class _BoxCache:
-    """Rotated particle boxes by particle index, least recently used out past a byte budget."""
+    """Rotated particle boxes by particle index, least recently used out past a byte budget.
 
-    def __init__(self, budget: int = BOX_CACHE_BYTES) -> None:
-        self.budget = budget
+    Boxes are kept compact: the mask as bits and the density only at the mask's voxels (a
+    box's density is zero elsewhere), about a third of the plain arrays' bytes. So the
+    layout's rotations usually all stay cached for rendering instead of being computed again.
+    """
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = BOX_CACHE_BYTES if budget is None else int(budget)
         self.nbytes = 0
-        self._boxes: OrderedDict[int, RotatedBox] = OrderedDict()
+        self._boxes: OrderedDict[int, tuple[np.ndarray, tuple[int, ...], np.ndarray, np.ndarray]]
+        self._boxes = OrderedDict()
 
     def get(self, key: int) -> RotatedBox | None:
-        box = self._boxes.get(key)
-        if box is not None:
-            self._boxes.move_to_end(key)
-        return box
+        item = self._boxes.get(key)
+        if item is None:
+            return None
+        self._boxes.move_to_end(key)
+        offset, shape, bits, values = item
+        mask = np.unpackbits(bits, count=int(np.prod(shape))).view(bool).reshape(shape)
+        density = np.zeros(shape, dtype=np.float32)
+        density[mask] = values
+        return RotatedBox(offset=offset.copy(), density=density, mask=mask)
 
     def put(self, key: int, box: RotatedBox) -> None:
-        size = box.density.nbytes + box.mask.nbytes
-        if size > self.budget or key in self._boxes:
+        if key in self._boxes:
             return
-        self._boxes[key] = box
+        bits = np.packbits(box.mask)
+        values = np.ascontiguousarray(box.density[box.mask], dtype=np.float32)
+        size = bits.nbytes + values.nbytes
+        if size > self.budget:
+            return
+        self._boxes[key] = (np.array(box.offset, np.int64), box.shape, bits, values)
         self.nbytes += size
         while self.nbytes > self.budget:
-            _, old = self._boxes.popitem(last=False)
-            self.nbytes -= old.density.nbytes + old.mask.nbytes
+            _, (_, _, old_bits, old_values) = self._boxes.popitem(last=False)
+            self.nbytes -= old_bits.nbytes + old_values.nbytes
 
     def clear(self) -> None:
         self._boxes.clear()

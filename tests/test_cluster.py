@@ -48,6 +48,23 @@ def test_resolution_order(tmp_path, monkeypatch):
         resolve_source(scheduler="tcp://h:1", scheduler_file=sf)
     with pytest.raises(InputError, match="does not exist"):
         resolve_source(scheduler_file=tmp_path / "missing.json")
+    # threads per worker: embedded clusters only; external workers set their own --nthreads
+    two = resolve_source(n_workers=1, threads_per_worker=2)
+    assert two.threads_per_worker == 2 and "2-thread" in two.describe()
+    assert resolve_source(n_workers=1).threads_per_worker == 1
+    with pytest.raises(InputError, match="embedded local cluster only"):
+        resolve_source(scheduler="tcp://h:1", threads_per_worker=2)
+    with pytest.raises(InputError, match="at least 1"):
+        resolve_source(threads_per_worker=0)
+
+
+def test_embedded_cluster_with_two_threads_per_worker(monkeypatch):
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    lines: list[str] = []
+    with connect(n_workers=1, threads_per_worker=2, echo=lines.append) as client:
+        assert list(client.nthreads().values()) == [2]
+    assert any("1 2-thread worker process" in line for line in lines)
 
 
 def test_detect_gpus_without_cuda(monkeypatch):

@@ -192,3 +192,52 @@ def test_deterministic_switch_is_recorded_and_harmless_on_cpu(tmp_path):
         import torch
 
         assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_samples_in_threads_of_one_process_match_the_serial_bytes(tmp_path):
+    """A worker with several threads runs samples side by side; its bytes are the serial ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = tiny_config(
+        # slabs are whole multiples of 128 rows: 3 slabs, for read-ahead and queued writes
+        tilts={"shape": [384, 16]},
+        sample={"thickness": 8, "slab_size": 128},
+        output={"save_volume": True},
+        reconstruction={"enabled": True, "bin": 2},
+    )
+    serial, threaded = tmp_path / "serial.zarr", tmp_path / "threads.zarr"
+    i_serial, i_threaded = _setup(cfg, serial), _setup(cfg, threaded)
+    ids = range(4)
+    expected = {sid: pl.simulate_sample(_spec(cfg, serial, i_serial, sid)) for sid in ids}
+
+    def run(sid: int) -> dict:
+        return pl.simulate_sample(_spec(cfg, threaded, i_threaded, sid))
+
+    with ThreadPoolExecutor(3) as pool:
+        got = dict(zip(ids, pool.map(run, ids), strict=True))
+    for sid in ids:
+        assert got[sid]["checksums"] == expected[sid]["checksums"]
+        assert got[sid]["stats"] == expected[sid]["stats"]
+        assert list(got[sid]["stats"]) == list(cfg.output.modalities)
+        assert st.is_complete(threaded, sid)
+        assert got[sid]["timings"]["writer_busy"] > 0
+
+
+def test_a_failed_background_write_fails_the_sample_unmarked(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    path = tmp_path / "w.zarr"
+    inputs = _setup(cfg, path)
+    real = pl._save_stack
+
+    def disk_full(writer, name, data, stats):
+        if name == "noisy":
+            raise OSError(28, "No space left on device")
+        real(writer, name, data, stats)
+
+    monkeypatch.setattr(pl, "_save_stack", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        pl.simulate_sample(_spec(cfg, path, inputs, 0))
+    assert not st.is_complete(path, 0)
+    monkeypatch.setattr(pl, "_save_stack", real)
+    again = pl.simulate_sample(_spec(cfg, path, inputs, 0))  # a retry rewrites it whole
+    assert again["status"] == "ok" and st.is_complete(path, 0)

@@ -301,3 +301,25 @@ def test_import_grand_model(tmp_path):
         build_layout(make_spec(shape=(24, 40, 48), grand_model=str(vol)))
     with pytest.raises(InputError, match="differs"):
         build_layout(make_spec(ps=12.0, grand_model=str(vol)))
+
+
+def test_box_cache_returns_the_rotated_bytes_and_evicts_past_its_budget():
+    from faket_dask.templates import builtin_template, rotate_template
+
+    tpl = builtin_template("ribosome", 10.0)
+    rng = np.random.default_rng(3)
+    boxes = [rotate_template(tpl, quaternions_to_matrices(q)[0]) for q in rng.normal(size=(3, 4))]
+    cache = sample_mod._BoxCache(budget=10**9)
+    for i, box in enumerate(boxes):
+        cache.put(i, box)
+    for i, box in enumerate(boxes):
+        got = cache.get(i)
+        assert got.density.tobytes() == box.density.tobytes()
+        assert got.mask.tobytes() == box.mask.tobytes() and got.mask.dtype == bool
+        np.testing.assert_array_equal(got.offset, box.offset)
+    plain = sum(b.density.nbytes + b.mask.nbytes for b in boxes)
+    assert cache.nbytes < plain / 2  # bits and masked values only
+    small = sample_mod._BoxCache(budget=cache.nbytes - 1)
+    for i, box in enumerate(boxes):
+        small.put(i, box)
+    assert small.get(0) is None and small.get(2) is not None  # least recently used out
