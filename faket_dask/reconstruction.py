@@ -303,6 +303,9 @@ def _filter_scale(filter: str, n_tilts: int) -> float:
 _OP_BUDGET = 256 * 1024**2
 #: Default size (bytes) of one output slab of the back-projection.
 _SLAB_BUDGET = 512 * 1024**2
+#: The whole operator is kept between slabs when it is at most this large (rebuilding it for
+#: every slab costs more than applying it).
+_OP_CACHE_BYTES = 1024**3
 
 
 class BackProjector:
@@ -315,7 +318,8 @@ class BackProjector:
     ``x_centre = det_centre = W // 2``, ``X = W`` (skimage's centres).
 
     The operator (two detector taps per voxel and tilt) depends only on the geometry, so it is
-    built once, in angle chunks of at most ``_OP_BUDGET`` bytes, and kept when it fits; each
+    built once, in angle chunks of at most ``_OP_BUDGET`` bytes, and kept when the whole
+    operator is at most ``_OP_CACHE_BYTES``; each
     call then sums ``T`` taps per voxel for every Y row of the slab with one
     ``embedding_bag`` per chunk (float32; CPU or CUDA).
     """
@@ -346,6 +350,7 @@ class BackProjector:
             (t0, min(len(self.angles), t0 + step)) for t0 in range(0, len(self.angles), step)
         ]
         self._ops: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._keep = n_vox * 2 * (8 + 4) * len(self.angles) <= _OP_CACHE_BYTES
         if len(self.chunks) == 1:
             self._ops = [self._build(*self.chunks[0])]
 
@@ -380,6 +385,8 @@ class BackProjector:
             )
         padded = torch.nn.functional.pad(filtered.to(torch.float32), (1, 1))
         out = torch.zeros(self.thickness * self.width, n_y, device=filtered.device)
+        if self._ops is None and self._keep:
+            self._ops = [self._build(t0, t1) for t0, t1 in self.chunks]
         for k, (t0, t1) in enumerate(self.chunks):
             index, weight = self._ops[k] if self._ops is not None else self._build(t0, t1)
             table = padded[t0:t1].permute(0, 2, 1).reshape((t1 - t0) * (n_w + 2), n_y)
