@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from faket_dask.config import SimulationConfig
     from faket_dask.noise import NoiseModel
+    from faket_dask.overlap import Background
 
 __all__ = [
     "DEMO_SNR",
@@ -609,25 +610,26 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
         spec.sample_id,
         {"seed": int(spec.seed), "run_id": spec.run_id, "drew": drew, "started_at": _now()},
     )
-    with timer("build+project"):
-        built = _build_and_project(spec, group, angles, device, drew["particle_mix"])
-    lock = device_lock(device)
-    with lock, timer("misalign"):
-        noiseless = _misalign(built.noiseless, drew["tilt_axis_deg"], drew["shifts_px"])
+    # Writes run on a writer thread while the device works on the next stage: the volume's
+    # checksum read-back and the noiseless tilts during the noise, those during the style
+    # transfer, and so on. Each array is written by the same calls as without overlap.
+    with Background(max_pending=len(modalities) + 3) as bg:
+        with timer("build+project"):
+            built = _build_and_project(spec, group, angles, device, drew["particle_mix"], bg)
+        lock = device_lock(device)
+        with lock, timer("misalign"):
+            noiseless = _misalign(built.noiseless, drew["tilt_axis_deg"], drew["shifts_px"])
 
-    need_noise = [m for m in ("noisy", "content", "baseline") if m in modalities]
-    if "styled" in modalities:
-        need_noise = [
-            m
-            for m in ("noisy", "content", "baseline")
-            if m in need_noise or m in ("noisy", "content")
-        ]
-    stacks: dict[str, Any] = {"noiseless": noiseless}
-    stats: dict[str, dict[str, float]] = {}
-    tilts = _tilts_writer(spec, group, drew, modalities, tuple(noiseless.shape), angles)
-    # Stacks are compressed and written on a writer thread while the device works on the next
-    # stage: the noiseless and noisy tilts while the style transfer runs, and so on.
-    with Background(max_pending=len(modalities) + 1) as bg:
+        need_noise = [m for m in ("noisy", "content", "baseline") if m in modalities]
+        if "styled" in modalities:
+            need_noise = [
+                m
+                for m in ("noisy", "content", "baseline")
+                if m in need_noise or m in ("noisy", "content")
+            ]
+        stacks: dict[str, Any] = {"noiseless": noiseless}
+        stats: dict[str, dict[str, float]] = {}
+        tilts = _tilts_writer(spec, group, drew, modalities, tuple(noiseless.shape), angles)
 
         def save(names: Sequence[str]) -> None:
             for m in names:
@@ -670,6 +672,8 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
         _apply_fault(spec, "write")
         with timer("write"):
             checksums = dict(built.checksums)
+            for pending in built.pending:
+                checksums.update(pending.result())
             tomo_sums: Future[dict[str, str]] | None = None
             if tomogram is not None:
                 tomo_sums = bg.submit(_write_tomogram, spec, group, tomogram, built)
@@ -712,6 +716,7 @@ def _now() -> str:
 class _Built:
     noiseless: Any  # torch (T, H, W) float32 on the device
     checksums: dict[str, str]
+    pending: list[Future[dict[str, str]]]  # checksums still being computed on the writer thread
     binned_masks: dict[str, np.ndarray]  # (Z // b, Y // b, X // b) when reconstructing
     shape: tuple[int, int, int]
     n_particles: int
@@ -732,11 +737,18 @@ def _slab_rows(ny: int, nz: int, nx: int, cfg: Any) -> int:
 
 
 def _build_and_project(
-    spec: SampleSpec, group: Any, angles: np.ndarray, device: str, mix: int | None
+    spec: SampleSpec,
+    group: Any,
+    angles: np.ndarray,
+    device: str,
+    mix: int | None,
+    later: Background,
 ) -> _Built:
     """Draw the layout, render it slab by slab, project each slab and store the labels.
 
-    ``mix`` is the drawn particle mix (an index into ``sample.mixes``), or ``None``.
+    ``mix`` is the drawn particle mix (an index into ``sample.mixes``), or ``None``. The
+    volume's checksums (a read-back of what was stored) are left to ``later``, the sample's
+    writer thread.
     """
     import torch
 
@@ -794,16 +806,17 @@ def _build_and_project(
     with Background(max_pending=2) as bg:
         for y0, y1, dens, cls, inst in read_ahead(iter_slabs(layout, rows, device)):
             with device_lock(device):
-                noiseless[:, y0:y1] = project_slab(dens, angles, w)
+                noiseless[:, y0:y1] = project_slab(dens, angles, w, check_finite=False)
             if writer is None and not b:
                 continue
             slabs = {"class_mask": cls, "instance_mask": inst}
             if "density" in dtypes:
                 slabs["density"] = dens.detach().cpu().numpy() if hasattr(dens, "detach") else dens
             bg.submit(store_slab, y0, slabs)
-    checksums = {}
+    checksums: dict[str, str] = {}
+    pending = []
     if writer is not None:
-        checksums = {f"volume/{k}": v for k, v in writer.checksums().items()}
+        pending.append(later.submit(_volume_checksums, writer))
     table = layout.particles
     star = None
     try:
@@ -834,7 +847,11 @@ def _build_and_project(
     masks = {k: np.concatenate(v, axis=1) for k, v in binned.items() if v}
     info = layout.summary() if hasattr(layout, "summary") else {}
     n_particles = int((table["kind"] == "particle").sum()) if "kind" in table else len(table)
-    return _Built(noiseless, checksums, masks, (nz, ny, nx), n_particles, _jsonable(info))
+    return _Built(noiseless, checksums, pending, masks, (nz, ny, nx), n_particles, _jsonable(info))
+
+
+def _volume_checksums(writer: Any) -> dict[str, str]:
+    return {f"volume/{k}": v for k, v in writer.checksums().items()}
 
 
 def _jsonable(obj: Any) -> Any:

@@ -523,14 +523,20 @@ def project_slab(
     slab: torch.Tensor,
     angles_deg: Sequence[float] | np.ndarray | torch.Tensor,
     detector_width: int | None = None,
+    *,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Project one Y slab ``(Z, y, X)`` to ``(T, y, W)``, the per-slab kernel of :func:`project`.
 
     Suited to streaming: a sample builder that renders the volume slab by slab along Y can
     feed each slab here. The sampling operator for the last two geometries (shape, angles,
-    width, device) is cached, so consecutive slabs do not rebuild it.
+    width, device) is cached, so consecutive slabs do not rebuild it. ``check_finite=False``
+    skips the NaN/Inf scan, for densities finite by construction (a rendered sample).
     """
-    slab = _check_volume(slab, "slab")
+    if check_finite:
+        slab = _check_volume(slab, "slab")
+    elif not isinstance(slab, torch.Tensor) or slab.dtype != torch.float32 or slab.ndim != 3:
+        raise InputError("an unchecked slab must be a 3-D float32 torch tensor")
     angles = _check_angles(angles_deg)
     nz, _, nx = slab.shape
     width = _check_width(detector_width, nx)

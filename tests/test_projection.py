@@ -116,6 +116,11 @@ def test_project_slab_stream_equals_project():
     parts = [project_slab(vol[:, y0 : y0 + 4], ANGLES, 12) for y0 in range(0, 9, 4)]
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=1e-6, atol=1e-6)
     assert len(projection._PROJECTOR_CACHE) == 1  # the operator was reused across slabs
+    # the pipeline's unchecked path (a rendered density is finite) gives the same bytes
+    unchecked = project_slab(vol[:, :4].contiguous(), ANGLES, 12, check_finite=False)
+    assert torch.equal(unchecked, parts[0])
+    with pytest.raises(InputError, match="float32 torch tensor"):
+        project_slab(vol[:, :4].numpy(), ANGLES, 12, check_finite=False)
     clear_projector_cache()
 
 
