@@ -202,6 +202,7 @@ def test_samples_in_threads_of_one_process_match_the_serial_bytes(tmp_path):
         # slabs are whole multiples of 128 rows: 3 slabs, for read-ahead and queued writes
         tilts={"shape": [384, 16]},
         sample={"thickness": 8, "slab_size": 128},
+        style={"deterministic": True},  # on a GPU: the contract's bit-for-bit mode
         output={"save_volume": True},
         reconstruction={"enabled": True, "bin": 2},
     )

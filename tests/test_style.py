@@ -549,3 +549,73 @@ def test_per_batch_statistics_match_as_on_a_gpu(model, monkeypatch):
     monkeypatch.setattr(S, "_match_per_batch", lambda device: True)
     batched = S.style_transfer(content, style, init, model, batch_size=2)
     assert torch.allclose(batched, whole, rtol=1e-6, atol=1e-6 * float(whole.abs().max()))
+
+
+# ----------------------------------------------------------------- on a CUDA GPU
+# These run wherever a GPU is (the `gpu` marker); CI and the CPU machine skip them.
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _mean_rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.cpu() - want).abs().mean() / want.std())
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_precisions_against_the_cpu_fp32_path(model):
+    """fp32 and TF32 on the GPU within the TF32-level target of the CPU's fp32; bf16 looser."""
+    content, style, init = make_stacks(t=3, h=64, w=96)
+    want = S.style_transfer(content, style, init, model)
+    gpu_model = VGG19Features(seed=0).eval().requires_grad_(False).cuda()
+    gpu_model.weights_id = model.weights_id
+    got = {
+        p: S.style_transfer(content.cuda(), style.cuda(), init.cuda(), gpu_model, precision=p)
+        for p in ("fp32", "tf32", "bf16")
+    }
+    for p, x in got.items():
+        assert x.device.type == "cuda" and x.dtype == torch.float32
+        print(f"cuda {p} vs cpu fp32: mean |diff| = {_mean_rel(x, want):.2e} x std")
+    assert _mean_rel(got["fp32"], want) <= 0.015
+    assert _mean_rel(got["tf32"], want) <= 0.015
+    assert _mean_rel(got["bf16"], want) <= 0.10  # documented 4-5 % on the CPU
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_deterministic_mode_repeats_bit_for_bit(model):
+    from faket_dask.pipeline import deterministic_mode
+
+    content, style, init = (x.cuda() for x in make_stacks(t=4, h=64, w=64))
+    gpu_model = VGG19Features(seed=0).eval().requires_grad_(False).cuda()
+    with deterministic_mode(True, "cuda"):
+        runs = [
+            S.style_transfer(content, style, init, gpu_model, batch_size=2, cudnn_benchmark=False)
+            for _ in range(2)
+        ]
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_auto_batch_and_a_real_out_of_memory_back_off(model, caplog):
+    """Under a small memory cap a batch really runs out of memory and is halved, not failed."""
+    content, style, init = (x.cuda() for x in make_stacks(t=8, h=512, w=512))
+    gpu_model = VGG19Features(seed=0).eval().requires_grad_(False).cuda()
+    one = S.style_transfer(content, style, init, gpu_model, batch_size=1)
+    auto = S.style_transfer(content, style, init, gpu_model, batch_size="auto")
+    assert _mean_rel(auto, one.cpu()) <= 0.015
+    assert S.pick_batch_size(512, 512, "fp32", device="cuda") >= 1
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    # one 512² tilt needs about 0.6 GiB with the fixed overhead; 8 need about 3.5 GiB
+    cap = (torch.cuda.memory_allocated() + 2 * 1024**3) / total
+    torch.cuda.set_per_process_memory_fraction(min(cap, 1.0))
+    try:
+        with caplog.at_level(logging.WARNING, logger="faket_dask.style"):
+            capped = S.style_transfer(content, style, init, gpu_model, batch_size=8)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    assert any("out of memory on a batch of 8 tilts" in r.getMessage() for r in caplog.records)
+    assert _mean_rel(capped, one.cpu()) <= 0.015

@@ -1,0 +1,46 @@
+"""The benchmark scripts still run: the GPU session's script, smoke-sized, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_session_script_phase_1_runs_the_gpu_tests_and_the_suite(tmp_path):
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path),
+        "PYTHON": sys.executable,
+        "FAKET_DASK_GPU_SESSION_SMOKE": "1",
+        "FAKET_DASK_COMMIT": "test",
+    }
+    run = subprocess.run(
+        ["bash", "benchmarks/gpu_session.sh", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    tests_log = (tmp_path / "gpu-tests.log").read_text()
+    assert "deselected" in tests_log and "error" not in tests_log.lower()
+    result = json.loads((tmp_path / "tiny.json").read_text())
+    assert result["suite"] == "tiny"
+    (case,) = result["cases"]
+    assert set(case["stages"]) == {"build", "project", "noise", "style", "reconstruct", "write"}
+    assert case["style_tilts_per_s"] > 0 and case["samples_per_hour"] > 0
+    assert result["environment"]["torch"] and result["environment"]["device"]
+    bad = subprocess.run(["bash", "benchmarks/gpu_session.sh", "9"], cwd=ROOT, env=env)
+    assert bad.returncode == 2
