@@ -719,6 +719,7 @@ class Variant:
     tile: int | None = None
     compile: bool = False
     cuda_only: bool = False
+    stored_pool_indices: bool = False  # torch's MaxPool2d instead of the recomputing pools
 
 
 def _raise_recompile_limit(limit: int = 64) -> None:
@@ -746,6 +747,9 @@ def ablation_variants(batch_sizes: list[int], tile: int) -> list[Variant]:
         Variant("tf32 fast + cached Gram matrices", precision="tf32", cached_grams=True, **fast),
         Variant("bf16 fast + cached Gram matrices", precision="bf16", cached_grams=True, **fast),
         Variant(f"tf32 fast + tiles of {tile}", precision="tf32", tile=tile, **fast),
+        Variant(
+            "tf32 fast + stored pool indices", precision="tf32", stored_pool_indices=True, **fast
+        ),
     ]
     v += [
         Variant(f"tf32 fast, batch {b}", precision="tf32", batch_size=b, **fast)
@@ -801,6 +805,11 @@ def run_ablation(
         if v.fold:
             m = load_model(weights, device)
             m.fold_normalization = True
+        if v.stored_pool_indices:  # the default pools recompute their argmax (vgg.MaxPool2x2)
+            m = load_model(weights, device)
+            for i, layer in enumerate(m.features):
+                if isinstance(layer, torch.nn.MaxPool2d):
+                    m.features[i] = torch.nn.MaxPool2d(2, 2)
         if v.compile:
             _raise_recompile_limit()
             m = torch.compile(load_model(weights, device, compilable=True), dynamic=False)

@@ -228,10 +228,11 @@ def saved_bytes_per_pixel(precision: str = "fp32") -> float:
     """Bytes per input pixel that autograd saves for the backward pass of one tilt.
 
     Counted from the layer configuration: every ReLU output and max-pool output (in the
-    activation dtype: 4 bytes, 2 for bf16), every max-pool's int64 indices, the normalised
-    3-channel input (two copies, one of them bf16 under autocast) and the fp32
-    difference of the content loss at relu2_2. 1672 B for fp32 (spec §3 estimated about
-    1.9 kB), 1026 B for bf16. The tests compare it with the storages autograd really holds.
+    activation dtype: 4 bytes, 2 for bf16), the normalised 3-channel input (two copies, one
+    of them bf16 under autocast) and the fp32 difference of the content loss at relu2_2.
+    The max-pools keep no indices (:class:`~faket_dask.vgg.MaxPool2x2` recomputes them).
+    1432 B for fp32 (spec §3 estimated about 1.9 kB; 1672 B with the indices), 786 B for
+    bf16. The tests compare it with the storages autograd really holds.
     """
     _check_precision(precision)
     e = 2 if precision == "bf16" else 4
@@ -241,8 +242,6 @@ def saved_bytes_per_pixel(precision: str = "fp32") -> float:
         module = _CFG_KIND[idx]
         if module == "relu" or module == "pool":
             total += e * channels / stride**2
-        if module == "pool":
-            total += 8 * channels / stride**2
     stride, _, channels = _GEOMETRY[CONTENT_LAYER]
     return total + 4 * channels / stride**2
 

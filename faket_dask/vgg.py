@@ -6,6 +6,12 @@ relu5_1) layer for layer, so its state-dict keys are torchvision's ``features.N.
 (FakET spec §1.5, §6). As in the reference, the first convolution pads with
 ``'replicate'`` and pooling is ``MaxPool2d(2, 2)``.
 
+Memory. The pools are :class:`MaxPool2x2`: with autograd on, they keep only their input (the
+ReLU before them keeps the same tensor anyway) and recompute the argmax in the backward pass,
+instead of keeping int64 indices, 240 bytes per input pixel over the four pools (14 % of an
+fp32 pass's saved tensors, 23 % of a bf16 pass's). The gradient is the same bytes: the same
+kernel gets the same indices.
+
 Input normalisation. The reference maps an image in [0, 1] through ImageNet's per-channel
 ``(x - mean) / std`` and then runs conv1_1 with replicate padding. That is what runs here
 (padding first, then normalising, which gives the same values bit for bit: the padded border
@@ -50,6 +56,7 @@ __all__ = [
     "IMAGENET_STD",
     "LAYER_NAMES",
     "NUM_LAYERS",
+    "MaxPool2x2",
     "STYLE_LAYERS",
     "VGG19Features",
     "min_size",
@@ -80,13 +87,46 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _POOL_INDICES = (4, 9, 18, 27, 36)
 
 
+class _MaxPool2x2Recompute(torch.autograd.Function):
+    """2x2 max-pool that saves its input rather than its indices (recomputed for backward)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, 2, 2)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        _, indices = F.max_pool2d(x, 2, 2, return_indices=True)
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
+        )
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """``MaxPool2d(2, 2)`` whose backward recomputes the argmax instead of storing it.
+
+    Same values and gradients as ``nn.MaxPool2d(2, 2)``; saves ``8 * C`` bytes per output
+    pixel of int64 indices when autograd records the pass.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MaxPool2x2Recompute.apply(x)
+        return super().forward(x)
+
+
 def _build_layers() -> list[nn.Module]:
     """Torchvision's ``vgg19().features[:30]``, without initialising (or drawing) any weights."""
     layers: list[nn.Module] = []
     in_ch = 3
     for v in _CFG:
         if v == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            layers.append(MaxPool2x2())
         else:
             assert isinstance(v, int)
             mode = "replicate" if not layers else "zeros"

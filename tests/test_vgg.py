@@ -185,3 +185,36 @@ def test_random_init_on_an_existing_model_and_weights_id():
     random_init(m, 7)
     assert m.weights_id == "random:7"
     assert torch.equal(m.features[0].weight, VGG19Features(seed=7).features[0].weight)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_recomputing_pools_give_the_stored_index_gradient_and_save_no_indices(model, channels_last):
+    """MaxPool2x2 against torch's own MaxPool2d: same values, same gradient bytes."""
+    import copy
+
+    plain = copy.deepcopy(model)
+    for i in (4, 9, 18, 27):
+        plain.features[i] = nn.MaxPool2d(2, 2)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x0 = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(5))
+    x0 = x0.contiguous(memory_format=fmt)
+    grads, dtypes = [], []
+    for net in (model, plain):
+        x = x0.clone().requires_grad_(True)
+        saved: list[torch.dtype] = []
+
+        def pack(t, saved=saved):
+            saved.append(t.dtype)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            feats = net(x, ALL)
+            loss = sum((f * f).mean() for f in feats.values())
+        loss.backward()
+        grads.append(x.grad)
+        dtypes.append(saved)
+    assert torch.equal(grads[0], grads[1])
+    assert torch.int64 not in dtypes[0]  # no pool indices kept
+    assert dtypes[1].count(torch.int64) == 4  # torch's pools keep one index tensor each
+    with torch.no_grad():
+        assert all(torch.equal(model(x0, ALL)[k], plain(x0, ALL)[k]) for k in ALL)
