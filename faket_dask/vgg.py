@@ -56,8 +56,8 @@ __all__ = [
     "IMAGENET_STD",
     "LAYER_NAMES",
     "NUM_LAYERS",
-    "MaxPool2x2",
     "STYLE_LAYERS",
+    "MaxPool2x2",
     "VGG19Features",
     "min_size",
     "random_init",
@@ -115,6 +115,7 @@ class MaxPool2x2(nn.MaxPool2d):
         super().__init__(kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pool ``(B, C, H, W)`` to ``(B, C, H // 2, W // 2)``."""
         if torch.is_grad_enabled() and x.requires_grad:
             return _MaxPool2x2Recompute.apply(x)
         return super().forward(x)
