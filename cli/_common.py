@@ -50,7 +50,11 @@ TiltsPerBlockOpt = Annotated[
 ]
 WorkerTimeoutOpt = Annotated[
     float,
-    typer.Option("--worker-timeout", help="Seconds to wait for the scheduler and a worker."),
+    typer.Option(
+        "--worker-timeout",
+        help="Seconds to wait for the scheduler and a first worker, and for a lost scheduler "
+        "connection to come back.",
+    ),
 ]
 
 

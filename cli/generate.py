@@ -136,6 +136,7 @@ def generate(
             progress=progress,
             console=console,
             base_dir=base_dir,
+            scheduler_timeout=worker_timeout,
         )
     console.print(
         f"next: faket-dask report {output} -o report.html   (gallery, counts, realism figures)",

@@ -22,12 +22,12 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from faket_dask.errors import InputError
+from faket_dask.errors import ClusterError, InputError
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -320,6 +320,7 @@ def generate(
     task: Callable[..., dict[str, Any]] | None = None,
     preload_model: bool = True,
     base_dir: str | None = None,
+    scheduler_timeout: float = 60.0,
 ) -> RunReport:
     """Generate ``n_samples`` samples (default ``config.n_samples``) into ``store``.
 
@@ -351,6 +352,9 @@ def generate(
     base_dir
         Folder that relative paths in the config (templates, imports) are resolved against
         (the config file's folder).
+    scheduler_timeout
+        Seconds the client may stay disconnected from the scheduler (it reconnects by itself
+        meanwhile) before the run stops with a :class:`~faket_dask.errors.ClusterError`.
 
     Returns
     -------
@@ -468,7 +472,12 @@ def generate(
             report,
             store_path,
             n,
+            scheduler_timeout,
         )
+    except ClusterError:
+        report.elapsed_s = time.perf_counter() - t0
+        _print_summary(console, report)
+        raise
     except KeyboardInterrupt:
         report.interrupted = True
         report.elapsed_s = time.perf_counter() - t0
@@ -541,6 +550,7 @@ def _run_loop(
     report: RunReport,
     store: Path,
     n_total: int,
+    scheduler_timeout: float = 60.0,
 ) -> None:
     from distributed import as_completed
 
@@ -573,10 +583,43 @@ def _run_loop(
     pending_rows: list[dict[str, Any]] = []
     last_flush = time.monotonic()
     t_start = time.perf_counter()
+    watch = _SchedulerWatch(
+        client, scheduler_timeout, warn=lambda m: bar.log(f"[yellow]warning[/]: {m}")
+    )
+
+    def refill() -> bool:
+        """Submit up to the window; False when nothing is left to submit."""
+        if not queue:
+            return False
+        if client.status != "running":
+            watch.check()  # raises once the scheduler has been gone too long
+            time.sleep(0.05)
+            return True
+        while queue and len(futures) < size:
+            ac.add(submit_one())
+        return True
+
+    def requeue() -> None:
+        """A restarted scheduler does not know our futures: submit their samples again."""
+        bar.log(
+            f"[yellow]new scheduler[/]: submitting the {len(futures)} sample(s) in flight again"
+        )
+        for fut, sid in futures.items():
+            fut.release()
+            queue.append(sid)
+        futures.clear()
+        ac.clear()
+        queue.sort(reverse=True)
+
     try:
         with bar:
-            for fut in ac:
+            for fut in _completed(ac, watch, refill, requeue):
                 sid = futures.pop(fut)
+                if fut.status == "cancelled" and client.status != "running":
+                    # cut off from the scheduler: not a failure of the sample; --resume redoes it
+                    fut.release()
+                    queue.append(sid)
+                    continue
                 if fut.status == "finished":
                     try:
                         summary = dict(fut.result())
@@ -604,11 +647,10 @@ def _run_loop(
                     pending_rows = []
                     last_flush = now
                 bar.update(report, time.perf_counter() - t_start)
-                if now - last_refresh > 2.0 and not window:
+                if now - last_refresh > 2.0 and not window and client.status == "running":
                     size = window_size()
                     last_refresh = now
-                while queue and len(futures) < size:
-                    ac.add(submit_one())
+                refill()
     except KeyboardInterrupt:
         if futures:
             with contextlib.suppress(Exception):
@@ -616,6 +658,106 @@ def _run_loop(
         raise
     finally:
         st.write_manifest(store, pending_rows)
+
+
+class _SchedulerWatch:
+    """Notice a lost or replaced scheduler while the run waits for results.
+
+    A dead scheduler leaves the futures pending forever; the client keeps trying to reconnect,
+    so its status tells. :meth:`check` raises a :class:`ClusterError` once the client has
+    been cut off for ``timeout`` s, and returns True when it has reconnected to another
+    scheduler (one restarted at the same address), whose futures the old one's are not.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        timeout: float,
+        every: float = 2.0,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.timeout = float(timeout)
+        self.every = float(every)
+        self.warn = warn
+        self.since: float | None = None
+        self.no_workers_since: float | None = None
+        self.warned = False
+        self.last_id_check = time.monotonic()
+        self.scheduler_id = self._scheduler_id()
+
+    def _scheduler_id(self) -> str | None:
+        try:
+            info = self.client.scheduler_info(n_workers=1)
+        except Exception:  # unreachable right now: the status check handles that
+            return None
+        self._watch_workers(int(info.get("n_workers", 1)))
+        return str(info.get("id"))
+
+    def _watch_workers(self, n: int) -> None:
+        # No worker is not an error (an adaptive cluster may wait for its jobs), but say so.
+        if n:
+            self.no_workers_since, self.warned = None, False
+            return
+        now = time.monotonic()
+        if self.no_workers_since is None:
+            self.no_workers_since = now
+        elif now - self.no_workers_since > self.timeout and not self.warned and self.warn:
+            self.warned = True
+            self.warn(
+                f"no worker for over {self.timeout:g} s: waiting for workers to join (or stop "
+                "with Ctrl-C and rerun with --resume later)"
+            )
+
+    def check(self) -> bool:
+        now = time.monotonic()
+        if self.client.status == "running":
+            self.since = None
+            if now - self.last_id_check < self.every:
+                return False
+            self.last_id_check = now
+            current = self._scheduler_id()
+            if current and self.scheduler_id and current != self.scheduler_id:
+                self.scheduler_id = current
+                return True
+            self.scheduler_id = self.scheduler_id or current
+            return False
+        if self.since is None:
+            self.since = now
+        elif now - self.since > self.timeout:
+            address = getattr(self.client.scheduler, "address", None) or "the scheduler"
+            raise ClusterError(
+                f"lost the connection to {address} for over {self.timeout:g} s (the scheduler "
+                "died or is unreachable); complete samples are kept: start the cluster again "
+                "and rerun with --resume"
+            )
+        return False
+
+
+def _completed(
+    ac: Any,
+    watch: _SchedulerWatch,
+    refill: Callable[[], bool],
+    requeue: Callable[[], None],
+    poll: float = 0.05,
+) -> Iterator[Future]:
+    """Futures of ``ac`` as they complete, checking the scheduler connection while none is.
+
+    When nothing is in flight, ``refill()`` submits more (it returns False when nothing is
+    left). On a new scheduler, ``requeue()`` puts back what was in flight, to submit again.
+    """
+    while True:
+        if ac.is_empty():
+            if not refill():
+                return
+            continue
+        batch = ac.next_batch(block=False)
+        if not batch:
+            if watch.check():
+                requeue()
+            time.sleep(poll)
+            continue
+        yield from batch
 
 
 class _ProgressBar:

@@ -10,7 +10,11 @@ What is shown (the reliability issue):
   files and a half-written sample are cleaned, and every complete sample has all its arrays;
 * an out-of-memory error in a style batch (``$FAKET_DASK_FAULT_OOM_BATCH_ABOVE``): the batch is
   halved and the sample's bytes are those of a run without the fault;
-* determinism on the CPU: the same bytes for every style batch size.
+* determinism on the CPU: the same bytes for every style batch size;
+* the scheduler killed mid-run: ``generate`` stops with exit code 3 and one line instead of
+  waiting forever, records no false failures, and ``--resume`` on a new cluster completes;
+  a scheduler restarted at the same address gets the in-flight samples again and the run
+  completes.
 
 Faults go through the documented hooks (``$FAKET_DASK_FAULT``,
 ``$FAKET_DASK_FAULT_OOM_BATCH_ABOVE``) or a real ``os._exit`` in a worker, never mocks. The
@@ -360,3 +364,116 @@ def test_cpu_bytes_do_not_depend_on_the_style_batch_size(serial, tmp_path, batch
     cfg = _config(style={"batch_size": batch_size})
     path = _serial_store(cfg, tmp_path / f"b{batch_size}.zarr", [1])
     _assert_same_bytes(_arrays(path, 1), _arrays(serial, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# The scheduler dies (or restarts) in the middle of a run
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _quiet(cmd: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+
+def _scheduler(port: int) -> subprocess.Popen:
+    return _quiet(
+        [
+            *(sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"),
+            *("--port", str(port), "--dashboard-address", ":0"),
+        ]
+    )
+
+
+def _worker(address: str) -> subprocess.Popen:
+    return _quiet(
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            address,
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+        ]
+    )
+
+
+def _generate(cfg_path: Path, store: Path, address: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "faket_dask_cli.main", "generate", "-c", str(cfg_path)),
+            *("-o", str(store), "--scheduler", address, "--no-progress", "--worker-timeout", "10"),
+            *extra,
+        ],
+        env={**os.environ, "FAKET_DASK_FAULT": "sleep:0.3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("scheduler_comes_back", [False, True])
+def test_scheduler_lost_mid_run(tmp_path, scheduler_comes_back):
+    n = 8
+    cfg = _config(n_samples=n, style={"enabled": False}, output={"modalities": ["noisy"]})
+    cfg_path = tmp_path / "c.yaml"
+    save_config(cfg, cfg_path)
+    store = tmp_path / "s.zarr"
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [_scheduler(port)]
+    try:
+        time.sleep(2)
+        procs.append(_worker(address))
+        gen = _generate(cfg_path, store, address)
+        deadline = time.monotonic() + 120
+        while not (store.exists() and len(st.read_manifest(store)) >= 2):
+            assert gen.poll() is None and time.monotonic() < deadline, gen.stderr
+            time.sleep(0.05)
+        procs[0].send_signal(signal.SIGKILL)  # the scheduler dies mid-run
+        procs[0].wait(timeout=10)
+        if scheduler_comes_back:  # at the same address, with a fresh worker
+            time.sleep(1)
+            procs.append(_scheduler(port))
+            time.sleep(2)
+            procs.append(_worker(address))
+        _, err = gen.communicate(timeout=120)
+        rows = st.read_manifest(store)
+        assert all(r["status"] == "ok" for r in rows)  # cancelled by the loss: not failures
+        if scheduler_comes_back:
+            assert gen.returncode == 0, err
+            assert "new scheduler: submitting" in err
+            assert st.completed_ids(store, range(n)) == set(range(n))
+            assert _ok_counts(store) == Counter(range(n))
+            return
+        assert gen.returncode == 3, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: lost the connection to tcp://127.0.0.1")
+        assert "--resume" in last
+        assert "Traceback" not in err
+        before = st.completed_ids(store, range(n))
+        assert 2 <= len(before) < n
+        # a new cluster, then --resume finishes the rest
+        port = _free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        procs += [_scheduler(port)]
+        time.sleep(2)
+        procs.append(_worker(address))
+        again = _generate(cfg_path, store, address, "--resume")
+        _, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err
+        assert st.completed_ids(store, range(n)) == set(range(n))
+        assert _ok_counts(store) == Counter(range(n))
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)

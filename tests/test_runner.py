@@ -325,3 +325,23 @@ def test_client_killed_halfway_then_resume_recomputes_only_the_rest(
     assert st.completed_ids(store, range(n)) == set(range(n))
     ids = [r["sample_id"] for r in st.read_manifest(store) if r["status"] == "ok"]
     assert sorted(set(ids)) == list(range(n))
+
+
+def test_a_run_without_workers_warns_once_and_keeps_waiting():
+    from distributed import Client, LocalCluster
+
+    from faket_dask.runner import _SchedulerWatch
+
+    messages: list[str] = []
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        watch = _SchedulerWatch(client, timeout=0.3, every=0.0, warn=messages.append)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not messages:
+            assert watch.check() is False  # the same scheduler, still connected
+            time.sleep(0.05)
+        for _ in range(5):
+            watch.check()
+    assert len(messages) == 1 and messages[0].startswith("no worker for over 0.3 s")
