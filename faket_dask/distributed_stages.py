@@ -209,6 +209,7 @@ def _create_output(
 
     import zarr
 
+    from faket_dask.io.ome import image_attrs
     from faket_dask.io.store import tilt_chunking
 
     target_dir = root / group if group else root
@@ -219,6 +220,7 @@ def _create_output(
     if not root.parent.is_dir():
         raise InputError(f"output folder {root.parent} does not exist; create it first")
     attrs = {"pixel_spacing": None if spacing is None else float(spacing), "units": "angstrom"}
+    attrs |= image_attrs(name, ("tilt", "y", "x"), spacing)
     g = zarr.open_group(str(root), path=group or "", mode="a", zarr_format=3)
     g.attrs.update(attrs)
     coords = []

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+import zarr
 
 from faket_dask.distributed_stages import style_zarr
 from faket_dask.io import TiltSeries, write_tilt_series
@@ -59,3 +60,11 @@ def test_style_graph_equals_single_process(tmp_path, dask_client):
     ds = xr.open_zarr(out, consolidated=False)
     np.testing.assert_array_equal(ds.styled.values, expected)
     np.testing.assert_allclose(ds.tilt_angle.values, angles)
+    # viewer-ready: the output group describes its array for OME-Zarr readers
+    from faket_dask.io.ome import validate_ome
+
+    group_attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    assert validate_ome(group_attrs) == []
+    (image,) = group_attrs["ome"]["multiscales"]
+    assert image["datasets"][0]["path"] == "styled"
+    assert image["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 10.0, 10.0]

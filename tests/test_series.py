@@ -70,3 +70,28 @@ def test_volume_round_trip(tmp_path):
         back = read_volume(tmp_path / name)
         np.testing.assert_array_equal(back.data, vol.data)
         assert back.pixel_spacing == pytest.approx(8.0)
+
+
+def test_standalone_zarr_outputs_carry_ome_metadata(tmp_path, series):
+    import json
+
+    from faket_dask.io.ome import validate_ome
+
+    write_tilt_series(tmp_path / "t.zarr", series)
+    attrs = json.loads((tmp_path / "t.zarr" / "zarr.json").read_text())["attributes"]
+    assert validate_ome(attrs) == []
+    (image,) = attrs["ome"]["multiscales"]
+    assert [a["name"] for a in image["axes"]] == ["tilt", "y", "x"]
+    (level,) = image["datasets"]
+    assert level["path"] == "tilts"
+    assert level["coordinateTransformations"][0]["scale"] == [1.0, 6.0, 6.0]
+    write_volume(tmp_path / "v.zarr", Volume(np.ones((4, 5, 6), np.float32), 2.5))
+    attrs = json.loads((tmp_path / "v.zarr" / "zarr.json").read_text())["attributes"]
+    assert validate_ome(attrs) == []
+    assert attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0][
+        "scale"
+    ] == [2.5, 2.5, 2.5]
+    # without a pixel spacing there is no physical scale to state
+    write_volume(tmp_path / "n.zarr", Volume(np.ones((4, 5, 6), np.float32), None))
+    attrs = json.loads((tmp_path / "n.zarr" / "zarr.json").read_text())["attributes"]
+    assert "ome" not in attrs

@@ -31,6 +31,7 @@ __all__ = [
     "NGFF_VERSION",
     "TILT_PREFERENCE",
     "grid_ome_attrs",
+    "image_attrs",
     "multiscales_attrs",
     "primary_array",
     "validate_ome",
@@ -97,24 +98,38 @@ def multiscales_attrs(
     }
 
 
+def image_attrs(
+    path: str, dims: Sequence[str], pixel_spacing: float | None, name: str | None = None
+) -> dict[str, Any]:
+    """OME attrs of a group's one ``tilt``/``z``, ``y``, ``x`` image array ``path``.
+
+    Space axes are in Å with the pixel spacing as their step; a ``tilt`` axis steps by index
+    (the angles are the ``tilt_angle`` coordinate, not necessarily evenly spaced). ``{}`` when
+    the pixel spacing is unknown: OME needs a physical scale.
+    """
+    if pixel_spacing is None:
+        return {}
+    ps = float(pixel_spacing)
+    axes = [
+        {"name": d, "type": "tilt"}
+        if d == "tilt"
+        else {"name": d, "type": "space", "unit": "angstrom"}
+        for d in dims
+    ]
+    scale = [1.0 if d == "tilt" else ps for d in dims]
+    return multiscales_attrs(path, axes, scale, name or path)
+
+
 def grid_ome_attrs(grid: str, names: Iterable[str], pixel_spacing: float) -> dict[str, Any]:
     """OME attributes of a grid group (``tilts``, ``volume``, ``tomogram``), or ``{}``.
 
-    ``pixel_spacing`` is the grid's voxel (pixel) size in Å; tilt steps are indices (the
-    angles are the ``tilt_angle`` coordinate, not necessarily evenly spaced).
+    They describe the grid's primary array (:func:`primary_array`).
     """
     primary = primary_array(grid, names)
     if primary is None:
         return {}
-    ps = float(pixel_spacing)
-    space = [{"name": d, "type": "space", "unit": "angstrom"} for d in ("y", "x")]
-    if grid == "tilts":
-        axes = [{"name": "tilt", "type": "tilt"}, *space]
-        scale = [1.0, ps, ps]
-    else:
-        axes = [{"name": "z", "type": "space", "unit": "angstrom"}, *space]
-        scale = [ps, ps, ps]
-    return multiscales_attrs(primary, axes, scale, f"{grid}/{primary}")
+    dims = ("tilt", "y", "x") if grid == "tilts" else ("z", "y", "x")
+    return image_attrs(primary, dims, pixel_spacing, f"{grid}/{primary}")
 
 
 def validate_ome(attrs: Mapping[str, Any], arrays: Mapping[str, Any] | None = None) -> list[str]:

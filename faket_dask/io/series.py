@@ -10,6 +10,7 @@ import numpy as np
 from faket_dask.angles import TILT_FILE_SUFFIXES, read_tilt_file, write_tilt_file
 from faket_dask.errors import InputError
 from faket_dask.io.mrc import MRC_SUFFIXES, is_mrc, read_mrc, write_mrc
+from faket_dask.io.ome import image_attrs
 from faket_dask.io.zarr_io import (
     TILT_DIMS,
     VOLUME_DIMS,
@@ -134,6 +135,7 @@ def write_tilt_series(
     if series.angles_deg is not None:
         coords["tilt_angle"] = ("tilt", np.asarray(series.angles_deg), {"units": "degree"})
     attrs = {"pixel_spacing": series.pixel_spacing, "pixel_spacing_units": "angstrom"}
+    attrs |= image_attrs(var, ("tilt", "y", "x"), series.pixel_spacing)
     write_dataset(path, {var: data}, TILT_DIMS, coords=coords, attrs=attrs, overwrite=overwrite)
 
 
@@ -168,6 +170,7 @@ def write_volume(
         write_mrc(path, volume.data, volume.pixel_spacing, overwrite=overwrite)
         return
     attrs = {"pixel_spacing": volume.pixel_spacing, "pixel_spacing_units": "angstrom"}
+    attrs |= image_attrs(var, ("z", "y", "x"), volume.pixel_spacing)
     write_dataset(
         path, {var: np.asarray(volume.data)}, VOLUME_DIMS, attrs=attrs, overwrite=overwrite
     )
