@@ -151,18 +151,18 @@ class ClusterSource:
         return f"embedded {self.detail}"
 
 
-def _local_worker_count(n_workers: int | None) -> int:
+def _local_worker_count(n_workers: int | None, threads: int = 1) -> int:
     if n_workers is not None:
         return max(1, int(n_workers))
-    cores = os.cpu_count() or 1
+    cores = max(1, (os.cpu_count() or 1) // max(1, threads))
     try:
         import psutil
 
         mem_gib = psutil.virtual_memory().total / 2**30
     except Exception:  # pragma: no cover - psutil is a distributed dependency
         mem_gib = 2.0 * cores
-    # Each worker holds torch, VGG-19 and one sample's stacks: budget ~2 GiB per worker.
-    return max(1, min(cores, int(mem_gib // 2)))
+    # Each worker holds torch, VGG-19 and a sample's stacks per thread: ~2 GiB per thread.
+    return max(1, min(cores, int(mem_gib // (2 * max(1, threads)))))
 
 
 def load_profile(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -247,7 +247,7 @@ def resolve_source(
             n_gpus=gpus,
             threads_per_worker=threads,
         )
-    n = _local_worker_count(n_workers)
+    n = _local_worker_count(n_workers, threads)
     note = f" ({gpus} GPU(s) seen but dask-cuda is not installed)" if gpus else ""
     kind = "single-threaded" if threads == 1 else f"{threads}-thread"
     return ClusterSource(

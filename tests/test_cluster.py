@@ -52,6 +52,11 @@ def test_resolution_order(tmp_path, monkeypatch):
     two = resolve_source(n_workers=1, threads_per_worker=2)
     assert two.threads_per_worker == 2 and "2-thread" in two.describe()
     assert resolve_source(n_workers=1).threads_per_worker == 1
+    from faket_dask.cluster import _local_worker_count
+
+    assert _local_worker_count(None, 2) <= _local_worker_count(None, 1)
+    assert _local_worker_count(None, 4096) == 1  # threads share the cores and the memory
+    assert _local_worker_count(3, 2) == 3  # an explicit count wins
     with pytest.raises(InputError, match="embedded local cluster only"):
         resolve_source(scheduler="tcp://h:1", threads_per_worker=2)
     with pytest.raises(InputError, match="at least 1"):
