@@ -406,11 +406,21 @@ def _worker(address: str) -> subprocess.Popen:
     )
 
 
-def _generate(cfg_path: Path, store: Path, address: str, *extra: str) -> subprocess.Popen:
+def _generate(
+    cfg_path: Path, store: Path, address: str, *extra: str, timeout: str = "10"
+) -> subprocess.Popen:
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "faket_dask_cli.main", "generate", "-c", str(cfg_path)),
-            *("-o", str(store), "--scheduler", address, "--no-progress", "--worker-timeout", "10"),
+            *(
+                "-o",
+                str(store),
+                "--scheduler",
+                address,
+                "--no-progress",
+                "--worker-timeout",
+                timeout,
+            ),
             *extra,
         ],
         env={**os.environ, "FAKET_DASK_FAULT": "sleep:0.3"},
@@ -433,7 +443,8 @@ def test_scheduler_lost_mid_run(tmp_path, scheduler_comes_back):
     try:
         time.sleep(2)
         procs.append(_worker(address))
-        gen = _generate(cfg_path, store, address)
+        # the restarted scheduler must come up within the client's reconnect window
+        gen = _generate(cfg_path, store, address, timeout="30" if scheduler_comes_back else "10")
         deadline = time.monotonic() + 120
         while not (store.exists() and len(st.read_manifest(store)) >= 2):
             assert gen.poll() is None and time.monotonic() < deadline, gen.stderr
