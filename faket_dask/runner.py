@@ -487,6 +487,9 @@ def generate(
         )
         raise
     report.elapsed_s = time.perf_counter() - t0
+    # Creating any group or array briefly writes *.partial files next to the parents' metadata
+    # (zarr's exclusive "set if not exists"); a worker killed then leaves one behind.
+    st.remove_partial_files(store_path)
     st.update_store_attrs(
         store_path,
         last_run={

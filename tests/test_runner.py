@@ -345,3 +345,28 @@ def test_a_run_without_workers_warns_once_and_keeps_waiting():
         for _ in range(5):
             watch.check()
     assert len(messages) == 1 and messages[0].startswith("no worker for over 0.3 s")
+
+
+def test_stray_partial_files_beside_the_groups_are_gone_after_a_run(dask_client, tmp_path):
+    """A worker killed while zarr links a group's metadata leaves `samples/zarr.*.partial`."""
+    import threading
+
+    cfg = tiny_config(n_samples=4, style={"enabled": False}, output={"modalities": ["noisy"]})
+    store = tmp_path / "p.zarr"
+    planted: list = []
+
+    def plant() -> None:  # as a killed worker would leave them, while the run goes on
+        deadline = time.monotonic() + 60
+        while not (store / "samples").is_dir() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for folder in (store, store / "samples"):
+            stray = folder / "zarr.0123456789abcdef.partial"
+            stray.write_text("{")
+            planted.append(stray)
+
+    thread = threading.Thread(target=plant)
+    thread.start()
+    report = generate(cfg, store, client=dask_client, progress=False)
+    thread.join()
+    assert report.ok and len(planted) == 2
+    assert not list(store.rglob("*.partial"))

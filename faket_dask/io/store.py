@@ -208,7 +208,13 @@ def unconsolidate(path: str | os.PathLike[str]) -> None:
 
 
 def remove_partial_files(path: str | os.PathLike[str]) -> int:
-    """Delete stray ``*.partial`` files in the root and ``samples/`` folders (not recursive)."""
+    """Delete stray ``*.partial`` files in the root, ``samples/`` and ``inputs/`` (not recursive).
+
+    A group or array created inside a sample briefly writes ``*.partial`` files beside its
+    parents' ``zarr.json`` (zarr's exclusive "set if not exists"), so a worker killed at that
+    moment leaves one there, outside the sample's own folder. Called when a run starts
+    (``--resume``) and when it ends.
+    """
     n = 0
     for folder in (Path(path), Path(path) / SAMPLES, Path(path) / INPUTS):
         with contextlib.suppress(OSError):
