@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
+from _subprocess_cluster import free_port
 
 from faket_dask.cluster import (
     ClusterSource,
@@ -18,12 +18,6 @@ from faket_dask.cluster import (
 from faket_dask.errors import ClusterError, InputError
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_resolution_order(tmp_path, monkeypatch):
@@ -106,13 +100,13 @@ def test_env_address_used_and_overridden(dask_cluster, monkeypatch):
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_cluster.scheduler_address)
     with connect(echo=None) as client:
         assert client.scheduler.address == dask_cluster.scheduler_address
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", f"tcp://127.0.0.1:{free_port()}")
     with connect(scheduler=dask_cluster.scheduler_address, echo=None) as client:
         assert len(client.nthreads()) == 2
 
 
 def test_unreachable_scheduler_is_cluster_error():
-    addr = f"tcp://127.0.0.1:{_free_port()}"
+    addr = f"tcp://127.0.0.1:{free_port()}"
     t0 = time.monotonic()
     with pytest.raises(ClusterError, match="cannot reach the Dask scheduler") as err:
         with connect(scheduler=addr, worker_timeout=2, echo=None):

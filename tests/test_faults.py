@@ -41,6 +41,7 @@ import numpy as np
 import pytest
 import zarr
 from _generate_helpers import tiny_config
+from _subprocess_cluster import free_port, start_scheduler, start_worker, stop_all
 
 from faket_dask import pipeline as pl
 from faket_dask.config import save_config
@@ -371,41 +372,6 @@ def test_cpu_bytes_do_not_depend_on_the_style_batch_size(serial, tmp_path, batch
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _quiet(cmd: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-
-
-def _scheduler(port: int) -> subprocess.Popen:
-    return _quiet(
-        [
-            *(sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"),
-            *("--port", str(port), "--dashboard-address", ":0"),
-        ]
-    )
-
-
-def _worker(address: str) -> subprocess.Popen:
-    return _quiet(
-        [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_worker",
-            address,
-            "--nthreads",
-            "1",
-            "--no-dashboard",
-        ]
-    )
-
-
 def _generate(
     cfg_path: Path, store: Path, address: str, *extra: str, timeout: str = "10"
 ) -> subprocess.Popen:
@@ -437,12 +403,12 @@ def test_scheduler_lost_mid_run(tmp_path, scheduler_comes_back):
     cfg_path = tmp_path / "c.yaml"
     save_config(cfg, cfg_path)
     store = tmp_path / "s.zarr"
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    procs = [_scheduler(port)]
+    procs = [start_scheduler(port=port)]
     try:
         time.sleep(2)
-        procs.append(_worker(address))
+        procs.append(start_worker(address))
         # the restarted scheduler must come up within the client's reconnect window
         gen = _generate(cfg_path, store, address, timeout="30" if scheduler_comes_back else "10")
         deadline = time.monotonic() + 120
@@ -453,9 +419,9 @@ def test_scheduler_lost_mid_run(tmp_path, scheduler_comes_back):
         procs[0].wait(timeout=10)
         if scheduler_comes_back:  # at the same address, with a fresh worker
             time.sleep(1)
-            procs.append(_scheduler(port))
+            procs.append(start_scheduler(port=port))
             time.sleep(2)
-            procs.append(_worker(address))
+            procs.append(start_worker(address))
         _, err = gen.communicate(timeout=120)
         rows = st.read_manifest(store)
         assert all(r["status"] == "ok" for r in rows)  # cancelled by the loss: not failures
@@ -473,18 +439,15 @@ def test_scheduler_lost_mid_run(tmp_path, scheduler_comes_back):
         before = st.completed_ids(store, range(n))
         assert 2 <= len(before) < n
         # a new cluster, then --resume finishes the rest
-        port = _free_port()
+        port = free_port()
         address = f"tcp://127.0.0.1:{port}"
-        procs += [_scheduler(port)]
+        procs += [start_scheduler(port=port)]
         time.sleep(2)
-        procs.append(_worker(address))
+        procs.append(start_worker(address))
         again = _generate(cfg_path, store, address, "--resume")
         _, err = again.communicate(timeout=120)
         assert again.returncode == 0, err
         assert st.completed_ids(store, range(n)) == set(range(n))
         assert _ok_counts(store) == Counter(range(n))
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_all(procs)

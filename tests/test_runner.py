@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from _generate_helpers import tiny_config
+from _subprocess_cluster import start_quiet, start_scheduler, start_worker, stop_all
 
 from faket_dask import pipeline as pl
 from faket_dask.config import save_config
@@ -210,62 +210,24 @@ def test_killed_worker_fails_one_sample_only(tmp_path, monkeypatch):
     assert "KilledWorker" in report.failures[0]["error"]
 
 
-def _start(cmd, **kw):
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
-
-
 def test_scheduler_and_workers_started_as_subprocesses(tmp_path):
     from faket_dask.cluster import connect
 
     sched_file = tmp_path / "scheduler.json"
-    procs = [
-        _start(
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--port",
-                "0",
-                "--dashboard-address",
-                ":0",
-                "--scheduler-file",
-                str(sched_file),
-            ]
-        )
-    ]
+    procs = [start_scheduler(scheduler_file=sched_file)]
     try:
         deadline = time.monotonic() + 60
         while not sched_file.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         address = json.loads(sched_file.read_text())["address"]
-        procs.append(
-            _start(
-                [
-                    sys.executable,
-                    "-m",
-                    "distributed.cli.dask_worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--nworkers",
-                    "1",
-                    "--no-dashboard",
-                ]
-            )
-        )
+        procs.append(start_worker(address))
         cfg = tiny_config(n_samples=3)
         with connect(scheduler=address, worker_timeout=60, echo=None) as client:
             report = generate(cfg, tmp_path / "s.zarr", client=client, progress=False)
         assert report.ok and report.n_done == 3
         assert st.completed_ids(tmp_path / "s.zarr", range(3)) == {0, 1, 2}
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def _executing(client) -> int:
@@ -284,7 +246,7 @@ def test_client_killed_halfway_then_resume_recomputes_only_the_rest(
     save_config(cfg, cfg_path)
     store = tmp_path / "r.zarr"
     env = {**os.environ, "FAKET_DASK_FAULT": "sleep:0.4"}
-    proc = _start(
+    proc = start_quiet(
         [
             sys.executable,
             "-m",
