@@ -591,16 +591,11 @@ def _run_loop(
     )
 
     def refill() -> bool:
-        """Submit up to the window; False when nothing is left to submit."""
-        if not queue:
-            return False
-        if client.status != "running":
-            watch.check()  # raises once the scheduler has been gone too long
-            time.sleep(0.05)
-            return True
-        while queue and len(futures) < size:
-            ac.add(submit_one())
-        return True
+        """Submit up to the window while connected; False when nothing is left to submit."""
+        if client.status == "running":
+            while queue and len(futures) < size:
+                ac.add(submit_one())
+        return bool(queue)
 
     def requeue() -> None:
         """A restarted scheduler does not know our futures: submit their samples again."""
@@ -687,9 +682,10 @@ class _SchedulerWatch:
         self.no_workers_since: float | None = None
         self.warned = False
         self.last_id_check = time.monotonic()
-        self.scheduler_id = self._scheduler_id()
+        self.scheduler_id = self._poll_scheduler()
 
-    def _scheduler_id(self) -> str | None:
+    def _poll_scheduler(self) -> str | None:
+        """The scheduler's id (``None`` if unreachable); also keeps track of the worker count."""
         try:
             info = self.client.scheduler_info(n_workers=1)
         except Exception:  # unreachable right now: the status check handles that
@@ -719,7 +715,7 @@ class _SchedulerWatch:
             if now - self.last_id_check < self.every:
                 return False
             self.last_id_check = now
-            current = self._scheduler_id()
+            current = self._poll_scheduler()
             if current and self.scheduler_id and current != self.scheduler_id:
                 self.scheduler_id = current
                 return True
@@ -750,17 +746,15 @@ def _completed(
     left). On a new scheduler, ``requeue()`` puts back what was in flight, to submit again.
     """
     while True:
-        if ac.is_empty():
-            if not refill():
-                return
-            continue
         batch = ac.next_batch(block=False)
-        if not batch:
-            if watch.check():
-                requeue()
-            time.sleep(poll)
+        if batch:
+            yield from batch
             continue
-        yield from batch
+        if ac.is_empty() and not refill():
+            return
+        if watch.check():  # raises once the scheduler has been gone too long
+            requeue()
+        time.sleep(poll)
 
 
 class _ProgressBar:
