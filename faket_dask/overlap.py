@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -121,8 +122,6 @@ class Background:
         return fut
 
     def _timed(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        import time
-
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)

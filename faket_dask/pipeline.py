@@ -628,15 +628,14 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
                 if m in need_noise or m in ("noisy", "content")
             ]
         stacks: dict[str, Any] = {"noiseless": noiseless}
-        stats: dict[str, dict[str, float]] = {}
+        saved: dict[str, Future[dict[str, float]]] = {}  # modality -> its statistics
         tilts = _tilts_writer(spec, group, drew, modalities, tuple(noiseless.shape), angles)
 
         def save(names: Sequence[str]) -> None:
             for m in names:
-                if m in modalities and m not in stats:
+                if m in modalities and m not in saved:
                     arr = np.ascontiguousarray(stacks[m].detach().cpu().numpy(), dtype=np.float32)
-                    stats[m] = {}
-                    bg.submit(_save_stack, tilts, m, arr, stats)
+                    saved[m] = bg.submit(_save_stack, tilts, m, arr)
 
         save(["noiseless"])
         if need_noise:
@@ -682,7 +681,7 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
             if tomo_sums is not None:
                 checksums.update(tomo_sums.result())
     timer.times["writer_busy"] = round(bg.busy_s, 4)
-    stats = {m: stats[m] for m in modalities}
+    stats = {m: saved[m].result() for m in modalities}
     timer.times["total"] = round(time.perf_counter() - t_start, 4)
     summary = {
         "sample_id": int(spec.sample_id),
@@ -1023,10 +1022,10 @@ def _tilts_writer(
     )
 
 
-def _save_stack(writer: Any, name: str, data: np.ndarray, stats: dict[str, Any]) -> None:
-    """Summarise and write one ``(T, H, W)`` stack (runs on the writer thread)."""
-    stats[name] = _stats(data)
+def _save_stack(writer: Any, name: str, data: np.ndarray) -> dict[str, float]:
+    """Write one ``(T, H, W)`` stack and return its statistics (runs on the writer thread)."""
     writer.write_all(name, data)
+    return _stats(data)
 
 
 def spec_dict(spec: SampleSpec) -> dict[str, Any]:

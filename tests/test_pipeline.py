@@ -230,10 +230,10 @@ def test_a_failed_background_write_fails_the_sample_unmarked(tmp_path, monkeypat
     inputs = _setup(cfg, path)
     real = pl._save_stack
 
-    def disk_full(writer, name, data, stats):
+    def disk_full(writer, name, data):
         if name == "noisy":
             raise OSError(28, "No space left on device")
-        real(writer, name, data, stats)
+        return real(writer, name, data)
 
     monkeypatch.setattr(pl, "_save_stack", disk_full)
     with pytest.raises(OSError, match="No space left"):
