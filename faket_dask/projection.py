@@ -61,6 +61,7 @@ __all__ = [
     "Projector",
     "clear_projector_cache",
     "detector_position",
+    "operator_cache_bytes",
     "padded_size",
     "project",
     "project_slab",
@@ -400,7 +401,7 @@ class Projector:
         self._sin = np.sin(theta)
         self._chunks = _angle_chunks(nz, nx, self._cos, self._sin, self.width)
         if cache_bytes is None:
-            cache_bytes = _default_cache_bytes(self.device)
+            cache_bytes = operator_cache_bytes(self.device)
         self._cache_bytes = int(cache_bytes)
         self._ops: list[_OpChunk] | None = None
         self._too_big = self._cache_bytes <= 0
@@ -467,7 +468,8 @@ class Projector:
         return out
 
 
-def _default_cache_bytes(device: torch.device) -> int:
+def operator_cache_bytes(device: torch.device) -> int:
+    """How large a sampling operator may be kept between calls on ``device`` (bytes)."""
     if device.type != "cuda":
         return _CACHE_OP_BYTES
     total = torch.cuda.get_device_properties(device).total_memory

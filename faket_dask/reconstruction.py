@@ -63,6 +63,7 @@ import numpy as np
 import torch
 
 from faket_dask.errors import InputError
+from faket_dask.projection import operator_cache_bytes
 
 FilterName = Literal["ramp", "approxShrec", "none"]
 FILTERS: tuple[str, ...] = ("ramp", "approxShrec", "none")
@@ -303,9 +304,6 @@ def _filter_scale(filter: str, n_tilts: int) -> float:
 _OP_BUDGET = 256 * 1024**2
 #: Default size (bytes) of one output slab of the back-projection.
 _SLAB_BUDGET = 512 * 1024**2
-#: The whole operator is kept between slabs when it is at most this large (rebuilding it for
-#: every slab costs more than applying it).
-_OP_CACHE_BYTES = 1024**3
 
 
 class BackProjector:
@@ -319,7 +317,8 @@ class BackProjector:
 
     The operator (two detector taps per voxel and tilt) depends only on the geometry, so it is
     built once, in angle chunks of at most ``_OP_BUDGET`` bytes, and kept when the whole
-    operator is at most ``_OP_CACHE_BYTES``; each
+    operator fits the projector's budget (:func:`~faket_dask.projection.operator_cache_bytes`:
+    rebuilding it for every slab costs more than applying it); each
     call then sums ``T`` taps per voxel for every Y row of the slab with one
     ``embedding_bag`` per chunk (float32; CPU or CUDA).
     """
@@ -350,7 +349,7 @@ class BackProjector:
             (t0, min(len(self.angles), t0 + step)) for t0 in range(0, len(self.angles), step)
         ]
         self._ops: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._keep = n_vox * 2 * (8 + 4) * len(self.angles) <= _OP_CACHE_BYTES
+        self._keep = per_tilt * len(self.angles) <= operator_cache_bytes(self.device)
         if len(self.chunks) == 1:
             self._ops = [self._build(*self.chunks[0])]
 
