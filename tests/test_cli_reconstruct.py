@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _cli import assert_one_line_exit_2, run_cli
 
 from faket_dask.io import TiltSeries, read_volume, write_mrc, write_tilt_series
 from faket_dask.projection import project
@@ -19,24 +16,6 @@ from faket_dask.reconstruction import reconstruct
 pytestmark = pytest.mark.timeout(180)
 
 ANGLES = np.arange(-45.0, 46.0, 15.0)
-
-
-def run_cli(*args: object, subprocess_: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the CLI's ``main`` in-process (fast), or as a real subprocess with ``subprocess_``."""
-    argv = [str(a) for a in args]
-    if subprocess_:
-        cmd = [sys.executable, "-m", "faket_dask_cli.main", *argv]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=150)
-    from faket_dask_cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def tilts() -> np.ndarray:
@@ -114,15 +93,8 @@ def test_reconstruct_angles_option_and_default_filter(tmp_path: Path) -> None:
     assert read_volume(tmp_path / "b.mrc").data.shape == (8, 6, 8)
 
 
-def _one_line_exit_2(proc: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 def test_reconstruct_bad_input_exits_2(tmp_path: Path) -> None:
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reconstruct",
             tmp_path / "missing.mrc",
@@ -135,7 +107,7 @@ def test_reconstruct_bad_input_exits_2(tmp_path: Path) -> None:
         "does not exist",
     )
     write_mrc(tmp_path / "flat.mrc", np.zeros((16, 16), np.float32))
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reconstruct",
             tmp_path / "flat.mrc",
@@ -149,11 +121,11 @@ def test_reconstruct_bad_input_exits_2(tmp_path: Path) -> None:
         "3-D",
     )
     write_tilt_series(tmp_path / "ts.mrc", TiltSeries(tilts(), None, None))
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli("reconstruct", tmp_path / "ts.mrc", "-o", tmp_path / "t.mrc", "--thickness", "4"),
         "angles",
     )
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reconstruct",
             tmp_path / "ts.mrc",
@@ -168,7 +140,7 @@ def test_reconstruct_bad_input_exits_2(tmp_path: Path) -> None:
         ),
         "--filter",
     )
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reconstruct",
             tmp_path / "ts.mrc",

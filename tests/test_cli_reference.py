@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli import assert_one_line_exit_2, run_cli
 
 from faket_dask.io import (
     TiltSeries,
@@ -37,34 +35,9 @@ TiltAngle = -15.0
 """
 
 
-def run_cli(*args: object, subprocess_: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run the CLI's ``main`` in-process (fast), or as a real subprocess with ``subprocess_``."""
-    argv = [str(a) for a in args]
-    if subprocess_:
-        cmd = [sys.executable, "-m", "faket_dask_cli.main", *argv]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=150)
-    from faket_dask_cli.main import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-
-
 def _ok(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
-
-
-def _one_line_exit_2(proc: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
 
 
 def test_synth_writes_a_labelled_stand_in(tmp_path: Path) -> None:
@@ -114,7 +87,7 @@ def test_synth_writes_a_labelled_stand_in(tmp_path: Path) -> None:
 
 
 def test_synth_bad_shape_exits_2(tmp_path: Path) -> None:
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reference",
             "synth",
@@ -129,7 +102,7 @@ def test_synth_bad_shape_exits_2(tmp_path: Path) -> None:
         ),
         "tilts",
     )
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli("reference", "synth", "-o", tmp_path / "r.mrc", "--shape", "32"), "--shape"
     )
 
@@ -169,7 +142,7 @@ def test_prepare_with_mdoc(tmp_path: Path) -> None:
 
 
 def test_prepare_bad_input_exits_2(tmp_path: Path) -> None:
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reference",
             "prepare",
@@ -182,7 +155,7 @@ def test_prepare_bad_input_exits_2(tmp_path: Path) -> None:
         "does not exist",
     )
     write_mrc(tmp_path / "flat.mrc", np.zeros((16, 16), np.float32), 4.0)
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reference",
             "prepare",
@@ -195,7 +168,7 @@ def test_prepare_bad_input_exits_2(tmp_path: Path) -> None:
         "3-D",
     )
     write_mrc(tmp_path / "ts.mrc", np.zeros((3, 16, 16), np.float32))
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reference",
             "prepare",
@@ -238,7 +211,7 @@ def test_from_tomogram(tmp_path: Path) -> None:
 
 def test_from_tomogram_bad_input_exits_2(tmp_path: Path) -> None:
     write_mrc(tmp_path / "flat.mrc", np.zeros((16, 16), np.float32))
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reference",
             "from-tomogram",
@@ -251,7 +224,7 @@ def test_from_tomogram_bad_input_exits_2(tmp_path: Path) -> None:
         ),
         "3-D",
     )
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli(
             "reference",
             "from-tomogram",
@@ -263,7 +236,7 @@ def test_from_tomogram_bad_input_exits_2(tmp_path: Path) -> None:
         ),
         "does not exist",
     )
-    _one_line_exit_2(
+    assert_one_line_exit_2(
         run_cli("reference", "from-tomogram", tmp_path / "flat.mrc", "-o", tmp_path / "r.mrc"),
         "angles",
     )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 import starfile
 import xarray as xr
 import yaml
+from _cli import run_cli_checked as run_cli
 from faket_dask_cli.main import app
 from typer.testing import CliRunner
 
@@ -35,14 +34,6 @@ CONFIG = {
     },
     "reconstruction": {"bin": 2},
 }
-
-
-def run_cli(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "faket_dask_cli.main", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture

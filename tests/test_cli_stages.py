@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+from _cli import run_cli_checked
 
 from faket_dask.angles import parse_angles
 from faket_dask.io import TiltSeries, Volume, read_tilt_series, write_tilt_series, write_volume
@@ -22,13 +22,9 @@ ANGLES = "-30:30:15"
 
 
 def run_cli(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "faket_dask_cli.main", *map(str, args)]
     # CPU results are reproducible for a fixed thread count: pin it on both sides
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+    return run_cli_checked(*args, check=check, env=env, timeout=180)
 
 
 def phantom() -> np.ndarray:
