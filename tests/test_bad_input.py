@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -27,10 +26,9 @@ import mrcfile
 import numpy as np
 import pytest
 import yaml
+from _cli import CLI
 
 pytestmark = pytest.mark.timeout(120)
-
-CLI = [sys.executable, "-m", "faket_dask_cli.main"]
 
 
 # --------------------------------------------------------------------------------------------

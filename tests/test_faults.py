@@ -31,7 +31,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from _cli import CLI
 from _generate_helpers import tiny_config
 from _subprocess_cluster import free_port, start_scheduler, start_worker, stop_all
 
@@ -51,7 +51,6 @@ from faket_dask.runner import dataset_digest, generate, task_key
 pytestmark = pytest.mark.timeout(150)
 
 N = 4
-CLI = [sys.executable, "-m", "faket_dask_cli.main"]
 
 
 def _config(**over):
@@ -377,7 +376,7 @@ def _generate(
 ) -> subprocess.Popen:
     return subprocess.Popen(
         [
-            *(sys.executable, "-m", "faket_dask_cli.main", "generate", "-c", str(cfg_path)),
+            *(*CLI, "generate", "-c", str(cfg_path)),
             *(
                 "-o",
                 str(store),
