@@ -165,8 +165,8 @@ def conv_macs_per_pixel(last_layer: int) -> float:
 
     About 361k up to relu5_1 and 94k up to relu2_2 (spec §3).
     """
-    from faket_dask.style import layer_geometry
-    from faket_dask.vgg import CONV_INDICES
+    from faket_dask.stages.style import layer_geometry
+    from faket_dask.stages.style.vgg import CONV_INDICES
 
     geo = layer_geometry()
     macs, c_in = 0.0, 3
@@ -278,13 +278,13 @@ def load_model(weights: str, device: torch.device, compilable: bool = False) -> 
     of ``F.pad(mode='replicate')`` (the same values): torch.compile (2.13) fails on
     ``replication_pad2d_backward``'s fake kernel ("expected size 3==3, stride 1==4096").
     """
-    from faket_dask.vgg import VGG19Features
+    from faket_dask.stages.style.vgg import VGG19Features
 
     cls = _compilable_vgg() if compilable else VGG19Features
     if weights == "random":
         model = cls(seed=0)
     else:
-        from faket_dask.weights import load_vgg19
+        from faket_dask.stages.style.weights import load_vgg19
 
         _, info = load_vgg19(weights, device="cpu")
         model = cls(seed=None)
@@ -296,7 +296,7 @@ def load_model(weights: str, device: torch.device, compilable: bool = False) -> 
 def _compilable_vgg() -> type:
     import torch.nn.functional as F
 
-    from faket_dask.vgg import VGG19Features
+    from faket_dask.stages.style.vgg import VGG19Features
 
     class CompilableVGG19(VGG19Features):
         def _first_conv(self, x: torch.Tensor) -> torch.Tensor:
@@ -351,8 +351,8 @@ def run_case(
     log: Callable[[str], None],
     repeats: int = 1,
 ) -> CaseResult:
-    from faket_dask.noise import apply_noise, fit_noise_model_from_reference
-    from faket_dask.style import minmax
+    from faket_dask.stages.noise import apply_noise, fit_noise_model_from_reference
+    from faket_dask.stages.style import minmax
 
     clock = Clock(device)
     res = CaseResult(case)
@@ -373,7 +373,7 @@ def run_case(
     volume = noiseless = None
     # ---------------------------------------------------------------- build
     if "build" in want and fits("build"):
-        from faket_dask.sample import SampleSpec, build_layout, build_sample
+        from faket_dask.stages.sample import SampleSpec, build_layout, build_sample
 
         rec: dict[str, Any] = {}
         with clock.stage(rec), warnings.catch_warnings():
@@ -395,7 +395,7 @@ def run_case(
 
     # ---------------------------------------------------------------- project
     if "project" in want and volume is not None and fits("project"):
-        from faket_dask.projection import Projector, project
+        from faket_dask.stages.projection import Projector, project
 
         project(volume[:, :8], angles)  # warm-up (kernels, allocator)
         vol = volume
@@ -489,7 +489,7 @@ def run_case(
 
     # ---------------------------------------------------------------- reconstruct
     if "reconstruct" in want and case.thickness and fits("reconstruct"):
-        from faket_dask.reconstruction import reconstruct
+        from faket_dask.stages.reconstruction import reconstruct
 
         thickness = max(1, case.thickness // 2)
         src = styled.to(device)
@@ -539,7 +539,7 @@ def _style_stage(
     log: Callable[[str], None],
 ) -> torch.Tensor:
     """Time the style transfer (cold, then with cached Gram matrices) and its fidelity."""
-    from faket_dask.style import GramCache, style_transfer
+    from faket_dask.stages.style import GramCache, style_transfer
 
     t, h, w = case.tilts, case.height, case.width
     run = functools.partial(style_transfer, content, style_ref, noisy, model, **opts)
@@ -614,7 +614,7 @@ def memory_cap(device: torch.device, limit: int | None) -> Iterator[None]:
 def _resolved_tile(
     h: int, w: int, precision: str, device: torch.device, tile: Any, limit: int | None
 ) -> int | None:
-    from faket_dask.style import free_device_bytes, pick_tile
+    from faket_dask.stages.style import free_device_bytes, pick_tile
 
     if tile != "auto":
         return tile
@@ -627,7 +627,7 @@ def _resolved_tile(
 def _first_batch(
     h: int, w: int, precision: str, device: torch.device, tile: Any, limit: int | None, t: int
 ) -> int:
-    from faket_dask.style import free_device_bytes, pick_batch_size
+    from faket_dask.stages.style import free_device_bytes, pick_batch_size
 
     free = free_device_bytes(device)
     if free is not None and limit is not None:
@@ -775,7 +775,7 @@ def run_ablation(
     log: Callable[[str], None],
     repeats: int = 1,
 ) -> list[dict[str, Any]]:
-    from faket_dask.style import GramCache, minmax, style_transfer
+    from faket_dask.stages.style import GramCache, minmax, style_transfer
 
     t, h, w = size
     clock = Clock(device)
@@ -870,7 +870,7 @@ def profile_style(
     """torch.profiler over one style transfer (after a warm-up): the top kernels by time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from faket_dask.style import minmax, style_transfer
+    from faket_dask.stages.style import minmax, style_transfer
 
     t, h, w = size
     base = smooth_field((t, h, w), 1, device)

@@ -50,9 +50,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from faket_dask.angles import parse_angles
-    from faket_dask.cluster import connect
     from faket_dask.config import config_from_dict
-    from faket_dask.runner import generate
+    from faket_dask.dist.cluster import connect
+    from faket_dask.dist.runner import generate
 
     h, w = args.shape
     tiny = max(h, w) <= 64

@@ -83,7 +83,7 @@ def generate(
 
     base_dir = None
     if demo:
-        from faket_dask.dataset import demo_config
+        from faket_dask.demo import demo_config
 
         cfg = demo_config(n_samples)
         n_samples = cfg.n_samples
@@ -94,9 +94,9 @@ def generate(
         cfg = load_config(config)
         base_dir = str(config.resolve().parent)
 
-    from faket_dask.cluster import connect, resolve_source
-    from faket_dask.runner import check_store
-    from faket_dask.runner import generate as run_generate
+    from faket_dask.dist.cluster import connect, resolve_source
+    from faket_dask.dist.runner import check_store
+    from faket_dask.dist.runner import generate as run_generate
 
     check_store(output, cfg, resume)  # before any cluster starts
 
@@ -157,7 +157,7 @@ def info(
     ] = True,
 ) -> None:
     """What a store holds: samples complete / failed / missing, weights, inputs, the config."""
-    from faket_dask.dataset import store_info
+    from faket_dask.read.export import store_info
 
     data = store_info(store)
     if as_json:
@@ -228,7 +228,7 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Export one sample's array as MRC (voxel size, .tlt) plus a STAR file of its particles."""
-    from faket_dask.dataset import export_sample
+    from faket_dask.read.export import export_sample
 
     files = export_sample(store, sample, modality, output, overwrite=overwrite)
     for f in files:

@@ -32,7 +32,7 @@ def preview(
 ) -> None:
     """NOISELESS, NOISY, FAKET and the style reference at three tilts, with power spectra."""
     _check_png_out(output, overwrite, (".png",))
-    from faket_dask.preview import preview as make_preview
+    from faket_dask.read.preview import preview as make_preview
 
     make_preview(store, sample, output, dpi=dpi)
     echo_done(output, f"preview of sample {sample}")
@@ -51,7 +51,7 @@ def report(
 ) -> None:
     """One-page dataset report: gallery, particles per class, throughput, realism per modality."""
     _check_png_out(output, overwrite, (".html", ".htm", ".png"))
-    from faket_dask.preview import report as make_report
+    from faket_dask.read.preview import report as make_report
 
     make_report(store, output, max_samples=max_samples, dpi=dpi)
     echo_done(output, "dataset report")
@@ -66,7 +66,7 @@ def split(
     seed: Annotated[int, typer.Option(help="Seed of the keyed hash that assigns samples.")] = 0,
 ) -> None:
     """Assign complete samples to train/validation/test and record it in the store's attrs."""
-    from faket_dask.access import write_splits
+    from faket_dask.read.access import write_splits
 
     rec = write_splits(store, fractions, seed)
     counts = ", ".join(f"{k} {len(v)}" for k, v in rec["ids"].items())
@@ -87,7 +87,7 @@ def export_copick(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Export samples as a copick project: tomograms (OME-Zarr), picks per class, config."""
-    from faket_dask.export_copick import export_copick as do_export
+    from faket_dask.read.export_copick import export_copick as do_export
 
     written = do_export(store, output, sample_ids=sample, tomo_type=tomo_type, overwrite=overwrite)
     echo_done(output, f"copick project ({written['runs']} runs, {written['picks']} pick files)")

@@ -47,7 +47,7 @@ def reconstruct(
     way line up voxel for voxel. Dense stays dark (no sign change).
     """
     from faket_dask.errors import InputError
-    from faket_dask.reconstruction import FILTERS
+    from faket_dask.stages.reconstruction import FILTERS
 
     if filter not in FILTERS:
         raise InputError(f"--filter {filter!r} is not known; use one of {', '.join(FILTERS)}")
@@ -69,7 +69,7 @@ def reconstruct(
 
     import torch
 
-    from faket_dask.reconstruction import reconstruct as wbp
+    from faket_dask.stages.reconstruction import reconstruct as wbp
 
     from ._common import pick_device
 

@@ -65,7 +65,7 @@ def prepare(
     check_output(output, overwrite)
 
     from faket_dask.io import read_tilt_series, write_tilt_series
-    from faket_dask.reference import prepare_reference, read_mdoc
+    from faket_dask.stages.reference import prepare_reference, read_mdoc
 
     series = read_tilt_series(ref, var=var)
     spacing_in, axis = input_pixel_spacing, tilt_axis
@@ -120,7 +120,7 @@ def from_tomogram(
     check_output(output, overwrite)
 
     from faket_dask.io import read_volume, write_tilt_series
-    from faket_dask.reference import from_tomogram as project_tomogram
+    from faket_dask.stages.reference import from_tomogram as project_tomogram
 
     from ._common import pick_device
 
@@ -200,7 +200,7 @@ def synth(
     sidecar = output.with_suffix(".synth.json")
 
     from faket_dask.io import write_tilt_series
-    from faket_dask.reference import STAND_IN_NOTE, synth_params, synth_reference
+    from faket_dask.stages.reference import STAND_IN_NOTE, synth_params, synth_reference
 
     params = {
         "pixel_spacing": pixel_spacing,

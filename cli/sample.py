@@ -37,7 +37,7 @@ def build(
     """Build one sample (volume, class mask, instance mask, particle table) into a Zarr store."""
     from faket_dask.config import load_config
     from faket_dask.errors import InputError
-    from faket_dask.particles import STAR_FRAMES
+    from faket_dask.stages.particles import STAR_FRAMES
 
     if output.suffix.lower() != ".zarr":
         raise InputError(f"{output}: a sample store must end in .zarr")
@@ -57,8 +57,8 @@ def build(
 
     from faket_dask import __version__
     from faket_dask.io.sample_store import write_sample_store
-    from faket_dask.particles import to_csv, to_shrec, to_star
-    from faket_dask.sample import SampleSpec, build_layout
+    from faket_dask.stages.particles import to_csv, to_shrec, to_star
+    from faket_dask.stages.sample import SampleSpec, build_layout
 
     spec = SampleSpec.from_config(cfg, sample_id, seed=seed, base_dir=config.resolve().parent)
     layout = build_layout(spec)

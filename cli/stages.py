@@ -60,8 +60,8 @@ def project(
     check_output(output, overwrite)
     if scheduler or scheduler_file or cluster_profile:
         require_zarr("projecting", volume, output)
-        from faket_dask.cluster import connect
-        from faket_dask.distributed_stages import project_zarr
+        from faket_dask.dist.cluster import connect
+        from faket_dask.dist.series_graph import project_zarr
 
         with connect(scheduler, scheduler_file, cluster_profile) as client:
             result = project_zarr(
@@ -82,7 +82,7 @@ def project(
 
     import torch
 
-    from faket_dask.projection import project as project_volume
+    from faket_dask.stages.projection import project as project_volume
 
     from ._common import pick_device
 
@@ -135,7 +135,7 @@ def noise_fit(
         tilt_angles = resolve_angles(angles, angles_file, fallback=ref.angles_deg, required=True)
         check_tilt_counts({str(reference): ref.data.shape[0], "angles": len(tilt_angles)})
 
-        from faket_dask.noise import fit_noise_model_from_reference
+        from faket_dask.stages.noise import fit_noise_model_from_reference
 
         model = fit_noise_model_from_reference(ref.data, tilt_angles, snr, degree=degree)
     else:
@@ -154,7 +154,7 @@ def noise_fit(
         tilt_angles = resolve_angles(angles, angles_file, fallback=fallback, required=True)
         check_tilt_counts({str(clean[0]): pairs[0][0].shape[0], "angles": len(tilt_angles)})
 
-        from faket_dask.noise import fit_noise_model
+        from faket_dask.stages.noise import fit_noise_model
 
         provenance = {"clean": [str(c) for c in clean], "noisy": [str(n) for n in noisy]}
         model = fit_noise_model(pairs, tilt_angles, degree=degree, provenance=provenance)
@@ -206,9 +206,9 @@ def noise_apply(
             raise InputError("--rng faket draws the whole series in order; use --rng keyed")
         outs = {main: output} | ({"content": content_out} if content_out is not None else {})
         require_zarr("adding noise", noiseless, *outs.values())
-        from faket_dask.cluster import connect
-        from faket_dask.distributed_stages import noise_zarr
-        from faket_dask.noise import NoiseModel
+        from faket_dask.dist.cluster import connect
+        from faket_dask.dist.series_graph import noise_zarr
+        from faket_dask.stages.noise import NoiseModel
 
         explicit = resolve_angles(angles, angles_file) if (angles or angles_file) else None
         noise_model = NoiseModel.load(model)
@@ -234,7 +234,7 @@ def noise_apply(
 
     import torch
 
-    from faket_dask.noise import NoiseModel, apply_noise
+    from faket_dask.stages.noise import NoiseModel, apply_noise
 
     from ._common import pick_device
 
@@ -293,8 +293,8 @@ def style(
     check_output(output, overwrite)
     if scheduler or scheduler_file or cluster_profile:
         require_zarr("styling", content, style_ref, init, output)
-        from faket_dask.cluster import connect
-        from faket_dask.distributed_stages import style_zarr
+        from faket_dask.dist.cluster import connect
+        from faket_dask.dist.series_graph import style_zarr
 
         with connect(scheduler, scheduler_file, cluster_profile) as client:
             result = style_zarr(
@@ -330,8 +330,8 @@ def style(
 
     import torch
 
-    from faket_dask.style import style_transfer
-    from faket_dask.weights import load_vgg19
+    from faket_dask.stages.style import style_transfer
+    from faket_dask.stages.style.weights import load_vgg19
 
     from ._common import pick_device
 
@@ -361,7 +361,7 @@ def weights_fetch(
     ] = None,
 ) -> None:
     """Download torchvision's VGG-19 ImageNet weights (hash-checked) into the cache."""
-    from faket_dask.weights import IMAGENET_URL, fetch_imagenet
+    from faket_dask.stages.style.weights import IMAGENET_URL, fetch_imagenet
 
     path = fetch_imagenet(url=url or IMAGENET_URL, cache_dir=cache_dir)
     echo_done(path, "VGG-19 ImageNet weights")
@@ -374,7 +374,7 @@ def weights_info(
     ] = None,
 ) -> None:
     """Show where the weights cache is and what it holds."""
-    from faket_dask.weights import weights_info as info
+    from faket_dask.stages.style.weights import weights_info as info
 
     typer.echo(json.dumps(info(cache_dir=cache_dir), indent=2, default=str))
 

@@ -20,7 +20,7 @@ __all__ = ["__version__", "open_dataset"]
 def __getattr__(name: str) -> object:
     # lazy: ``import faket_dask`` stays light (no xarray/zarr until a dataset is opened)
     if name == "open_dataset":
-        from faket_dask.access import open_dataset
+        from faket_dask.read.access import open_dataset
 
         return open_dataset
     raise AttributeError(f"module 'faket_dask' has no attribute {name!r}")

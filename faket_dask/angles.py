@@ -3,7 +3,7 @@
 Angles are in degrees, one per tilt, strictly increasing and within ±90°. The sign convention
 is IMOD's ``.tlt`` one as used by FakET: a point at offset ``(dz, dx)`` from the centre of a
 ``(Z, X)`` slice lands at detector offset ``dx·cos θ − dz·sin θ`` (see
-:mod:`faket_dask.projection`).
+:mod:`faket_dask.stages.projection`).
 """
 
 from __future__ import annotations

@@ -7,8 +7,13 @@ or a locally made state dict.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# the shared helpers (_cli, _generate_helpers, ...) live here; tests in subfolders import them
+sys.path.insert(0, str(Path(__file__).parent))
 
 os.environ.setdefault("FAKET_DASK_OFFLINE", "1")
 

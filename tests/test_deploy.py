@@ -86,7 +86,7 @@ def _assert_lifetime_before(exports: dict[str, str], walltime_s: float, where: s
 
 
 def _profile() -> dict[str, Any]:
-    from faket_dask.cluster import load_profile  # the CLI's own profile reader
+    from faket_dask.dist.cluster import load_profile  # the CLI's own profile reader
 
     return load_profile(SLURM / "profile-gpu.yaml")
 

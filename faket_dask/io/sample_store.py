@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import xarray as xr
 
-    from faket_dask.sample import GrandModelLayout, SampleLayout
+    from faket_dask.stages.sample import GrandModelLayout, SampleLayout
 
 __all__ = [
     "STAR_ATTR_MAX_ROWS",
@@ -148,7 +148,7 @@ class VolumeWriter:
 
 
 def _star_text(layout: SampleLayout | GrandModelLayout) -> str | None:
-    from faket_dask.particles import to_star
+    from faket_dask.stages.particles import to_star
 
     if len(layout.particles) > STAR_ATTR_MAX_ROWS:
         return None
@@ -179,7 +179,7 @@ def write_layout(
     ``on_slab(y0, y1, density)`` is called with each slab's density (float32 NumPy) before
     it is dropped, e.g. to project it. Returns ``{"checksums": {...}, "slab_size": n}``.
     """
-    from faket_dask.sample import default_slab_size, iter_slabs
+    from faket_dask.stages.sample import default_slab_size, iter_slabs
 
     if slab_size is None:
         cfg = layout.spec.sample.slab_size if layout.spec is not None else None
@@ -266,7 +266,7 @@ def read_particles(path: str | os.PathLike[str], group: str = "particles") -> pd
     import pandas as pd
     import zarr
 
-    from faket_dask.particles import COLUMNS
+    from faket_dask.stages.particles import COLUMNS
 
     try:
         g = zarr.open_group(str(path), path=group, mode="r", use_consolidated=False)

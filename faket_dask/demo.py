@@ -1,0 +1,51 @@
+"""The built-in demo: the ``generate --demo`` config and its stand-in microscope's constants."""
+
+from __future__ import annotations
+
+from faket_dask.config import SimulationConfig, config_from_dict
+from faket_dask.errors import InputError
+
+__all__ = ["DEMO_MAX_SAMPLES", "DEMO_REFERENCE_SEED", "DEMO_SNR", "demo_config"]
+
+DEMO_SNR = 0.25
+"""SNR of the built-in demo noise model (fitted on the demo reference, reference-only mode)."""
+
+DEMO_REFERENCE_SEED = 0
+"""The built-in demo reference is the same for every dataset (it stands in for a microscope)."""
+
+DEMO_MAX_SAMPLES = 4
+
+
+def demo_config(n_samples: int | None = None) -> SimulationConfig:
+    """The ``generate --demo`` job: up to 4 samples of 31 tilts at 128², built-in everything.
+
+    Built-in particle mix and templates, the built-in demo reference and noise model, ImageNet
+    weights when cached or downloadable, else random weights (loudly, and recorded).
+    """
+    n = DEMO_MAX_SAMPLES if n_samples is None else int(n_samples)
+    if not 1 <= n <= DEMO_MAX_SAMPLES:
+        raise InputError(f"--demo makes 1 to {DEMO_MAX_SAMPLES} samples (got --n-samples {n})")
+    return config_from_dict(
+        {
+            "seed": 0,
+            "n_samples": n,
+            "tilts": {"angles": "-60:60:4", "shape": [128, 128], "pixel_spacing": 10.0},
+            "sample": {"thickness": 48},
+            "noise": {"model": "demo"},
+            "style": {
+                "reference": "demo",
+                "weights": "imagenet",
+                "weights_fallback": "random",
+                "batch_size": 8,
+            },
+            "reconstruction": {"enabled": True, "bin": 2},
+            "output": {
+                "modalities": ["styled", "noisy", "noiseless"],
+                "tilts_per_shard": 8,
+                "chunk": 128,
+            },
+        },
+        source="the built-in demo config",
+    )
+
+

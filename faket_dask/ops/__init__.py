@@ -1,0 +1,1 @@
+"""One verb on local files (as copick's ``ops``): the stage commands without a cluster."""

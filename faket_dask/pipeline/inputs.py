@@ -1,0 +1,241 @@
+"""What every sample of a dataset shares: weights, style references and noise models.
+
+Resolved once by the client (:func:`resolve_inputs`) and materialised into the store
+(:func:`materialize_inputs`), so that workers need nothing but the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faket_dask.config import union_angles
+from faket_dask.demo import DEMO_REFERENCE_SEED, DEMO_SNR
+from faket_dask.errors import InputError
+
+if TYPE_CHECKING:
+
+
+    from faket_dask.config import SimulationConfig
+
+
+@dataclass(frozen=True)
+class SharedInputs:
+    """Inputs every sample shares: small and picklable (paths and records, never arrays).
+
+    Attributes
+    ----------
+    weights_spec
+        What workers pass to :func:`~faket_dask.stages.style.weights.load_vgg19`: ``imagenet``,
+        ``random``
+        or an absolute path (after a fallback, ``random``).
+    weights_seed
+        Seed of random weights.
+    weights
+        The weights record (name, path, SHA-256, seed, requested, fallback reason).
+    style_references
+        One entry per style reference: ``{"spec", "path", "shape", "sha256", ...}``; ``path``
+        is what the worker reads (``<store>/inputs/demo_reference`` for ``demo``).
+    noise_models
+        One entry per noise model: ``{"spec", "path", "sha256"}`` (paths inside the store).
+    """
+
+    weights_spec: str | None = None
+    weights_seed: int = 0
+    weights: dict[str, Any] = field(default_factory=dict)
+    style_references: tuple[dict[str, Any], ...] = ()
+    noise_models: tuple[dict[str, Any], ...] = ()
+
+    def to_attrs(self) -> dict[str, Any]:
+        """Root-attr record of the shared inputs."""
+        return {
+            "weights": {**self.weights, "spec": self.weights_spec, "seed": self.weights_seed},
+            "style_references": [dict(r) for r in self.style_references],
+            "noise_models": [dict(m) for m in self.noise_models],
+        }
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> SharedInputs:
+        """Read the record back (a resumed run uses exactly what the first run resolved)."""
+        w = dict(attrs.get("weights") or {})
+        return cls(
+            weights_spec=w.get("spec"),
+            weights_seed=int(w.get("seed") or 0),
+            weights={k: v for k, v in w.items() if k not in ("spec",)},
+            style_references=tuple(dict(r) for r in attrs.get("style_references") or ()),
+            noise_models=tuple(dict(m) for m in attrs.get("noise_models") or ()),
+        )
+
+
+def _style_specs(config: SimulationConfig) -> list[str]:
+    return list(config.style.references) or [config.style.reference]
+
+
+def _noise_specs(config: SimulationConfig) -> list[str]:
+    specs = list(config.noise.models) or [config.noise.model or "demo"]
+    return [s or "demo" for s in specs]
+
+
+def _resolve_weights(config: SimulationConfig, echo: Callable[[str], Any]) -> tuple[str, dict]:
+    from faket_dask.stages.style.weights import resolve_weights
+
+    spec = config.style.weights
+    try:
+        info = resolve_weights(spec, seed=config.seed, timeout=5.0)
+    except InputError as err:
+        if config.style.weights_fallback != "random" or spec.strip().lower() != "imagenet":
+            raise
+        echo(
+            "[bold red]WARNING: ImageNet VGG-19 weights are not available "
+            f"({err}).[/]\n[bold red]Falling back to RANDOM weights: the styled tilts are "
+            "FakET's FAKET_RANDOM ablation, not FakET. This is recorded in the store.[/]"
+        )
+        info = resolve_weights("random", seed=config.seed)
+        record = {**info.to_attrs(), "requested": spec, "fallback": str(err)}
+        return "random", record
+    record = {**info.to_attrs(), "requested": spec, "fallback": None}
+    if info.name == "random":
+        return "random", record
+    if info.name == "imagenet":
+        return "imagenet", record
+    return str(info.path), record
+
+
+def resolve_inputs(
+    config: SimulationConfig,
+    store: str | os.PathLike[str],
+    *,
+    echo: Callable[[str], Any] = print,
+) -> SharedInputs:
+    """Check and resolve the shared inputs on the client, before the store exists.
+
+    Weights are resolved (downloaded when allowed; an ImageNet fallback to random weights is
+    loud and recorded); style references and noise models must exist. The demo inputs are
+    made later by :func:`materialize_inputs`, inside the store.
+    """
+    weights_spec: str | None = None
+    weights: dict[str, Any] = {}
+    if config.style.enabled:
+        weights_spec, weights = _resolve_weights(config, echo)
+    refs: list[dict[str, Any]] = []
+    if config.style.enabled:
+        for spec in _style_specs(config):
+            if spec == "demo":
+                refs.append({"spec": "demo"})
+                continue
+            p = Path(spec).expanduser().resolve()
+            if not p.exists():
+                raise InputError(f"style reference {spec} does not exist; check style.reference")
+            refs.append({"spec": spec, "path": str(p)})
+    models: list[dict[str, Any]] = []
+    for spec in _noise_specs(config):
+        if spec == "demo":
+            models.append({"spec": "demo"})
+            continue
+        from faket_dask.stages.noise import NoiseModel
+
+        p = Path(spec).expanduser().resolve()
+        NoiseModel.load(p)  # validates; raises InputError naming the problem
+        models.append({"spec": spec, "source": str(p)})
+    return SharedInputs(
+        weights_spec=weights_spec,
+        weights_seed=int(config.seed),
+        weights=weights,
+        style_references=tuple(refs),
+        noise_models=tuple(models),
+    )
+
+
+def materialize_inputs(
+    inputs: SharedInputs, config: SimulationConfig, store: str | os.PathLike[str]
+) -> SharedInputs:
+    """Write what workers read into ``<store>/inputs/`` (client only) and record identities.
+
+    The demo reference (``faket_dask.stages.reference.demo_reference`` over every angle a sample
+    may use) and noise models (copied, or the demo model fitted on the demo reference at
+    :data:`DEMO_SNR`) land in the store, so that workers need nothing but the store.
+    """
+    import json
+
+    import zarr
+
+    from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
+    from faket_dask.stages.noise import NoiseModel, fit_noise_model_from_reference
+
+    root = Path(store).resolve()
+    demo: TiltSeries | None = None
+
+    def demo_ref() -> TiltSeries:
+        nonlocal demo
+        if demo is None:
+            from faket_dask.stages.reference import demo_reference
+
+            angles = union_angles(config)
+            demo = demo_reference(
+                tuple(config.tilts.shape),
+                angles,
+                config.tilts.pixel_spacing,
+                DEMO_REFERENCE_SEED,
+            )
+        return demo
+
+    refs: list[dict[str, Any]] = []
+    for ref in inputs.style_references:
+        if ref.get("spec") == "demo":
+            series = demo_ref()
+            path = root / "inputs" / "demo_reference"
+            if not (path / "zarr.json").exists():
+                write_tilt_series(path, series, var="tilts")
+            data = np.ascontiguousarray(series.data, dtype=np.float32)
+        else:
+            series = read_tilt_series(ref["path"])
+            path = Path(ref["path"])
+            data = np.ascontiguousarray(series.data, dtype=np.float32)
+        refs.append(
+            {
+                **ref,
+                "path": str(path),
+                "shape": list(data.shape),
+                "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+                "angles_known": series.angles_deg is not None,
+                "pixel_spacing": series.pixel_spacing,
+            }
+        )
+    models: list[dict[str, Any]] = []
+    for i, m in enumerate(inputs.noise_models):
+        if m.get("spec") == "demo":
+            series = demo_ref()
+            model = fit_noise_model_from_reference(
+                series.data,
+                series.angles_deg,
+                DEMO_SNR,
+                provenance={"source": "faket-dask built-in demo reference"},
+            )
+        else:
+            model = NoiseModel.load(m["source"])
+        # a zarr group whose attrs hold the model: the store stays a clean zarr hierarchy
+        text = model.model_dump_json()
+        name = f"inputs/noise_model_{i:02d}"
+        zarr.open_group(
+            str(root),
+            path=name,
+            mode="w",
+            zarr_format=3,
+            attributes={"noise_model": json.loads(text)},
+        )
+        models.append(
+            {**m, "path": str(root / name), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        )
+    return SharedInputs(
+        weights_spec=inputs.weights_spec,
+        weights_seed=inputs.weights_seed,
+        weights=inputs.weights,
+        style_references=tuple(refs),
+        noise_models=tuple(models),
+    )

@@ -1,0 +1,583 @@
+"""One sample, end to end: ``simulate_sample(spec) -> summary``. No Dask in here.
+
+A sample is a pure function of (dataset seed, sample id, config) and the shared inputs the
+client resolved once (weights, style references, noise models)::
+
+    draw      what this sample uses, from a stream keyed by (seed, sample id): tilt angles,
+              style reference, noise model, SNR, tilt-axis angle, per-tilt shifts
+    build     volume + class mask + instance mask + particle table (slab by slab)
+    project   noiseless tilts (T, H, W), slab by slab along Y
+    misalign  optional tilt-axis rotation and per-tilt shifts of the noiseless tilts
+    noise     NOISY, CONTENT (same draw, 0.25x sigma), BASELINE as asked
+    style     FakET: init=NOISY, content=CONTENT, style=the drawn reference's matching tilts;
+              VGG-19 loaded once per process, style Gram matrices cached per process
+    recon     optional tomogram (weighted back-projection) with binned masks
+    write     samples/<id>/ in the store, whole shards, the ``complete`` marker last
+
+The returned summary is small (checksums, statistics, timings, what was drawn, the device) and
+goes to the client, which appends it to the manifest.
+
+Fault-injection hook (tests and drills; never set in production): ``SampleSpec.fault``, set by
+the runner from ``$FAKET_DASK_FAULT``, is a ``;``-separated list of ``fail:ID,ID`` (raise
+``RuntimeError`` for those samples), ``exit:ID,ID`` (kill the worker process with
+``os._exit(1)`` while computing those samples) and ``sleep:SECONDS`` (sleep before writing
+each sample).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faket_dask.errors import InputError
+from faket_dask.pipeline.draw import SampleSpec, _apply_fault, draw
+from faket_dask.pipeline.worker_cache import (
+    _load_noise_model,
+    _load_reference,
+    deterministic_mode,
+    get_style_model,
+    gram_cache,
+    resolve_device,
+)
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    import torch
+
+    from faket_dask.pipeline.overlap import Background
+    from faket_dask.stages.noise import NoiseModel
+
+
+
+
+
+
+def _with_snr(model: NoiseModel, snr: float) -> NoiseModel:
+    """The model with r and sigma replaced by an SNR's (mean and std curves kept)."""
+    from faket_dask.stages.noise import STATS, Curves
+
+    r = float(np.sqrt(snr / (1.0 + snr)))
+    s = float(np.sqrt(1.0 / (1.0 + snr)))
+    n = model.n_tilts
+
+    def patch(c: Any, length: int, coeffs: bool) -> Any:
+        values = {k: np.asarray(c.array(k), dtype=np.float64) for k in STATS}
+        for k, v in (("r", r), ("sigma", s)):
+            if coeffs:
+                arr = np.zeros(length)
+                arr[-1] = v
+                values[k] = arr
+            else:
+                values[k] = np.full(length, v)
+        return Curves.from_arrays(values)
+
+    return model.model_copy(
+        update={
+            "fit": patch(model.fit, n, False),
+            "baseline": patch(model.baseline, n, False),
+            "fit_coefficients": patch(model.fit_coefficients, model.degree + 1, True),
+            "baseline_coefficients": patch(model.baseline_coefficients, 1, True),
+            "provenance": {**model.provenance, "snr_override": snr},
+        }
+    )
+
+
+def _misalign(tilts: torch.Tensor, axis_deg: float, shifts: Sequence[Sequence[float]] | None):
+    """Rotate each tilt about its centre by ``axis_deg`` and shift it by ``shifts[t]`` (y, x)."""
+    import torch
+    from scipy import ndimage
+
+    if not axis_deg and shifts is None:
+        return tilts
+    arr = tilts.detach().cpu().numpy()
+    out = np.empty_like(arr)
+    h, w = arr.shape[1:]
+    centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+    th = np.deg2rad(axis_deg)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    for t in range(arr.shape[0]):
+        shift = np.asarray(shifts[t], dtype=np.float64) if shifts is not None else np.zeros(2)
+        # output p -> input rot @ (p - centre - shift) + centre
+        offset = centre - rot @ (centre + shift)
+        out[t] = ndimage.affine_transform(arr[t], rot, offset=offset, order=1, mode="nearest")
+    return torch.from_numpy(out).to(tilts.device)
+
+
+def _style_stack(
+    ref: np.ndarray, ref_angles: np.ndarray | None, angles: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference tilts that style each sample tilt: the nearest angle (or by index)."""
+    if ref_angles is None or ref_angles.size != ref.shape[0]:
+        if ref.shape[0] != angles.size:
+            raise InputError(
+                f"the style reference has {ref.shape[0]} tilts and no angles, the sample "
+                f"{angles.size}: give the reference a .tlt"
+            )
+        idx = np.arange(angles.size)
+    else:
+        idx = np.abs(ref_angles[None, :] - angles[:, None]).argmin(axis=1)
+    return ref[idx], idx
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    x64 = x.astype(np.float64, copy=False)
+    return {
+        "mean": float(x64.mean()),
+        "std": float(x64.std()),
+        "min": float(x64.min()),
+        "max": float(x64.max()),
+    }
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - t0, 4)
+
+
+def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
+    """Compute one sample and write it into the store; return its small summary.
+
+    The stored bytes depend only on (seed, sample id, config, shared inputs) for a given device
+    type, library versions and precision. Safe to run twice (execution is at least once): a
+    complete sample is not recomputed (its stored summary is returned), an incomplete one is
+    deleted and written again.
+    """
+    from faket_dask.io import store as st
+    from faket_dask.pipeline.overlap import Background, device_lock
+
+    t_start = time.perf_counter()
+    _apply_fault(spec, "start")
+    existing = st.read_sample_attrs(spec.store, spec.sample_id)
+    if existing and existing.get("complete") is True and existing.get("summary"):
+        summary = dict(existing["summary"])
+        summary["reused"] = True
+        return summary
+
+    cfg = spec.config
+    timer = _Timer()
+    drew = draw(spec)
+    angles = np.asarray(drew["angles"], dtype=np.float64)
+    device = resolve_device(cfg.style.device)
+    modalities = list(cfg.output.modalities)
+
+    group = st.prepare_sample(
+        spec.store,
+        spec.sample_id,
+        {"seed": int(spec.seed), "run_id": spec.run_id, "drew": drew, "started_at": _now()},
+    )
+    # Writes run on a writer thread while the device works on the next stage: the volume's
+    # checksum read-back and the noiseless tilts during the noise, those during the style
+    # transfer, and so on. Each array is written by the same calls as without overlap.
+    with Background(max_pending=len(modalities) + 3) as bg:
+        with timer("build+project"):
+            built = _build_and_project(spec, group, angles, device, drew["particle_mix"], bg)
+        lock = device_lock(device)
+        with lock, timer("misalign"):
+            noiseless = _misalign(built.noiseless, drew["tilt_axis_deg"], drew["shifts_px"])
+
+        need_noise = [m for m in ("noisy", "content", "baseline") if m in modalities]
+        if "styled" in modalities:
+            need_noise = [
+                m
+                for m in ("noisy", "content", "baseline")
+                if m in need_noise or m in ("noisy", "content")
+            ]
+        stacks: dict[str, Any] = {"noiseless": noiseless}
+        saved: dict[str, Future[dict[str, float]]] = {}  # modality -> its statistics
+        tilts = _tilts_writer(spec, group, drew, modalities, tuple(noiseless.shape), angles)
+
+        def save(names: Sequence[str]) -> None:
+            for m in names:
+                if m in modalities and m not in saved:
+                    arr = np.ascontiguousarray(stacks[m].detach().cpu().numpy(), dtype=np.float32)
+                    saved[m] = bg.submit(_save_stack, tilts, m, arr)
+
+        save(["noiseless"])
+        if need_noise:
+            with lock, timer("noise"):
+                from faket_dask.stages.noise import apply_noise
+
+                model = _load_noise_model(spec.inputs.noise_models[drew["noise_model"]]["path"])
+                if drew["snr"] is not None:
+                    model = _with_snr(model, drew["snr"])
+                stacks.update(
+                    apply_noise(
+                        noiseless,
+                        model,
+                        angles,
+                        spec.seed,
+                        spec.sample_id,
+                        rng=cfg.noise.rng,
+                        modalities=need_noise,
+                        content_factor=cfg.noise.content_factor,
+                    )
+                )
+            save(need_noise)
+        if "styled" in modalities:
+            with lock, timer("style"):
+                stacks["styled"] = _style(spec, drew, angles, stacks, device)
+            save(["styled"])
+
+        tomogram = None
+        if cfg.reconstruction.enabled:
+            with lock, timer("reconstruct"):
+                tomogram = _reconstruct(cfg, angles, stacks, modalities, device)
+
+        _apply_fault(spec, "write")
+        with timer("write"):
+            checksums = dict(built.checksums)
+            for pending in built.pending:
+                checksums.update(pending.result())
+            tomo_sums: Future[dict[str, str]] | None = None
+            if tomogram is not None:
+                tomo_sums = bg.submit(_write_tomogram, spec, group, tomogram, built)
+            bg.wait()
+            checksums.update({f"tilts/{k}": v for k, v in tilts.checksums().items()})
+            if tomo_sums is not None:
+                checksums.update(tomo_sums.result())
+    timer.times["writer_busy"] = round(bg.busy_s, 4)
+    stats = {m: saved[m].result() for m in modalities}
+    timer.times["total"] = round(time.perf_counter() - t_start, 4)
+    summary = {
+        "sample_id": int(spec.sample_id),
+        "status": "ok",
+        "seed": int(spec.seed),
+        "drew": drew,
+        "layout": built.layout_info,
+        "n_particles": built.n_particles,
+        "checksums": checksums,
+        "stats": stats,
+        "timings": dict(timer.times),
+        "device": device,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "run_id": spec.run_id,
+        "finished_at": _now(),
+    }
+    st.mark_complete(group, {"summary": summary, "checksums": checksums})
+    return summary
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class _Built:
+    noiseless: Any  # torch (T, H, W) float32 on the device
+    checksums: dict[str, str]
+    pending: list[Future[dict[str, str]]]  # checksums still being computed on the writer thread
+    binned_masks: dict[str, np.ndarray]  # (Z // b, Y // b, X // b) when reconstructing
+    shape: tuple[int, int, int]
+    n_particles: int
+    layout_info: dict[str, Any]
+
+
+def _slab_rows(ny: int, nz: int, nx: int, cfg: Any) -> int:
+    """Y rows per slab: the config's, else about 256 MiB, a multiple of 128 (and of the bin)."""
+    from faket_dask.stages.sample import default_slab_size
+
+    rows = cfg.sample.slab_size or default_slab_size((nz, ny, nx))
+    if rows >= ny:
+        return ny
+    step = 128
+    b = cfg.reconstruction.bin if cfg.reconstruction.enabled else 1
+    step = step * b // math.gcd(step, b)
+    return max(step, (rows // step) * step) if step < ny else ny
+
+
+def _build_and_project(
+    spec: SampleSpec,
+    group: Any,
+    angles: np.ndarray,
+    device: str,
+    mix: int | None,
+    later: Background,
+) -> _Built:
+    """Draw the layout, render it slab by slab, project each slab and store the labels.
+
+    ``mix`` is the drawn particle mix (an index into ``sample.mixes``), or ``None``. The
+    volume's checksums (a read-back of what was stored) are left to ``later``, the sample's
+    writer thread.
+    """
+    import torch
+
+    from faket_dask.config import apply_mix
+    from faket_dask.io import store as st
+    from faket_dask.pipeline.overlap import Background, device_lock, read_ahead
+    from faket_dask.stages.particles import star_blocks
+    from faket_dask.stages.projection import project_slab
+    from faket_dask.stages.reconstruction import bin_volume_labels
+    from faket_dask.stages.sample import SampleSpec as BuildSpec
+    from faket_dask.stages.sample import build_layout, iter_slabs
+
+    cfg = spec.config
+    if mix is not None:
+        cfg = cfg.model_copy(update={"sample": apply_mix(cfg.sample, cfg.sample.mixes[mix])})
+    layout = build_layout(
+        BuildSpec.from_config(cfg, spec.sample_id, seed=spec.seed, base_dir=spec.base_dir)
+    )
+    nz, ny, nx = layout.shape
+    w = int(cfg.tilts.shape[1])
+    ps = float(layout.pixel_spacing)
+    rows = _slab_rows(ny, nz, nx, cfg)
+    noiseless = torch.empty((angles.size, ny, w), dtype=torch.float32, device=device)
+    save = cfg.output.save_volume or cfg.output.save_density
+    dtypes: dict[str, Any] = {}
+    if cfg.output.save_volume:
+        dtypes |= {"class_mask": layout.class_dtype, "instance_mask": np.uint32}
+    if cfg.output.save_density:
+        dtypes["density"] = np.float32
+    writer = None
+    if save:
+        writer = st.GridWriter(
+            group,
+            "volume",
+            (nz, ny, nx),
+            dtypes,
+            ps,
+            rows=rows,
+            attrs={"classes": {str(k): v for k, v in layout.classes.items()}},
+        )
+    b = int(cfg.reconstruction.bin) if cfg.reconstruction.enabled else 0
+    binned: dict[str, list[np.ndarray]] = {"class_mask": [], "instance_mask": []}
+
+    def store_slab(y0: int, slabs: dict[str, np.ndarray]) -> None:
+        if writer is not None:
+            writer.write(y0, {k: slabs[k] for k in dtypes})
+        if b:
+            usable = (slabs["class_mask"].shape[1] // b) * b
+            if usable:
+                for key in binned:
+                    binned[key].append(bin_volume_labels(slabs[key][:, :usable], b))
+
+    # The next slab renders (CPU) while this one projects (device); slabs are written and
+    # binned on a writer thread, in order. Same calls per slab, so the same bytes.
+    with Background(max_pending=2) as bg:
+        for y0, y1, dens, cls, inst in read_ahead(iter_slabs(layout, rows, device)):
+            with device_lock(device):
+                noiseless[:, y0:y1] = project_slab(dens, angles, w, check_finite=False)
+            if writer is None and not b:
+                continue
+            slabs = {"class_mask": cls, "instance_mask": inst}
+            if "density" in dtypes:
+                slabs["density"] = dens.detach().cpu().numpy() if hasattr(dens, "detach") else dens
+            bg.submit(store_slab, y0, slabs)
+    checksums: dict[str, str] = {}
+    pending = []
+    if writer is not None:
+        pending.append(later.submit(_volume_checksums, writer))
+    table = layout.particles
+    star = None
+    try:
+        import starfile
+
+        blocks = star_blocks(
+            table,
+            "volume",
+            shape=(nz, ny, nx),
+            pixel_spacing=ps,
+            tomo_name=f"sample_{spec.sample_id:06d}",
+        )
+        star = starfile.to_string(blocks, float_format="%.6f")
+    except Exception as err:  # STAR is a convenience copy of the table
+        star = f"# STAR export failed: {err}"
+    columns = {c: table[c].to_numpy() for c in table.columns}
+    sums = st.write_particles(
+        group,
+        columns,
+        star=star,
+        attrs={
+            "pixel_spacing": ps,
+            "shape": [nz, ny, nx],
+            "classes": {str(k): v for k, v in layout.classes.items()},
+        },
+    )
+    checksums.update({f"particles/{k}": v for k, v in sums.items()})
+    masks = {k: np.concatenate(v, axis=1) for k, v in binned.items() if v}
+    info = layout.summary() if hasattr(layout, "summary") else {}
+    n_particles = int((table["kind"] == "particle").sum()) if "kind" in table else len(table)
+    return _Built(noiseless, checksums, pending, masks, (nz, ny, nx), n_particles, _jsonable(info))
+
+
+def _volume_checksums(writer: Any) -> dict[str, str]:
+    return {f"volume/{k}": v for k, v in writer.checksums().items()}
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _style(
+    spec: SampleSpec,
+    drew: Mapping[str, Any],
+    angles: np.ndarray,
+    stacks: Mapping[str, Any],
+    device: str,
+) -> Any:
+    import torch
+
+    from faket_dask.stages.style import style_transfer
+
+    cfg = spec.config
+    ref_rec = spec.inputs.style_references[drew["style_reference"]]
+    ref, ref_angles = _load_reference(ref_rec["path"])
+    style_np, idx = _style_stack(ref, ref_angles, angles)
+    model = get_style_model(str(spec.inputs.weights_spec), spec.inputs.weights_seed, device)
+    key = f"{ref_rec.get('sha256', ref_rec['path'])}:{hashlib.sha1(idx.tobytes()).hexdigest()}"
+    with deterministic_mode(cfg.style.deterministic, device):
+        return style_transfer(
+            stacks["content"],
+            torch.from_numpy(np.array(style_np)),
+            stacks["noisy"],
+            model,
+            precision=cfg.style.precision,
+            batch_size=cfg.style.batch_size,  # 'auto': style.pick_batch_size's memory model
+            gram_cache=gram_cache(),
+            style_key=key,
+            cudnn_benchmark=False if cfg.style.deterministic else None,
+        )
+
+
+def _recon_source(modalities: Sequence[str]) -> str:
+    for m in ("styled", "noisy", "content", "baseline"):
+        if m in modalities:
+            return m
+    return "noiseless"
+
+
+def _reconstruct(
+    cfg: Any,
+    angles: np.ndarray,
+    stacks: Mapping[str, Any],
+    modalities: Sequence[str],
+    device: str,
+) -> dict[str, Any]:
+    from faket_dask.stages.reconstruction import reconstruct
+
+    rc = cfg.reconstruction
+    source = _recon_source(modalities)
+    b = int(rc.bin)
+    thickness = int(rc.thickness or max(1, cfg.sample.thickness // b))
+    tomo = reconstruct(
+        stacks[source],
+        angles,
+        thickness,
+        bin=b,
+        filter=rc.filter,
+        device=device,
+        unbinned_thickness=int(cfg.sample.thickness),
+    )
+    return {
+        "data": np.ascontiguousarray(tomo.detach().cpu().numpy(), dtype=np.float32),
+        "source": source,
+        "bin": b,
+        "thickness": thickness,
+    }
+
+
+def _crop_z(mask: np.ndarray, thickness: int) -> np.ndarray:
+    """The binned mask's Z range that the centred tomogram covers (zero-padded if thicker)."""
+    zb = mask.shape[0]
+    if thickness <= zb:
+        z0 = (zb - thickness) // 2
+        return mask[z0 : z0 + thickness]
+    out = np.zeros((thickness, *mask.shape[1:]), dtype=mask.dtype)
+    z0 = (thickness - zb) // 2
+    out[z0 : z0 + zb] = mask
+    return out
+
+
+def _write_tomogram(spec: SampleSpec, group: Any, tomo: Mapping[str, Any], built: _Built) -> dict:
+    from faket_dask.io import store as st
+
+    data = tomo["data"]
+    arrays: dict[str, np.ndarray] = {"tomogram": data}
+    for key, mask in built.binned_masks.items():
+        m = _crop_z(mask, data.shape[0])
+        if m.shape[1:] == data.shape[1:]:
+            arrays[key] = m
+    ps = float(spec.config.tilts.pixel_spacing) * tomo["bin"]
+    sums = st.write_grid(
+        group,
+        "tomogram",
+        arrays,
+        ps,
+        attrs={
+            "source": tomo["source"],
+            "bin": tomo["bin"],
+            "filter": spec.config.reconstruction.filter,
+            "thickness": tomo["thickness"],
+        },
+    )
+    return {f"tomogram/{k}": v for k, v in sums.items()}
+
+
+def _tilts_writer(
+    spec: SampleSpec,
+    group: Any,
+    drew: Mapping[str, Any],
+    modalities: Sequence[str],
+    shape: tuple[int, int, int],
+    angles: np.ndarray,
+) -> Any:
+    """The sample's ``tilts`` group with one array per modality, ready for whole stacks."""
+    from faket_dask.io import store as st
+
+    cfg = spec.config
+    extra: dict[str, np.ndarray] = {}
+    if drew.get("shifts_px") is not None:
+        sh = np.asarray(drew["shifts_px"], dtype=np.float64)
+        extra = {"shift_y_px": sh[:, 0], "shift_x_px": sh[:, 1]}
+    attrs = {
+        "tilt_axis_deg": drew.get("tilt_axis_deg", 0.0),
+        "style_reference": drew.get("style_reference"),
+        "noise_model": drew.get("noise_model"),
+        "weights": spec.inputs.weights.get("name") if spec.inputs.weights else None,
+    }
+    return st.TiltsWriter(
+        group,
+        list(modalities),
+        shape,
+        angles,
+        float(cfg.tilts.pixel_spacing),
+        dtype=cfg.output.dtype,
+        tilts_per_shard=cfg.output.tilts_per_shard,
+        chunk=cfg.output.chunk,
+        extra_coords=extra,
+        attrs=attrs,
+    )
+
+
+def _save_stack(writer: Any, name: str, data: np.ndarray) -> dict[str, float]:
+    """Write one ``(T, H, W)`` stack and return its statistics (runs on the writer thread)."""
+    writer.write_all(name, data)
+    return _stats(data)
+
+
+def spec_dict(spec: SampleSpec) -> dict[str, Any]:
+    """A JSON-able view of a spec (for logs)."""
+    d = asdict(spec)
+    d["config"] = spec.config.to_dict()
+    return d

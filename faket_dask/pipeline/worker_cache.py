@@ -1,0 +1,125 @@
+"""Per-process caches of a worker, the device choice and deterministic mode.
+
+The VGG-19 model, style Gram matrices, references and noise models load once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+
+
+    from faket_dask.stages.noise import NoiseModel
+
+
+_LOCK = threading.Lock()
+
+
+_LOADS: dict[str, int] = {}
+
+
+_GRAM_CACHE: Any = None
+
+
+def get_style_model(weights: str, seed: int = 0, device: str = "auto") -> Any:
+    """The VGG-19 feature model for ``weights`` on ``device``, loaded once per process.
+
+    Counts loads per (weights, seed, device) in :func:`model_loads`.
+    """
+    from faket_dask.stages.style.weights import load_vgg19
+
+    dev = resolve_device(device)
+    key = f"{weights}|{seed}|{dev}"
+    with _LOCK:
+        first = key not in _LOADS
+        model, _info = load_vgg19(weights, seed=seed, device=dev)
+        if first:
+            _LOADS[key] = _LOADS.get(key, 0) + 1
+    return model
+
+
+def model_loads() -> dict[str, int]:
+    """How many times this process loaded each model (1 each when caching works)."""
+    with _LOCK:
+        return dict(_LOADS)
+
+
+def gram_cache() -> Any:
+    """Return the process-wide style Gram-matrix cache (keyed by the style reference)."""
+    global _GRAM_CACHE
+    with _LOCK:
+        if _GRAM_CACHE is None:
+            from faket_dask.stages.style import GramCache
+
+            _GRAM_CACHE = GramCache()
+        return _GRAM_CACHE
+
+
+@functools.lru_cache(maxsize=4)
+def _load_reference(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    import dask
+
+    from faket_dask.io import read_tilt_series
+
+    # Zarr inputs open as lazy xarray/dask arrays; inside a Dask worker, computing them would go
+    # to the cluster (and let this worker start other samples meanwhile): read them in-thread.
+    with dask.config.set(scheduler="synchronous"):
+        series = read_tilt_series(path)
+    data = np.ascontiguousarray(series.data, dtype=np.float32)
+    data.setflags(write=False)
+    angles = None if series.angles_deg is None else np.asarray(series.angles_deg, "f8")
+    return data, angles
+
+
+@functools.lru_cache(maxsize=16)
+def _load_noise_model(path: str) -> NoiseModel:
+    """A noise model from a noise.json, or from the attrs of a store's ``inputs`` group."""
+    import json
+
+    from faket_dask.stages.noise import NoiseModel
+
+    meta = Path(path) / "zarr.json"
+    if meta.is_file():
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+        return NoiseModel.model_validate(attrs["noise_model"])
+    return NoiseModel.load(path)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when this process (the worker) has it, else CPU."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: str) -> Iterator[None]:
+    """On CUDA, request deterministic kernels (identical bytes across runs, slower).
+
+    CPU kernels are deterministic per thread count already; on CUDA this sets
+    ``torch.use_deterministic_algorithms`` and cuBLAS's fixed workspace for the duration.
+    """
+    import torch
+
+    if not (enabled and device.startswith("cuda")):
+        yield
+        return
+    # cuBLAS reads this when its handle is created; set it before the first GEMM
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)

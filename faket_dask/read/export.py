@@ -1,0 +1,171 @@
+"""A generated dataset store as a whole: the demo config, ``info`` and ``export``.
+
+(:mod:`faket_dask.io.store` is the layout and its writers; :mod:`faket_dask.dist.runner` fills it.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from faket_dask.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+__all__ = [
+    "export_sample",
+    "read_particle_table",
+    "store_info",
+]
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def store_info(path: str | os.PathLike[str], *, disk_usage: bool = True) -> dict[str, Any]:
+    """What a store holds: shared metadata, complete/failed/missing samples, size on disk."""
+    from faket_dask.io import store as st
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"store {p} does not exist")
+    attrs = st.read_store_attrs(p)
+    n = int(attrs.get("n_samples", 0))
+    done = st.completed_ids(p, range(n))
+    rows = st.read_manifest(p)
+    last_status: dict[int, str] = {}
+    for r in rows:
+        if "sample_id" in r:
+            last_status[int(r["sample_id"])] = str(r.get("status"))
+    failed = sorted(i for i, s in last_status.items() if s != "ok" and i not in done)
+    info = {
+        "store": str(p.resolve()),
+        "tool_version": attrs.get("tool_version"),
+        "created_at": attrs.get("created_at"),
+        "config_digest": attrs.get("config_digest"),
+        "n_samples": n,
+        "complete": len(done),
+        "complete_ids": sorted(done),
+        "failed_ids": failed,
+        "missing_ids": sorted(set(range(n)) - done - set(failed)),
+        "weights": attrs.get("weights"),
+        "style_references": attrs.get("style_references"),
+        "noise_models": attrs.get("noise_models"),
+        "last_run": attrs.get("last_run"),
+        "config": attrs.get("config"),
+    }
+    if disk_usage:
+        info["bytes_on_disk"] = _dir_size(p)
+    return info
+
+
+def read_particle_table(path: str | os.PathLike[str], sample_id: int) -> pd.DataFrame:
+    """A sample's particle table as a DataFrame (string columns decoded)."""
+    import pandas as pd
+
+    from faket_dask.io import store as st
+
+    g = st.open_sample(path, sample_id)
+    parts = g["particles"]
+    cols: dict[str, Any] = {}
+    for name in parts.array_keys():
+        arr = parts[name]
+        values = np.asarray(arr[...])
+        cats = arr.attrs.get("categories")
+        if cats is not None:
+            values = np.asarray(cats, dtype=object)[values]
+        cols[name] = values
+    from faket_dask.stages.particles import COLUMNS
+
+    order = [c for c in COLUMNS if c in cols] + [c for c in cols if c not in COLUMNS]
+    return pd.DataFrame({c: cols[c] for c in order})
+
+
+def export_sample(
+    path: str | os.PathLike[str],
+    sample_id: int,
+    modality: str,
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Export one array of a sample as MRC (voxel size in the header) or a Zarr group.
+
+    ``modality`` is a tilt modality (``styled``, ``noisy``...; the ``.tlt`` is written too), or
+    ``volume:<array>`` / ``tomogram:<array>`` (``volume:class_mask``, ``tomogram:tomogram``...).
+    A STAR file of the sample's particles (volume frame; tomogram frame for ``tomogram:``) is
+    written beside the output. Returns the files written.
+    """
+    from faket_dask.io import TiltSeries, Volume, write_tilt_series, write_volume
+    from faket_dask.io import store as st
+    from faket_dask.stages.particles import to_star
+
+    p = Path(path)
+    if not st.is_complete(p, sample_id):
+        state = "incomplete" if st.read_sample_attrs(p, sample_id) else "not in the store"
+        raise InputError(f"sample {sample_id} of {p} is {state}; see `faket-dask info {p}`")
+    g = st.open_sample(p, sample_id)
+    out = Path(output)
+    written: list[Path] = []
+    grid, _, var = modality.partition(":")
+    if not var:
+        grid, var = "tilts", modality
+    if grid not in ("tilts", "volume", "tomogram"):
+        raise InputError(f"--modality {modality!r}: use a tilt modality, volume:X or tomogram:X")
+    if grid not in g.group_keys():
+        raise InputError(f"sample {sample_id} has no {grid} group (not saved by its config)")
+    group = g[grid]
+    names = sorted(group.array_keys())
+    data_names = [n for n in names if len(group[n].shape) == 3]
+    if var not in data_names:
+        raise InputError(
+            f"sample {sample_id} has no {grid} array {var!r}; it has {', '.join(data_names)}"
+        )
+    data = np.asarray(group[var][...])
+    spacing = group.attrs.get("pixel_spacing")
+    if grid == "tilts":
+        angles = np.asarray(group["tilt_angle"][...])
+        write_tilt_series(out, TiltSeries(data, angles, spacing), var=var, overwrite=overwrite)
+        written.append(out)
+        if out.suffix.lower() != ".zarr" and out.with_suffix(".tlt").exists():
+            written.append(out.with_suffix(".tlt"))
+    else:
+        write_volume(out, Volume(data, spacing), var=var, overwrite=overwrite)
+        written.append(out)
+    table = read_particle_table(p, sample_id)
+    part_attrs = g["particles"].attrs
+    shape = tuple(int(s) for s in part_attrs.get("shape", (0, 0, 0)))
+    star = out.with_suffix(".star")
+    if star.exists() and not overwrite:
+        raise InputError(f"{star} exists; pass --overwrite or choose another output")
+    kw: dict[str, Any] = {}
+    frame = "volume"
+    if grid == "tomogram":
+        frame = "tomogram"
+        kw = {
+            "bin": int(group.attrs.get("bin", 1)),
+            "tomogram_thickness": int(group.attrs.get("thickness", data.shape[0])),
+        }
+    to_star(
+        table,
+        star,
+        frame,
+        shape=shape,
+        pixel_spacing=float(part_attrs.get("pixel_spacing", spacing or 1.0)),
+        tomo_name=f"sample_{sample_id:06d}",
+        **kw,
+    )
+    written.append(star)
+    return written

@@ -1,0 +1,1 @@
+"""The stages: tensors and arrays in, tensors and arrays out; no Dask, Zarr or printing."""

@@ -1,0 +1,34 @@
+"""The sample builder: labeled crowded volumes ("grand models"), drawn once, rendered by slabs.
+
+``spec`` (what a sample is a function of), ``objects`` (what it holds and the grids that place
+them), ``layout`` (drawing one), ``grand_model`` (importing one), ``slabs`` (rendering by Y slabs).
+"""
+
+from faket_dask.stages.sample.grand_model import GrandModelLayout, import_grand_model
+from faket_dask.stages.sample.layout import SampleLayout, build_layout
+from faket_dask.stages.sample.objects import OCCUPANCY_GRID_BYTES
+from faket_dask.stages.sample.slabs import (
+    Sample,
+    build_sample,
+    default_slab_size,
+    iter_slabs,
+    render_slab,
+)
+from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, SampleSpec, keyed_rng
+
+__all__ = [
+    "FIDUCIAL",
+    "MEMBRANE",
+    "OCCUPANCY_GRID_BYTES",
+    "GrandModelLayout",
+    "Sample",
+    "SampleLayout",
+    "SampleSpec",
+    "build_layout",
+    "build_sample",
+    "default_slab_size",
+    "import_grand_model",
+    "iter_slabs",
+    "keyed_rng",
+    "render_slab",
+]

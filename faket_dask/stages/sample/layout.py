@@ -1,0 +1,629 @@
+"""The sample builder: labeled crowded volumes ("grand models"), drawn once, rendered by slabs.
+
+Two steps:
+
+1. :func:`build_layout` draws everything a sample holds from ``(seed, sample_id)`` alone:
+   vesicles and planar membrane discs, gold beads, then particles with uniform random
+   orientations and non-overlapping positions. The result, a :class:`SampleLayout`, is small
+   (a list of objects and the particle table); the volume does not exist yet.
+2. :func:`render_slab` renders Y rows ``[y0, y1)`` of the density, the class mask and the
+   instance mask. Each voxel's value depends only on the layout and the voxel, so slabs
+   concatenate to the bytes of a whole rendering (:func:`build_sample`), and a
+   (500, 3500, 3500) sample is never whole in memory: the projection consumes the slabs.
+
+Randomness: ``numpy.random.default_rng`` streams keyed by SHA-256 of ``(seed, sample_id,
+purpose)``. ``"sample"`` draws membranes, beads and every position, in that order;
+``"classes"`` and ``"orientations"`` draw particle ``i``'s class (occupancy mode) and
+orientation, in blocks, so a block's rotations run ahead in threads (``FAKET_DASK_SAMPLE_THREADS``,
+default: up to 8 cores) without changing any draw; ``("solvent", plane)`` the solvent.
+
+No overlap: every object's exact voxel mask (a rotated particle's voxels above its contour,
+a membrane's shell, a bead's ball) is tested against an occupancy grid before the object is
+accepted and then marked in it. The grid has one cell per voxel when it fits in
+``OCCUPANCY_GRID_BYTES``, else one cell per ``b x b x b`` voxels (a cell is taken when any of
+its voxels is): conservative, so voxel masks never overlap. Particles lie wholly inside the
+volume; membranes and beads may be cut by its faces.
+
+Counts: a class with ``count`` gets exactly that many particles (or an :class:`InputError`
+when they cannot be placed). With ``sample.occupancy``, particles are added one at a time,
+each drawing its class with probability proportional to the abundances, until their voxels
+cover that fraction of the volume (counted classes included; membranes and beads excluded).
+Each particle keeps its class and orientation until it is placed, so neither abundances nor
+orientations are biased by crowding; if one cannot be placed, filling stops (``jammed``).
+
+Densities (dense = positive): particles carry their template's density (mean
+``density``, 1 by default, inside the contour); membranes are bilayers of ``thickness``
+(at least one voxel) with head groups at ``density`` and a core at half of it
+(``leaflets: false``: uniform); vesicle radii are mid-bilayer; planar segments are discs
+with a random normal; beads are balls of ``fiducials.density``. The solvent, when on, fills
+the background voxels only (unlabeled) with ``solvent * (1 + solvent_noise * n)`` clipped at
+zero, ``n`` a smooth noise of correlation length ``solvent_correlation``.
+
+Labels: class ids are 1..K for the particle classes in config order, then ``membrane`` and
+``fiducial`` (always assigned, so every sample of a dataset shares the mapping); 0 is
+background. Instance ids are 1..N: particles, then membranes, then beads, the table's
+``id``. The class mask is uint8 (uint16 above 255 classes), the instance mask uint32.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from faket_dask.config import ParticleClassConfig, SampleConfig
+from faket_dask.errors import InputError
+from faket_dask.stages.particles import (
+    quaternions_to_matrices,
+    random_quaternions,
+    table_from_arrays,
+)
+from faket_dask.stages.sample.grand_model import GrandModelLayout, import_grand_model
+from faket_dask.stages.sample.objects import (
+    _Bead,
+    _BoxCache,
+    _count_voxels,
+    _Disc,
+    _nearest_inside,
+    _Object,
+    _Occupancy,
+    _Particle,
+    _quaternion_z_to,
+    _Vesicle,
+)
+from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, SampleSpec, _check_rows, keyed_rng
+from faket_dask.stages.templates import RotatedBox, Template, load_template, rotate_template
+
+if TYPE_CHECKING:
+
+    pass
+
+
+#: Candidate positions drawn at a time while placing one object.
+_BATCH = 32
+
+
+@dataclass(eq=False)
+class SampleLayout:
+    """A drawn sample: its objects and particle table; rendered on demand by slabs.
+
+    Attributes
+    ----------
+    spec
+        What it was drawn from.
+    shape, pixel_spacing
+        ``(Z, Y, X)`` and Å per voxel.
+    classes
+        Class id -> name (1..K particle classes, then ``membrane`` and ``fiducial``).
+    particles
+        The particle table (:mod:`faket_dask.stages.particles`): particles, membranes, beads.
+    templates
+        Class name -> :class:`~faket_dask.stages.templates.Template`.
+    info
+        What was drawn: counts per class, occupancy reached, grid factor, ``jammed``.
+    """
+
+    spec: SampleSpec | None
+    shape: tuple[int, int, int]
+    pixel_spacing: float
+    classes: dict[int, str]
+    particles: pd.DataFrame
+    templates: dict[str, Template] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    objects: list[_Object] = field(default_factory=list, repr=False)
+    solvent: tuple[float, float, float] = (0.0, 0.0, 20.0)  # density, rel. std, corr. (Å)
+    _cache: _BoxCache = field(default_factory=_BoxCache, repr=False)
+    _ylo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    _yhi: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+
+    @property
+    def class_dtype(self) -> np.dtype:
+        """uint8, or uint16 when there are more than 255 classes."""
+        return np.dtype(np.uint8 if max(self.classes, default=0) < 256 else np.uint16)
+
+    def _index(self) -> None:
+        self._ylo = np.array([int(o.lo[1]) for o in self.objects], dtype=np.int64)
+        self._yhi = np.array([int(o.hi[1]) for o in self.objects], dtype=np.int64)
+
+    def render(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows ``[y0, y1)``: density (float32), class mask, instance mask (uint32)."""
+        nz, ny, nx = self.shape
+        y0, y1 = _check_rows(y0, y1, ny)
+        rows = y1 - y0
+        density = _solvent_rows(self, y0, y1)
+        classes = np.zeros((nz, rows, nx), dtype=self.class_dtype)
+        instances = np.zeros((nz, rows, nx), dtype=np.uint32)
+        if len(self._ylo) != len(self.objects):
+            self._index()
+        hit = np.flatnonzero((self._ylo < y1) & (self._yhi > y0))
+        ids = self.particles["id"].to_numpy()
+        boxes: dict[int, RotatedBox] = {}
+        missing = []
+        for i in hit:
+            obj = self.objects[i]
+            if isinstance(obj, _Particle):
+                box = self._cache.get(obj.index)
+                if box is None:
+                    missing.append(obj)
+                else:
+                    boxes[obj.index] = box
+        for obj, box in zip(
+            missing, _rotate_many([(o.template, o.quaternion) for o in missing]), strict=True
+        ):
+            boxes[obj.index] = box
+            self._cache.put(obj.index, box)
+        slab_lo = np.array([0, y0, 0])
+        slab_hi = np.array([nz, y1, nx])
+        for i in hit:
+            obj = self.objects[i]
+            lo = np.maximum(obj.lo, slab_lo)
+            hi = np.minimum(obj.hi, slab_hi)
+            if np.any(hi <= lo):
+                continue
+            if isinstance(obj, _Particle):
+                dens, mask = obj.region(lo, hi, boxes[obj.index])
+            else:
+                dens, mask = obj.region(lo, hi)
+            sl = tuple(
+                slice(int(a), int(b)) for a, b in zip(lo - slab_lo, hi - slab_lo, strict=True)
+            )
+            np.copyto(density[sl], dens, where=mask)
+            classes[sl][mask] = obj.class_id
+            instances[sl][mask] = ids[i]
+        return density, classes, instances
+
+    def summary(self) -> dict[str, Any]:
+        """A small JSON-ready description (for store attrs)."""
+        return {
+            "shape": list(self.shape),
+            "pixel_spacing": self.pixel_spacing,
+            "classes": {str(k): v for k, v in self.classes.items()},
+            "seed": None if self.spec is None else self.spec.seed,
+            "sample_id": None if self.spec is None else self.spec.sample_id,
+            **self.info,
+        }
+
+
+def _class_table(cfg: SampleConfig) -> tuple[list[ParticleClassConfig], dict[int, str]]:
+    classes = cfg.resolved_particles()
+    ids = {i + 1: c.name for i, c in enumerate(classes)}
+    ids[len(classes) + 1] = MEMBRANE
+    ids[len(classes) + 2] = FIDUCIAL
+    return classes, ids
+
+
+def _place(
+    occ: _Occupancy,
+    rng: np.random.Generator,
+    pieces_at: Any,
+    low: np.ndarray,
+    high: np.ndarray,
+    probe: np.ndarray | None,
+    attempts: int,
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]] | None:
+    """Try up to ``attempts`` uniform integer positions in ``[low, high]``; first free wins.
+
+    ``pieces_at(pos)`` gives the object's mask pieces at ``pos``; ``probe`` is an offset
+    from ``pos`` that lies inside the mask (a cheap first test), or None.
+    """
+    tried = 0
+    while tried < attempts:
+        n = min(_BATCH, attempts - tried)
+        cand = rng.integers(low, high + 1, size=(n, 3), dtype=np.int64)
+        tried += n
+        if probe is not None:
+            cand = cand[~occ.taken(cand + probe)]
+        for pos in cand:
+            pieces = pieces_at(pos)
+            if not any(m.any() for _, m in pieces):  # wholly outside the volume (a big shell)
+                continue
+            if occ.free(pieces):
+                occ.mark(pieces)
+                return pos, pieces
+    return None
+
+
+def _draw_membranes(
+    spec: SampleSpec,
+    rng: np.random.Generator,
+    occ: _Occupancy,
+    class_id: int,
+) -> list[_Object]:
+    cfg = spec.sample.membranes
+    ps = spec.pixel_spacing
+    shape = spec.shape
+    half = max(cfg.thickness / 2.0 / ps, math.sqrt(3) / 2)  # at least one voxel thick
+    attempts = spec.sample.placement_attempts
+    full = np.array(shape, dtype=np.int64) - 1
+    out: list[_Object] = []
+    for k in range(cfg.vesicles):
+        radius = rng.uniform(*cfg.vesicle_radius) / ps
+
+        def make(pos: np.ndarray, radius: float = radius) -> _Vesicle:
+            return _Vesicle(
+                class_id=class_id,
+                centre=pos.astype(np.float64),
+                radius=radius,
+                half=half,
+                density=cfg.density,
+                leaflets=cfg.leaflets,
+                shape=shape,
+            )
+
+        placed = _place(
+            occ, rng, lambda p: list(make(p).chunks()), np.zeros(3, np.int64), full, None, attempts
+        )
+        if placed is None:
+            raise InputError(
+                f"could not place vesicle {k + 1} of {cfg.vesicles} without overlap; lower "
+                "sample.membranes.vesicles or vesicle_radius, or enlarge the volume"
+            )
+        out.append(make(placed[0]))
+    for k in range(cfg.planar):
+        radius = rng.uniform(*cfg.planar_radius) / ps
+        v = rng.standard_normal(3)
+        normal = v / np.linalg.norm(v)
+
+        def make_disc(
+            pos: np.ndarray, radius: float = radius, normal: np.ndarray = normal
+        ) -> _Disc:
+            return _Disc(
+                class_id=class_id,
+                centre=pos.astype(np.float64),
+                normal=normal,
+                radius=radius,
+                half=half,
+                density=cfg.density,
+                leaflets=cfg.leaflets,
+                shape=shape,
+            )
+
+        placed = _place(
+            occ,
+            rng,
+            lambda p: list(make_disc(p).chunks()),
+            np.zeros(3, np.int64),
+            full,
+            None,
+            attempts,
+        )
+        if placed is None:
+            raise InputError(
+                f"could not place planar membrane {k + 1} of {cfg.planar} without overlap; "
+                "lower sample.membranes.planar or planar_radius, or enlarge the volume"
+            )
+        out.append(make_disc(placed[0]))
+    return out
+
+
+def _draw_beads(
+    spec: SampleSpec, rng: np.random.Generator, occ: _Occupancy, class_id: int
+) -> list[_Object]:
+    cfg = spec.sample.fiducials
+    ps = spec.pixel_spacing
+    shape = spec.shape
+    radius = cfg.radius / ps
+    r_in = math.ceil(radius)
+    low = np.full(3, r_in, dtype=np.int64)
+    high = np.array(shape, dtype=np.int64) - 1 - r_in
+    if cfg.count and np.any(high < low):
+        raise InputError(
+            f"gold beads of radius {cfg.radius} Å do not fit in a {shape} volume; "
+            "lower sample.fiducials.radius or thicken the sample"
+        )
+    out: list[_Object] = []
+    for k in range(cfg.count):
+
+        def make(pos: np.ndarray) -> _Bead:
+            return _Bead(
+                class_id=class_id,
+                centre=pos.astype(np.float64),
+                radius=radius,
+                density=cfg.density,
+                shape=shape,
+            )
+
+        placed = _place(
+            occ,
+            rng,
+            lambda p: list(make(p).chunks()),
+            low,
+            high,
+            np.zeros(3, np.int64),
+            spec.sample.placement_attempts,
+        )
+        if placed is None:
+            raise InputError(
+                f"could not place gold bead {k + 1} of {cfg.count} without overlap; lower "
+                "sample.fiducials.count or enlarge the volume"
+            )
+        out.append(make(placed[0]))
+    return out
+
+
+def _load_templates(spec: SampleSpec, classes: list[ParticleClassConfig]) -> dict[str, Template]:
+    out = {}
+    for c in classes:
+        src = c.template if c.template.startswith("builtin:") else spec.resolve(c.template)
+        try:
+            out[c.name] = load_template(
+                src,
+                spec.pixel_spacing,
+                name=c.name,
+                threshold=c.threshold,
+                density=c.density,
+                source_pixel_spacing=c.pixel_spacing,
+            )
+        except InputError as err:
+            raise InputError(f"particle class {c.name!r}: {err}") from None
+    return out
+
+
+def _threads() -> int:
+    """Threads for rotating templates (SciPy's ndimage releases the GIL)."""
+    env = os.environ.get("FAKET_DASK_SAMPLE_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def _rotate_many(items: list[tuple[Template, np.ndarray]]) -> list[RotatedBox]:
+    """Rotate templates by quaternions, in threads; the same bytes as one by one."""
+
+    def one(item: tuple[Template, np.ndarray]) -> RotatedBox:
+        return rotate_template(item[0], quaternions_to_matrices(item[1])[0])
+
+    n = _threads()
+    if n == 1 or len(items) < 4:
+        return [one(it) for it in items]
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, items))
+
+
+def _draw_particles(
+    spec: SampleSpec,
+    rng: np.random.Generator,
+    occ: _Occupancy,
+    classes: list[ParticleClassConfig],
+    templates: dict[str, Template],
+    cache: _BoxCache,
+    info: dict[str, Any],
+) -> list[_Particle]:
+    """Particles: classes and orientations from their own streams, positions from ``rng``.
+
+    Particle ``i``'s class (occupancy mode) and orientation are the ``i``-th draws of streams
+    keyed by ``(seed, sample_id, "classes")`` and ``(seed, sample_id, "orientations")``,
+    drawn in blocks of ``_BATCH``; so a block's rotations are computed ahead, in threads,
+    without changing any draw. Positions are drawn from ``rng`` as particles are placed.
+    """
+    shape = np.array(spec.shape, dtype=np.int64)
+    attempts = spec.sample.placement_attempts
+    target = spec.sample.resolved_occupancy()
+    out: list[_Particle] = []
+    covered = 0
+    orient_rng = keyed_rng(spec.seed, spec.sample_id, "orientations")
+    class_rng = keyed_rng(spec.seed, spec.sample_id, "classes")
+
+    def place_one(ci: int, q: np.ndarray, box: RotatedBox, exact: bool) -> bool:
+        nonlocal covered
+        c = classes[ci]
+        low = -box.offset
+        high = shape - (box.offset + np.array(box.shape))
+        if np.any(high < low):
+            raise InputError(
+                f"particle class {c.name!r} ({box.shape} voxels when rotated) does not fit in "
+                f"the {tuple(spec.shape)} volume; use a smaller template or a thicker sample"
+            )
+        probe = _nearest_inside(box)
+        placed = _place(
+            occ, rng, lambda p: [(p + box.offset, box.mask)], low, high, probe, attempts
+        )
+        if placed is None:
+            if exact:
+                raise InputError(
+                    f"could not place particle {sum(1 for p in out if p.class_id == ci + 1) + 1}"
+                    f" of class {c.name!r} without overlap after {attempts} tries; lower the "
+                    "counts or sample.occupancy, or enlarge the volume"
+                )
+            return False
+        index = len(out)
+        part = _Particle(
+            index=index,
+            class_id=ci + 1,
+            template=templates[c.name],
+            quaternion=q,
+            position=placed[0],
+            box_offset=box.offset,
+            box_shape=np.array(box.shape, dtype=np.int64),
+            cache=cache,
+            voxels=int(box.mask.sum()),
+        )
+        cache.put(index, box)
+        covered += part.voxels
+        out.append(part)
+        return True
+
+    def block(cis: list[int]) -> list[tuple[int, np.ndarray, RotatedBox]]:
+        qs = random_quaternions(orient_rng, _BATCH)[: len(cis)]
+        boxes = _rotate_many(
+            [(templates[classes[ci].name], q) for ci, q in zip(cis, qs, strict=True)]
+        )
+        return list(zip(cis, qs, boxes, strict=True))
+
+    # exact counts first, larger templates first
+    counted = [i for i, c in enumerate(classes) if c.count]
+    counted.sort(key=lambda i: -templates[classes[i].name].volume_voxels)
+    plan = [ci for ci in counted for _ in range(int(classes[ci].count or 0))]
+    for k in range(0, len(plan), _BATCH):
+        for ci, q, box in block(plan[k : k + _BATCH]):
+            place_one(ci, q, box, exact=True)
+    # then fill to the target occupancy by abundance
+    loose = [i for i, c in enumerate(classes) if c.count is None]
+    info["jammed"] = False
+    if target is not None and target > 0 and loose:
+        weights = np.array([classes[i].abundance or 1.0 for i in loose], dtype=np.float64)
+        cum = np.cumsum(weights / weights.sum())
+        goal = target * float(np.prod(shape))
+        while covered < goal and not info["jammed"]:
+            picks = np.minimum(
+                np.searchsorted(cum, class_rng.random(_BATCH), side="right"), len(loose) - 1
+            )
+            for ci, q, box in block([loose[int(j)] for j in picks]):
+                if covered >= goal:
+                    break
+                if not place_one(ci, q, box, exact=False):
+                    info["jammed"] = True
+                    warnings.warn(
+                        f"sample {spec.sample_id}: occupancy stopped at "
+                        f"{covered / np.prod(shape):.3f} of the {target} asked: a "
+                        f"{classes[ci].name!r} particle found no free place; lower "
+                        "sample.occupancy",
+                        stacklevel=2,
+                    )
+                    break
+    info["particle_occupancy"] = covered / float(np.prod(shape))
+    return out
+
+
+def build_layout(spec: SampleSpec) -> SampleLayout | GrandModelLayout:
+    """Draw a sample's objects and particle table (no volume is rendered).
+
+    An imported grand model (``sample.grand_model``) gives a :class:`GrandModelLayout`.
+
+    Raises
+    ------
+    InputError
+        A template cannot be read, an object does not fit, counts cannot be placed.
+    """
+    cfg = spec.sample
+    if cfg.grand_model:
+        return import_grand_model(
+            spec.resolve(cfg.grand_model),
+            class_mask=spec.resolve(cfg.grand_model_class_mask)
+            if cfg.grand_model_class_mask
+            else None,
+            instance_mask=(
+                spec.resolve(cfg.grand_model_instance_mask)
+                if cfg.grand_model_instance_mask
+                else None
+            ),
+            particles=spec.resolve(cfg.grand_model_particles)
+            if cfg.grand_model_particles
+            else None,
+            pixel_spacing=spec.pixel_spacing,
+            class_names={i + 1: n for i, n in enumerate(cfg.grand_model_classes)} or None,
+            expected_yx=spec.shape[1:],
+        )
+    nz, ny, nx = spec.shape
+    if min(spec.shape) < 1:
+        raise InputError(f"the sample volume {spec.shape} is empty")
+    classes, class_ids = _class_table(cfg)
+    membrane_id = len(classes) + 1
+    fiducial_id = len(classes) + 2
+    templates = _load_templates(spec, classes)
+    rng = keyed_rng(spec.seed, spec.sample_id, "sample")
+    occ = _Occupancy(spec.shape)
+    cache = _BoxCache()
+    info: dict[str, Any] = {"occupancy_grid_factor": occ.b}
+    membranes = _draw_membranes(spec, rng, occ, membrane_id)
+    beads = _draw_beads(spec, rng, occ, fiducial_id)
+    parts = _draw_particles(spec, rng, occ, classes, templates, cache, info)
+    del occ
+    objects: list[_Object] = [*parts, *membranes, *beads]
+    n = len(objects)
+    ps = spec.pixel_spacing
+    positions = np.zeros((n, 3))
+    quats = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
+    radii = np.zeros(n)
+    for i, o in enumerate(objects):
+        if isinstance(o, _Particle):
+            positions[i] = o.position[::-1]
+            quats[i] = o.quaternion
+        elif isinstance(o, _Vesicle | _Bead):
+            positions[i] = o.centre[::-1]
+            radii[i] = o.radius * ps
+        elif isinstance(o, _Disc):
+            positions[i] = o.centre[::-1]
+            radii[i] = o.radius * ps
+            quats[i] = _quaternion_z_to(o.normal[::-1])
+    voxels = np.array([_count_voxels(o) for o in objects], dtype=np.int64)
+    table = table_from_arrays(
+        ids=np.arange(1, n + 1),
+        class_ids=np.array([o.class_id for o in objects], dtype=np.int64),
+        class_names=[class_ids[o.class_id] for o in objects],
+        kinds=[o.kind for o in objects],
+        positions_xyz=positions,
+        quaternions=quats,
+        pixel_spacing=ps,
+        voxels=voxels,
+        radii_angst=radii,
+    )
+    counts = table["class_name"].value_counts()
+    info["counts"] = {name: int(counts.get(name, 0)) for name in class_ids.values()}
+    layout = SampleLayout(
+        spec=spec,
+        shape=(nz, ny, nx),
+        pixel_spacing=ps,
+        classes=class_ids,
+        particles=table,
+        templates=templates,
+        info=info,
+        objects=objects,
+        solvent=(cfg.solvent, cfg.solvent_noise, cfg.solvent_correlation),
+        _cache=cache,
+    )
+    layout._index()
+    return layout
+
+
+def _solvent_rows(layout: SampleLayout, y0: int, y1: int) -> np.ndarray:
+    """Solvent density for rows ``[y0, y1)``: trilinear noise on a coarse lattice.
+
+    Lattice planes at ``y = k * s`` (``s`` = correlation length in voxels) are drawn from
+    streams keyed by ``(seed, sample_id, "solvent", k)``; every voxel is an elementwise
+    interpolation of its neighbours, so any slab gives the same bytes as the whole.
+    """
+    nz, _, nx = layout.shape
+    level, rel, corr = layout.solvent
+    out = np.zeros((nz, y1 - y0, nx), dtype=np.float32)
+    if level <= 0:
+        return out
+    if rel <= 0:
+        out[...] = np.float32(level)
+        return out
+    spec = layout.spec
+    seed, sid = (0, 0) if spec is None else (spec.seed, spec.sample_id)
+    s = max(1, round(corr / layout.pixel_spacing))
+    nzc, nxc = (nz - 1) // s + 2, (nx - 1) // s + 2
+    iz, tz = np.divmod(np.arange(nz), s)
+    ix, tx = np.divmod(np.arange(nx), s)
+    fz = (tz / s)[:, None]
+    fx = (tx / s)[None, :]
+
+    planes: dict[int, np.ndarray] = {}
+
+    def plane(k: int) -> np.ndarray:
+        if k not in planes:
+            p = keyed_rng(seed, sid, "solvent", k).standard_normal((nzc, nxc))
+            a = (1.0 - fz) * p[iz] + fz * p[iz + 1]  # (nz, nxc)
+            planes[k] = (1.0 - fx) * a[:, ix] + fx * a[:, ix + 1]  # (nz, nx)
+        return planes[k]
+
+    for j, y in enumerate(range(y0, y1)):
+        k, ty = divmod(y, s)
+        fy = ty / s
+        v = (1.0 - fy) * plane(k) + fy * plane(k + 1)
+        out[:, j, :] = np.clip(level * (1.0 + rel * v), 0.0, None)
+        for old in [key for key in planes if key < k]:
+            del planes[old]
+    return out
