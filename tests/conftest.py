@@ -16,6 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 os.environ.setdefault("FAKET_DASK_OFFLINE", "1")
+# as importing faket_dask does: test modules may import torch first, and the CLI subprocesses
+# they compare with set it, so MKL must take its reproducible paths here too
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
 @pytest.fixture(scope="session")
