@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:
+from faket_dask.errors import InputError
 
+if TYPE_CHECKING:
+    import torch
 
     from faket_dask.stages.noise import NoiseModel
+
+DEVICES = ("auto", "cpu", "cuda")
 
 
 _LOCK = threading.Lock()
@@ -101,6 +105,17 @@ def resolve_device(device: str) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def torch_device(device: str) -> torch.device:
+    """The device a local verb runs on: the name checked, ``auto`` as :func:`resolve_device`."""
+    import torch
+
+    if device not in DEVICES:
+        raise InputError(f"--device {device!r} is not known; use cpu, cuda or auto")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda but no CUDA GPU is available; use --device cpu")
+    return torch.device(resolve_device(device))
 
 
 @contextlib.contextmanager
