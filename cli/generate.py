@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+
+from faket_dask.errors import InputError, SamplesFailedError
 
 from ._common import ProfileOpt, SchedulerFileOpt, SchedulerOpt, WorkerTimeoutOpt
+
+if TYPE_CHECKING:
+    from faket_dask.config import SimulationConfig
 
 NWorkersOpt = Annotated[
     int | None,
@@ -64,11 +71,48 @@ def generate(
     One task per sample; resumable (--resume); a failed sample does not stop the others
     (exit code 1 if any failed; 3 if the cluster cannot be reached).
     """
-    from rich.console import Console
+    cfg, base_dir = _checked_config(config, demo, output, n_samples, retries)
+    n_samples = cfg.n_samples if demo else n_samples
+    # torch, dask, zarr: loaded when the command runs, so that --help stays fast
+    from faket_dask.dist.cluster import connect, resolve_source
+    from faket_dask.dist.runner import GenerateOptions, check_store
+    from faket_dask.dist.runner import generate as run_generate
 
-    from faket_dask.errors import InputError, SamplesFailedError
+    from ._progress import GenerateView, print_plan
 
+    check_store(output, cfg, resume)  # before any cluster starts
     console = Console(stderr=True, highlight=False)
+    cluster = (scheduler, scheduler_file, cluster_profile)
+    if dry_run:
+        where = resolve_source(*cluster, n_workers, threads_per_worker).describe()
+        plan = GenerateOptions(n_samples, resume=resume, dry_run=True, cluster_description=where)
+        print_plan(console, run_generate(cfg, output, None, plan).plan)
+        return
+    view = GenerateView(console, progress)
+    opts = GenerateOptions(
+        n_samples, resume=resume, retries=retries, window=window, base_dir=base_dir,
+        scheduler_timeout=worker_timeout, on_event=view,
+    )
+    echo = functools.partial(console.print, markup=False)
+    try:
+        with connect(
+            *cluster, worker_timeout, n_workers, threads_per_worker=threads_per_worker, echo=echo
+        ) as client:
+            report = run_generate(cfg, output, client, opts)
+    finally:
+        view.close()
+    echo(f"next: faket-dask report {output} -o report.html   (gallery, counts, realism figures)")
+    if report.n_failed:
+        raise SamplesFailedError(
+            f"{report.n_failed} of {report.n_samples} samples failed (see above and "
+            f"{output}/manifest.jsonl); rerun with --resume to retry them"
+        )
+
+
+def _checked_config(
+    config: Path | None, demo: bool, output: Path, n_samples: int | None, retries: int
+) -> tuple[SimulationConfig, str | None]:
+    """Check the options; the config (-c or --demo) and the folder its paths are relative to."""
     if demo and config is not None:
         raise InputError("give -c CONFIG or --demo, not both")
     if not demo and config is None:
@@ -79,73 +123,13 @@ def generate(
         raise InputError("--n-samples must be at least 1")
     if retries < 0:
         raise InputError("--retries must be >= 0")
+    # numpy, pydantic: loaded when the command runs, so that --help stays fast
+    from faket_dask.config import load_config
+    from faket_dask.demo import demo_config
 
-    base_dir = None
-    if demo:
-        from faket_dask.demo import demo_config
-
-        cfg = demo_config(n_samples)
-        n_samples = cfg.n_samples
-    else:
-        from faket_dask.config import load_config
-
-        assert config is not None
-        cfg = load_config(config)
-        base_dir = str(config.resolve().parent)
-
-    from faket_dask.dist.cluster import connect, resolve_source
-    from faket_dask.dist.runner import check_store
-    from faket_dask.dist.runner import generate as run_generate
-
-    check_store(output, cfg, resume)  # before any cluster starts
-
-    if dry_run:
-        source = resolve_source(
-            scheduler, scheduler_file, cluster_profile, n_workers, threads_per_worker
-        )
-        run_generate(
-            cfg,
-            output,
-            n_samples,
-            None,
-            resume=resume,
-            dry_run=True,
-            cluster_description=source.describe(),
-            console=console,
-        )
-        return
-
-    with connect(
-        scheduler,
-        scheduler_file,
-        cluster_profile,
-        worker_timeout,
-        n_workers,
-        threads_per_worker=threads_per_worker,
-        echo=lambda m: console.print(m, markup=False),
-    ) as client:
-        report = run_generate(
-            cfg,
-            output,
-            n_samples,
-            client,
-            resume=resume,
-            retries=retries,
-            window=window,
-            progress=progress,
-            console=console,
-            base_dir=base_dir,
-            scheduler_timeout=worker_timeout,
-        )
-    console.print(
-        f"next: faket-dask report {output} -o report.html   (gallery, counts, realism figures)",
-        markup=False,
-    )
-    if report.n_failed:
-        raise SamplesFailedError(
-            f"{report.n_failed} of {report.n_samples} samples failed (see above and "
-            f"{output}/manifest.jsonl); rerun with --resume to retry them"
-        )
+    if demo or config is None:
+        return demo_config(n_samples), None
+    return load_config(config), str(config.resolve().parent)
 
 
 def register(app: typer.Typer) -> None:
