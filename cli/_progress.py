@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -70,7 +71,7 @@ class GenerateView:
     def __call__(self, event: RunEvent) -> None:
         kind, report = event.kind, event.report
         if kind == "alert":
-            self.console.print(event.message)
+            self.console.print(f"[bold red]{escape(event.message)}[/]")
         elif kind == "skipped":
             self.console.print(f"resume: {event.message}")
         elif kind == "started":

@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from faket_dask.dist.plan import (
 from faket_dask.dist.plugins import WorkerSetup
 from faket_dask.errors import ClusterError, InputError
 from faket_dask.io import store as st
+from faket_dask.pipeline.inputs import WeightsFallbackWarning
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -243,9 +245,6 @@ class _Run:
             store=str(self.store), n_samples=self.n, n_skipped=len(self.done), run_id=self.run_id
         )
 
-    def _alert(self, message: str) -> None:
-        self.opts.emit("alert", self.report, message=message)
-
     def open_store(self, exists: bool, attrs: dict[str, Any] | None) -> pl.SharedInputs:
         """Create the store with its shared inputs, or reopen one to continue it."""
         if exists:
@@ -258,7 +257,14 @@ class _Run:
             return pl.SharedInputs.from_attrs(attrs)
         if not self.store.parent.is_dir():
             raise InputError(f"output folder {self.store.parent} does not exist; create it first")
-        inputs = pl.resolve_inputs(self.config, self.store, echo=self._alert)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", WeightsFallbackWarning)
+            inputs = pl.resolve_inputs(self.config, self.store)
+        for w in caught:  # the loud ones become alerts; the others are warned again
+            if issubclass(w.category, WeightsFallbackWarning):
+                self.opts.emit("alert", self.report, message=str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         st.create_store(
             self.store,
             {

@@ -74,7 +74,7 @@ def _torch_threads(n: int):
 
 def _serial_store(cfg, path: Path, ids) -> Path:
     """Samples computed in this process, one torch thread (like a worker): the reference."""
-    inputs = pl.resolve_inputs(cfg, path, echo=lambda *_: None)
+    inputs = pl.resolve_inputs(cfg, path)
     st.create_store(path, {"config": cfg.to_dict()})
     inputs = pl.materialize_inputs(inputs, cfg, path)
     with _torch_threads(1):
