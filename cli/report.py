@@ -23,7 +23,7 @@ def report(
 ) -> None:
     """One-page dataset report: gallery, particles per class, throughput, realism per modality."""
     check_png_out(output, overwrite, (".html", ".htm", ".png"))
-    from faket_dask.read.preview import report as make_report
+    from faket_dask.read.report import report as make_report
 
     make_report(store, output, max_samples=max_samples, dpi=dpi)
     echo_done(output, "dataset report")
