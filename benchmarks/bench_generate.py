@@ -49,10 +49,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = parser.parse_args()
 
+    from faket_dask_cli._progress import GenerateView
+    from rich.console import Console
+
     from faket_dask.angles import parse_angles
     from faket_dask.config import config_from_dict
     from faket_dask.dist.cluster import connect
-    from faket_dask.dist.runner import generate
+    from faket_dask.dist.runner import GenerateOptions, generate
 
     h, w = args.shape
     tiny = max(h, w) <= 64
@@ -88,9 +91,10 @@ def main() -> None:
         ) as client:
             threads = sum(client.nthreads().values())
             # warm the workers (imports, caches) so the timed run measures steady state
-            generate(cfg, tmp / "warm.zarr", n_samples=2 * threads, client=client, progress=False)
+            generate(cfg, tmp / "warm.zarr", client, GenerateOptions(n_samples=2 * threads))
             t_ready = time.perf_counter()
-            report = generate(cfg, store, client=client, progress=True)
+            view = GenerateView(Console(stderr=True, highlight=False), progress=True)
+            report = generate(cfg, store, client, GenerateOptions(on_event=view))
         wall = report.elapsed_s
         task = sum(float(s["timings"]["total"]) for s in report.summaries)
         n = report.n_done

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from faket_dask.errors import InputError
+
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
 VarOpt = Annotated[
     str | None, typer.Option("--var", help="Zarr input: the array to read when there are several.")
@@ -48,6 +49,7 @@ AnglesFileOpt = Annotated[
 TiltsPerBlockOpt = Annotated[
     int, typer.Option(help="On a cluster: tilts per task and per output shard.")
 ]
+StoreArg = Annotated[Path, typer.Argument(help="Dataset store written by `faket-dask generate`.")]
 WorkerTimeoutOpt = Annotated[
     float,
     typer.Option(
@@ -59,15 +61,14 @@ WorkerTimeoutOpt = Annotated[
 
 
 def resolve_angles(
-    angles: str | None,
-    angles_file: Path | None,
-    *,
-    fallback: np.ndarray | None = None,
-    required: bool = False,
-) -> np.ndarray:
-    """Angles from ``--angles`` or ``--angles-file``, else the input's own, validated."""
-    from faket_dask.angles import parse_angles, read_tilt_file, validate_angles
-    from faket_dask.errors import InputError
+    angles: str | None, angles_file: Path | None, *, required: bool = False
+) -> np.ndarray | None:
+    """Angles (T,) from ``--angles`` or ``--angles-file``, validated; ``None`` when neither.
+
+    ``None`` lets the library use the input's own angles; ``required`` refuses it.
+    """
+    # numpy: loaded when a command runs, so that --help stays fast
+    from faket_dask.angles import parse_angles, read_tilt_file
 
     if angles is not None and angles_file is not None:
         raise InputError("give --angles or --angles-file, not both")
@@ -75,18 +76,23 @@ def resolve_angles(
         return parse_angles(angles)
     if angles_file is not None:
         return read_tilt_file(angles_file)
-    if fallback is not None:
-        return validate_angles(fallback, source="input's tilt angles")
     if required:
         raise InputError(
             "tilt angles are unknown; pass --angles START:STOP:STEP or --angles-file F.tlt"
         )
-    raise InputError("no angles")
+    return None
+
+
+def required_angles(angles: str | None, angles_file: Path | None) -> np.ndarray:
+    """Angles (T,) from ``--angles`` or ``--angles-file``; refuse a command without them."""
+    tilt_angles = resolve_angles(angles, angles_file, required=True)
+    assert tilt_angles is not None
+    return tilt_angles
 
 
 def check_output(path: Path, overwrite: bool) -> None:
     """Refuse an existing output (unless ``overwrite``) or an unwritable folder, before any work."""
-    from faket_dask.errors import InputError
+    # mrcfile: loaded when a command runs, so that --help stays fast
     from faket_dask.io.mrc import MRC_SUFFIXES
 
     is_zarr = any(p.lower().endswith(".zarr") for p in path.parts)
@@ -109,8 +115,6 @@ def _zarr_index(path: Path) -> int:
 
 def require_zarr(what: str, *paths: Path) -> None:
     """The cluster paths work on chunked Zarr: refuse other formats before connecting."""
-    from faket_dask.errors import InputError
-
     if not all(any(p.lower().endswith(".zarr") for p in path.parts) for path in paths):
         raise InputError(
             f"{what} on a cluster needs Zarr inputs and outputs (chunked); write .zarr "
@@ -118,28 +122,19 @@ def require_zarr(what: str, *paths: Path) -> None:
         )
 
 
-def check_tilt_counts(counts: dict[str, int]) -> None:
-    """All inputs must have the same number of tilts."""
-    from faket_dask.errors import InputError
-
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{k}: {v}" for k, v in counts.items())
-        raise InputError(f"tilt counts differ ({listed}); give inputs with the same tilts")
+def on_cluster(scheduler: str | None, scheduler_file: Path | None, profile: Path | None) -> bool:
+    """Whether a cluster option was given (the verb then runs as a Dask graph over Zarr)."""
+    return bool(scheduler or scheduler_file or profile)
 
 
-def pick_device(device: str) -> torch.device:
-    """``auto`` is CUDA when available (the CLI process runs no cluster), else CPU."""
-    import torch
-
-    from faket_dask.errors import InputError
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device!r} is not known; use cpu, cuda or auto")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda but no CUDA GPU is available; use --device cpu")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+def check_png_out(output: Path, overwrite: bool, suffixes: tuple[str, ...]) -> None:
+    """Refuse a picture output with another suffix, an existing file or a missing folder."""
+    if output.suffix.lower() not in suffixes:
+        raise InputError(f"{output}: use one of {', '.join(suffixes)}")
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} exists; pass --overwrite or choose another output")
+    if not output.parent.is_dir() and str(output.parent) not in ("", "."):
+        raise InputError(f"output folder {output.parent} does not exist; create it first")
 
 
 def echo_done(path: Path | str, what: str) -> None:

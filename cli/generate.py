@@ -1,14 +1,20 @@
-"""CLI commands: generate (the main job), info and export of a dataset store."""
+"""CLI command: generate (the main job): a dataset store on a Dask cluster."""
 
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+
+from faket_dask.errors import InputError, SamplesFailedError
 
 from ._common import ProfileOpt, SchedulerFileOpt, SchedulerOpt, WorkerTimeoutOpt
+
+if TYPE_CHECKING:
+    from faket_dask.config import SimulationConfig
 
 NWorkersOpt = Annotated[
     int | None,
@@ -65,11 +71,48 @@ def generate(
     One task per sample; resumable (--resume); a failed sample does not stop the others
     (exit code 1 if any failed; 3 if the cluster cannot be reached).
     """
-    from rich.console import Console
+    cfg, base_dir = _checked_config(config, demo, output, n_samples, retries)
+    n_samples = cfg.n_samples if demo else n_samples
+    # torch, dask, zarr: loaded when the command runs, so that --help stays fast
+    from faket_dask.dist.cluster import connect, resolve_source
+    from faket_dask.dist.runner import GenerateOptions, check_store
+    from faket_dask.dist.runner import generate as run_generate
 
-    from faket_dask.errors import InputError, SamplesFailedError
+    from ._progress import GenerateView, print_plan
 
+    check_store(output, cfg, resume)  # before any cluster starts
     console = Console(stderr=True, highlight=False)
+    cluster = (scheduler, scheduler_file, cluster_profile)
+    if dry_run:
+        where = resolve_source(*cluster, n_workers, threads_per_worker).describe()
+        plan = GenerateOptions(n_samples, resume=resume, dry_run=True, cluster_description=where)
+        print_plan(console, run_generate(cfg, output, None, plan).plan)
+        return
+    view = GenerateView(console, progress)
+    opts = GenerateOptions(
+        n_samples, resume=resume, retries=retries, window=window, base_dir=base_dir,
+        scheduler_timeout=worker_timeout, on_event=view,
+    )
+    echo = functools.partial(console.print, markup=False)
+    try:
+        with connect(
+            *cluster, worker_timeout, n_workers, threads_per_worker=threads_per_worker, echo=echo
+        ) as client:
+            report = run_generate(cfg, output, client, opts)
+    finally:
+        view.close()
+    echo(f"next: faket-dask report {output} -o report.html   (gallery, counts, realism figures)")
+    if report.n_failed:
+        raise SamplesFailedError(
+            f"{report.n_failed} of {report.n_samples} samples failed (see above and "
+            f"{output}/manifest.jsonl); rerun with --resume to retry them"
+        )
+
+
+def _checked_config(
+    config: Path | None, demo: bool, output: Path, n_samples: int | None, retries: int
+) -> tuple[SimulationConfig, str | None]:
+    """Check the options; the config (-c or --demo) and the folder its paths are relative to."""
     if demo and config is not None:
         raise InputError("give -c CONFIG or --demo, not both")
     if not demo and config is None:
@@ -80,163 +123,15 @@ def generate(
         raise InputError("--n-samples must be at least 1")
     if retries < 0:
         raise InputError("--retries must be >= 0")
+    # numpy, pydantic: loaded when the command runs, so that --help stays fast
+    from faket_dask.config import load_config
+    from faket_dask.demo import demo_config
 
-    base_dir = None
-    if demo:
-        from faket_dask.demo import demo_config
-
-        cfg = demo_config(n_samples)
-        n_samples = cfg.n_samples
-    else:
-        from faket_dask.config import load_config
-
-        assert config is not None
-        cfg = load_config(config)
-        base_dir = str(config.resolve().parent)
-
-    from faket_dask.dist.cluster import connect, resolve_source
-    from faket_dask.dist.runner import check_store
-    from faket_dask.dist.runner import generate as run_generate
-
-    check_store(output, cfg, resume)  # before any cluster starts
-
-    if dry_run:
-        source = resolve_source(
-            scheduler, scheduler_file, cluster_profile, n_workers, threads_per_worker
-        )
-        run_generate(
-            cfg,
-            output,
-            n_samples,
-            None,
-            resume=resume,
-            dry_run=True,
-            cluster_description=source.describe(),
-            console=console,
-        )
-        return
-
-    with connect(
-        scheduler,
-        scheduler_file,
-        cluster_profile,
-        worker_timeout,
-        n_workers,
-        threads_per_worker=threads_per_worker,
-        echo=lambda m: console.print(m, markup=False),
-    ) as client:
-        report = run_generate(
-            cfg,
-            output,
-            n_samples,
-            client,
-            resume=resume,
-            retries=retries,
-            window=window,
-            progress=progress,
-            console=console,
-            base_dir=base_dir,
-            scheduler_timeout=worker_timeout,
-        )
-    console.print(
-        f"next: faket-dask report {output} -o report.html   (gallery, counts, realism figures)",
-        markup=False,
-    )
-    if report.n_failed:
-        raise SamplesFailedError(
-            f"{report.n_failed} of {report.n_samples} samples failed (see above and "
-            f"{output}/manifest.jsonl); rerun with --resume to retry them"
-        )
-
-
-def info(
-    store: Annotated[Path, typer.Argument(help="A dataset store made by `generate`.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    show_config: Annotated[
-        bool, typer.Option("--config/--no-config", help="Print the config.")
-    ] = True,
-) -> None:
-    """What a store holds: samples complete / failed / missing, weights, inputs, the config."""
-    from faket_dask.read.export import store_info
-
-    data = store_info(store)
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    import yaml
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    table = Table(
-        title=f"faket-dask store {data['store']}", show_header=False, title_justify="left"
-    )
-    table.add_column("", style="bold")
-    table.add_column("")
-    table.add_row("tool version", str(data["tool_version"]))
-    table.add_row("created", str(data["created_at"]))
-    table.add_row("samples", f"{data['complete']} of {data['n_samples']} complete")
-    if data["failed_ids"]:
-        table.add_row("failed", _ids(data["failed_ids"]))
-    if data["missing_ids"]:
-        table.add_row("not yet made", _ids(data["missing_ids"]))
-    w = data.get("weights") or {}
-    if w:
-        line = f"{w.get('name')} (sha256 {w.get('sha256') or '-'}, requested {w.get('requested')})"
-        if w.get("fallback"):
-            line = f"[bold red]{line}: FELL BACK TO RANDOM WEIGHTS[/]"
-        table.add_row("VGG-19 weights", line)
-    for i, r in enumerate(data.get("style_references") or []):
-        table.add_row(
-            f"style reference {i}",
-            f"{r.get('spec')} {r.get('shape')} sha256 {str(r.get('sha256'))[:16]}",
-        )
-    for i, m in enumerate(data.get("noise_models") or []):
-        table.add_row(f"noise model {i}", f"{m.get('spec')} sha256 {str(m.get('sha256'))[:16]}")
-    if data.get("last_run"):
-        lr = data["last_run"]
-        table.add_row(
-            "last run",
-            f"{lr.get('done')} computed, {lr.get('skipped')} skipped, "
-            f"{lr.get('failed')} failed in {lr.get('elapsed_s')} s",
-        )
-    table.add_row("size on disk", f"{data['bytes_on_disk'] / 2**20:.1f} MiB")
-    table.add_row("config digest", str(data["config_digest"]))
-    console.print(table)
-    if show_config:
-        console.print("config:", style="bold")
-        console.print(yaml.safe_dump(data["config"], sort_keys=False), markup=False)
-
-
-def _ids(ids: list[int], limit: int = 20) -> str:
-    shown = ", ".join(str(i) for i in ids[:limit])
-    return f"{shown} (+{len(ids) - limit} more)" if len(ids) > limit else shown
-
-
-def export(
-    store: Annotated[Path, typer.Argument(help="A dataset store made by `generate`.")],
-    sample: Annotated[int, typer.Option("--sample", help="Sample id.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output .mrc (or .zarr).")],
-    modality: Annotated[
-        str,
-        typer.Option(
-            "--modality",
-            help="styled, noisy, content, baseline, noiseless; or volume:class_mask, "
-            "volume:instance_mask, tomogram:tomogram, tomogram:class_mask, ...",
-        ),
-    ] = "styled",
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
-) -> None:
-    """Export one sample's array as MRC (voxel size, .tlt) plus a STAR file of its particles."""
-    from faket_dask.read.export import export_sample
-
-    files = export_sample(store, sample, modality, output, overwrite=overwrite)
-    for f in files:
-        typer.echo(f"wrote {f}")
+    if demo or config is None:
+        return demo_config(n_samples), None
+    return load_config(config), str(config.resolve().parent)
 
 
 def register(app: typer.Typer) -> None:
-    """Add generate, info and export to the app."""
+    """Add ``generate`` to the app."""
     app.command("generate")(generate)
-    app.command("info")(info)
-    app.command("export")(export)

@@ -1,10 +1,12 @@
 """The ``faket-dask`` command: a thin typer app over the library's plain functions.
 
-Sub-commands live in sibling modules, one per area; each exposes ``register(app)``. Library
-errors (:class:`faket_dask.errors.FaketError`) become one line on stderr and the exit code
-(2 bad input, 3 cluster unreachable, 1 some samples failed); no traceback for user errors.
-Heavy imports (torch, dask) happen inside commands so that ``--help`` and input validation
-stay fast.
+Sub-commands live in sibling modules, one per command group and named after it; each exposes
+``register(app)``. Library errors (:class:`faket_dask.errors.FaketError`) become one line on
+stderr and the exit code (2 bad input, 3 cluster unreachable, 1 some samples failed); no
+traceback for user errors.
+Heavy imports (torch, dask, zarr) happen inside commands so that ``--help`` and input
+validation stay fast; typer command functions are exempt from the 8-parameter rule (each
+parameter is one command-line option).
 """
 
 from __future__ import annotations
@@ -13,7 +15,24 @@ import sys
 
 import typer
 
-from . import generate, preview, reconstruct, reference, sample, stages
+from faket_dask import __version__
+from faket_dask.errors import FaketError
+
+from . import (
+    export,
+    generate,
+    info,
+    noise,
+    preview,
+    project,
+    reconstruct,
+    reference,
+    report,
+    sample,
+    split,
+    style,
+    weights,
+)
 
 app = typer.Typer(
     name="faket-dask",
@@ -23,7 +42,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (stages, sample, reconstruct, reference, generate, preview):
+# the order of `--help`: the stage verbs, then a dataset's life (generate, inspect, export, read)
+COMMAND_GROUPS = (project, style, noise, weights, sample, reconstruct, reference)
+COMMAND_GROUPS += (generate, info, export, preview, report, split)
+for module in COMMAND_GROUPS:
     module.register(app)
 
 
@@ -33,16 +55,12 @@ def _root(
 ) -> None:
     """Realistic, fully labeled synthetic cryo-ET tilt-series at scale (FakET on Dask)."""
     if version:
-        from faket_dask import __version__
-
         typer.echo(__version__)
         raise typer.Exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map library errors to exit codes."""
-    from faket_dask.errors import FaketError
-
     try:
         app(args=argv, prog_name="faket-dask")
     except FaketError as err:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from faket_dask.errors import InputError
+
 from ._common import (
     AnglesFileOpt,
     AnglesOpt,
@@ -14,7 +16,6 @@ from ._common import (
     OverwriteOpt,
     VarOpt,
     check_output,
-    check_tilt_counts,
     echo_done,
     resolve_angles,
 )
@@ -46,7 +47,9 @@ def reconstruct(
     voxels [bin·i, bin·i + bin), centred on the volume's centre), so masks binned the same
     way line up voxel for voxel. Dense stays dark (no sign change).
     """
-    from faket_dask.errors import InputError
+    # torch: loaded when the command runs, so that --help stays fast
+    from faket_dask.ops.reconstruct import ReconstructOptions
+    from faket_dask.ops.reconstruct import reconstruct as reconstruct_locally
     from faket_dask.stages.reconstruction import FILTERS
 
     if filter not in FILTERS:
@@ -58,26 +61,19 @@ def reconstruct(
     if slab_size is not None and slab_size < 1:
         raise InputError(f"--slab-size {slab_size} must be >= 1")
     check_output(output, overwrite)
-
-    from faket_dask.io import Volume, read_tilt_series, write_volume
-
-    series = read_tilt_series(tilts, var=var)
-    tilt_angles = resolve_angles(angles, angles_file, fallback=series.angles_deg, required=True)
-    check_tilt_counts({str(tilts): series.data.shape[0], "angles": len(tilt_angles)})
-    if min(series.data.shape[1:]) < bin:
-        raise InputError(f"{tilts}: tilts of {series.data.shape[1:]} are smaller than --bin {bin}")
-
-    import torch
-
-    from faket_dask.stages.reconstruction import reconstruct as wbp
-
-    from ._common import pick_device
-
-    data = torch.from_numpy(series.data).to(pick_device(device))
-    tomo = wbp(data, tilt_angles, thickness, bin=bin, filter=filter, slab_size=slab_size)
-    spacing = series.pixel_spacing * bin if series.pixel_spacing is not None else None
-    write_volume(output, Volume(tomo.cpu().numpy(), spacing), var="tomogram", overwrite=overwrite)
-    z, y, x = tomo.shape
+    opts = ReconstructOptions(
+        tilts,
+        output,
+        thickness,
+        bin=bin,
+        filter=filter,
+        angles_deg=resolve_angles(angles, angles_file),
+        slab_size=slab_size,
+        var=var,
+        device=device,
+        overwrite=overwrite,
+    )
+    z, y, x = reconstruct_locally(opts)
     echo_done(output, f"tomogram {z}x{y}x{x} (Z, Y, X), bin {bin}, {filter} filter")
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ._common import DeviceOpt, OverwriteOpt, VarOpt, check_output, echo_done, resolve_angles
+from faket_dask.errors import InputError
+
+from ._common import DeviceOpt, OverwriteOpt, VarOpt, check_output, echo_done, required_angles
 
 reference_app = typer.Typer(
     help="Style references: from a real tilt-series, from a tomogram, or a synthetic stand-in.",
@@ -54,8 +55,6 @@ def prepare(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Resample a real tilt-series to the dataset's pixel spacing, rotate its axis onto Y, crop."""
-    from faket_dask.errors import InputError
-
     if angles_file is not None and mdoc is not None:
         raise InputError("give --angles-file or --mdoc, not both")
     if pixel_spacing <= 0:
@@ -63,37 +62,24 @@ def prepare(
     if crop is not None and min(crop) < 1:
         raise InputError(f"--crop {crop[0]} {crop[1]} must be positive")
     check_output(output, overwrite)
+    # torch: loaded when the command runs, so that --help stays fast
+    from faket_dask.ops.reference import PrepareOptions
+    from faket_dask.ops.reference import prepare as prepare_locally
 
-    from faket_dask.io import read_tilt_series, write_tilt_series
-    from faket_dask.stages.reference import prepare_reference, read_mdoc
-
-    series = read_tilt_series(ref, var=var)
-    spacing_in, axis = input_pixel_spacing, tilt_axis
-    sibling = Path(f"{ref}.mdoc")  # SerialEM writes ts.st.mdoc / ts.mrc.mdoc
-    if mdoc is None and angles_file is None and series.angles_deg is None and sibling.is_file():
-        mdoc = sibling
-    if mdoc is not None:
-        info = read_mdoc(mdoc)
-        angles = info.angles_deg
-        spacing_in = spacing_in if spacing_in is not None else info.pixel_spacing
-        axis = axis if axis is not None else info.tilt_axis_deg
-    elif angles_file is not None:
-        angles = resolve_angles(None, angles_file)
-    else:
-        angles = series.angles_deg
-    from ._common import pick_device
-
-    out = prepare_reference(
-        series,
-        spacing_in,
+    opts = PrepareOptions(
+        ref,
+        output,
         pixel_spacing,
-        tilt_axis_deg=axis if axis is not None else 0.0,
+        input_pixel_spacing=input_pixel_spacing,
+        tilt_axis=tilt_axis,
         crop=crop,
-        angles_deg=angles,
-        device=pick_device(device),
+        angles_file=angles_file,
+        mdoc=mdoc,
+        var=var,
+        device=device,
+        overwrite=overwrite,
     )
-    write_tilt_series(output, out, var="reference", overwrite=overwrite)
-    t, h, w = out.data.shape
+    t, h, w = prepare_locally(opts).data.shape
     echo_done(output, f"{t} tilts of {h}x{w} at {pixel_spacing:g} Å/px, tilt axis on Y")
 
 
@@ -116,24 +102,21 @@ def from_tomogram(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Project a real tomogram into a style tilt-series (line integrals; dark stays dark)."""
-    tilt_angles = resolve_angles(angles, angles_file, required=True)
+    tilt_angles = required_angles(angles, angles_file)
     check_output(output, overwrite)
+    # torch: loaded when the command runs, so that --help stays fast
+    from faket_dask.ops.reference import from_tomogram as project_locally
 
-    from faket_dask.io import read_volume, write_tilt_series
-    from faket_dask.stages.reference import from_tomogram as project_tomogram
-
-    from ._common import pick_device
-
-    vol = read_volume(tomo, var=var)
-    series = project_tomogram(
-        vol.data,
+    series = project_locally(
+        tomo,
+        output,
         tilt_angles,
         detector_width=detector_width,
         invert=invert,
-        pixel_spacing=vol.pixel_spacing,
-        device=pick_device(device),
+        var=var,
+        device=device,
+        overwrite=overwrite,
     )
-    write_tilt_series(output, series, var="reference", overwrite=overwrite)
     t, h, w = series.data.shape
     echo_done(output, f"{t} tilts of {h}x{w} projected from {tomo}")
 
@@ -182,8 +165,8 @@ def synth(
     Writes the tilts and, next to them, OUTPUT-stem.synth.json with every parameter and the
     note that this is a stand-in. Use a real reference (prepare / from-tomogram) for real work.
     """
+    # numpy: loaded when the command runs, so that --help stays fast
     from faket_dask.angles import parse_angles
-    from faket_dask.errors import InputError
 
     tokens = ([shape] if shape is not None else []) + list(ctx.args)
     if ctx.args and shape is None:
@@ -197,10 +180,9 @@ def synth(
     if dims[0] != len(tilt_angles):
         raise InputError(f"--shape has {dims[0]} tilts but --angles gives {len(tilt_angles)}")
     check_output(output, overwrite)
-    sidecar = output.with_suffix(".synth.json")
-
-    from faket_dask.io import write_tilt_series
-    from faket_dask.stages.reference import STAND_IN_NOTE, synth_params, synth_reference
+    # torch: loaded when the command runs, so that --help stays fast
+    from faket_dask.ops.reference import synth as synth_locally
+    from faket_dask.stages.reference import STAND_IN_NOTE
 
     params = {
         "pixel_spacing": pixel_spacing,
@@ -211,10 +193,7 @@ def synth(
         "thickness_nm": thickness,
         "phantom": phantom,
     }
-    series = synth_reference(dims, tilt_angles, **params)
-    write_tilt_series(output, series, var="reference", overwrite=overwrite)
-    record = synth_params(dims, tilt_angles, **params).to_dict()
-    sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    sidecar = synth_locally(output, dims, tilt_angles, params, overwrite=overwrite)
     typer.secho(f"note: {STAND_IN_NOTE}", fg=typer.colors.YELLOW)
     echo_done(output, f"{dims[0]} tilts of {dims[1]}x{dims[2]} (parameters in {sidecar.name})")
 

@@ -23,9 +23,10 @@ GPUs are detected without creating a CUDA context in this process (``CUDA_VISIBL
 workers, never in the client. An unreachable scheduler, or no worker within
 ``worker_timeout`` seconds, is a :class:`~faket_dask.errors.ClusterError` (exit code 3).
 
-Worker plugins: :class:`WorkerSetup` sets torch's CPU threads in each worker (distributed starts
-workers with ``OMP_NUM_THREADS=1``) and optionally preloads VGG-19 once per worker, so the first
-task does not pay for it. Both are idempotent: re-registering does not reload the model.
+Worker plugins (:mod:`faket_dask.dist.plugins`): :class:`WorkerSetup` sets torch's CPU threads
+in each worker (distributed starts workers with ``OMP_NUM_THREADS=1``) and optionally preloads
+VGG-19 once per worker, so the first task does not pay for it. Both are idempotent:
+re-registering does not reload the model.
 """
 
 from __future__ import annotations
@@ -42,19 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faket_dask.dist.plugins import WorkerSetup
 from faket_dask.errors import ClusterError, InputError
 
 if TYPE_CHECKING:
     from distributed import Client
 
-try:  # the plugin base class; distributed is a hard dependency, this only keeps import light
-    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPluginBase
-except ImportError:  # pragma: no cover
-    _WorkerPluginBase = object  # type: ignore[assignment,misc]
-
 __all__ = [
     "ClusterSource",
-    "WorkerSetup",
     "connect",
     "describe_client",
     "detect_gpus",
@@ -261,55 +257,6 @@ def resolve_source(
 
 def _threads(n: int) -> str:
     return "1 thread" if n == 1 else f"{n} threads"
-
-
-# --------------------------------------------------------------------------------------------
-# Worker plugin: torch threads + VGG-19 preload
-# --------------------------------------------------------------------------------------------
-
-
-class WorkerSetup(_WorkerPluginBase):  # type: ignore[misc]
-    """Prepare each worker once: torch CPU threads and (optionally) the VGG-19 model.
-
-    Parameters
-    ----------
-    torch_threads
-        ``torch.set_num_threads`` value for CPU work in the worker (``None``: leave as is).
-    weights
-        A weights spec to preload with :func:`faket_dask.pipeline.get_style_model`
-        (``None``: no preload; the model is then loaded by the first task, still once).
-    weights_seed, device
-        Passed to the loader (``device='auto'``: CUDA when the worker has it).
-    """
-
-    idempotent = True
-
-    def __init__(
-        self,
-        torch_threads: int | None = None,
-        weights: str | None = None,
-        weights_seed: int = 0,
-        device: str = "auto",
-    ) -> None:
-        self.torch_threads = torch_threads
-        self.weights = weights
-        self.weights_seed = weights_seed
-        self.device = device
-        self.name = f"faket-dask-setup-{weights or 'none'}-{weights_seed}-{device}"
-
-    def setup(self, worker: Any = None) -> None:
-        """Run on each worker when it registers (and on workers that join later)."""
-        if self.torch_threads:
-            import torch
-
-            torch.set_num_threads(int(self.torch_threads))
-        if self.weights:
-            from faket_dask.pipeline import get_style_model
-
-            try:
-                get_style_model(self.weights, self.weights_seed, self.device)
-            except Exception as err:  # the task will raise it again, with context
-                _stderr(f"faket-dask: VGG-19 preload failed on this worker: {err}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Generate a dataset on a Dask cluster: one task per sample, a bounded window, resume, progress.
+"""Generate a dataset on a Dask cluster: one task per sample, a bounded window, resume, events.
 
 :func:`generate` is what ``faket-dask generate`` runs once it holds a client:
 
@@ -13,30 +13,50 @@
   not stop the others; Ctrl-C cancels what is in flight and leaves the store resumable;
 * consolidated metadata is written once at the end.
 
-Only the client writes the root, ``samples/``, ``inputs/`` and ``manifest.jsonl``.
+Only the client writes the root, ``samples/``, ``inputs/`` and ``manifest.jsonl``. The runner
+reports, it does not display: it calls ``options.on_event`` with a :class:`RunEvent` (started,
+done, failed, skipped, warnings, finished, with timings) and the CLI renders them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distributed import as_completed
+
+from faket_dask import __version__
+from faket_dask import pipeline as pl
+from faket_dask.config import SimulationConfig
+from faket_dask.dist.plan import (
+    RunReport,
+    changed_keys,
+    check_store,
+    dataset_digest,
+    estimate_sample_bytes,
+    make_plan,
+    task_key,
+)
+from faket_dask.dist.plugins import WorkerSetup
 from faket_dask.errors import ClusterError, InputError
+from faket_dask.io import store as st
+from faket_dask.pipeline.inputs import WeightsFallbackWarning
 
 if TYPE_CHECKING:
     from distributed import Client, Future
-    from rich.console import Console
-
-    from faket_dask.config import SimulationConfig
 
 __all__ = [
     "ENV_FAULT",
+    "GenerateOptions",
+    "RunEvent",
     "RunReport",
     "changed_keys",
     "check_store",
@@ -49,289 +69,56 @@ __all__ = [
 ENV_FAULT = "FAKET_DASK_FAULT"
 """Fault-injection hook for tests (read by the client, applied in the task; see pipeline)."""
 
-
-@dataclass
-class RunReport:
-    """What a :func:`generate` call did."""
-
-    store: str
-    n_samples: int
-    n_done: int = 0
-    n_skipped: int = 0
-    n_failed: int = 0
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    summaries: list[dict[str, Any]] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    run_id: str = ""
-    dry_run: bool = False
-    interrupted: bool = False
-    plan: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """True when no sample failed."""
-        return self.n_failed == 0 and not self.interrupted
-
-    @property
-    def samples_per_hour(self) -> float:
-        """Computed samples per hour of wall time."""
-        return 3600.0 * self.n_done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+EVENT_KINDS = (
+    "alert",
+    "skipped",
+    "started",
+    "done",
+    "failed",
+    "warning",
+    "rescheduled",
+    "finished",
+    "interrupted",
+)
 
 
-# --------------------------------------------------------------------------------------------
-# Config identity
-# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunEvent:
+    """One thing that happened in a run, for whoever displays it.
 
-
-def _identity_dict(config: SimulationConfig | Mapping[str, Any]) -> dict[str, Any]:
-    d = dict(config) if isinstance(config, Mapping) else config.to_dict()
-    d.pop("n_samples", None)
-    return d
-
-
-def dataset_digest(config: SimulationConfig | Mapping[str, Any]) -> str:
-    """SHA-256 of the config without ``n_samples`` (a dataset may grow and keep its identity)."""
-    import hashlib
-    import json
-
-    text = json.dumps(_identity_dict(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def task_key(digest: str, sample_id: int) -> str:
-    """The deterministic task key of a sample."""
-    return f"faket-sample-{digest[:8]}-{int(sample_id):06d}"
-
-
-def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the keys whose values differ between two nested dicts."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new)):
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old or key not in new:
-                out.append(name)
-            else:
-                out.extend(changed_keys(old[key], new[key], name))
-        return out
-    return [] if old == new else [prefix or "(config)"]
-
-
-def _lookup(d: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return "(absent)"
-        d = d[part]
-    return d
-
-
-# --------------------------------------------------------------------------------------------
-# Planning
-# --------------------------------------------------------------------------------------------
-
-
-def _n_tilts(config: SimulationConfig) -> int:
-    from faket_dask.angles import parse_angles
-
-    specs = list(config.tilts.angle_choices) or [config.tilts.angles]
-    n = 0
-    for spec in specs:
-        try:
-            n = max(n, len(parse_angles(spec)))
-        except Exception:  # a .tlt read on the workers; size unknown here
-            n = max(n, 61)
-    return n
-
-
-def estimate_sample_bytes(config: SimulationConfig) -> dict[str, int]:
-    """Uncompressed bytes one sample stores, by group (tilts, volume, tomogram)."""
-    t = _n_tilts(config)
-    h, w = config.tilts.shape
-    item = 2 if config.output.dtype == "float16" else 4
-    out = {"tilts": len(config.output.modalities) * t * h * w * item}
-    z = config.sample.thickness
-    vol = 0
-    if config.output.save_volume:
-        vol += z * h * w * (1 + 4)  # class (uint8) + instance (uint32) masks
-    if config.output.save_density:
-        vol += z * h * w * 4
-    out["volume"] = vol
-    if config.reconstruction.enabled:
-        b = config.reconstruction.bin
-        zt = config.reconstruction.thickness or max(1, z // b)
-        out["tomogram"] = zt * (h // b) * (w // b) * (4 + 1 + 4)
-    return out
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
-def _fmt_duration(s: float) -> str:
-    s = max(0.0, s)
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.2f} h"
-
-
-# --------------------------------------------------------------------------------------------
-# Generate
-# --------------------------------------------------------------------------------------------
-
-
-def _console(progress: bool) -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, quiet=False)
-
-
-def check_store(
-    store: str | os.PathLike[str], config: SimulationConfig, resume: bool
-) -> tuple[bool, dict[str, Any] | None]:
-    """``(exists, root attrs)``; refuses an existing store without resume or a changed config.
-
-    Cheap (reads the root's zarr.json only): the CLI calls it before it starts a cluster.
-    """
-    from faket_dask.io import store as st
-
-    store = Path(store).expanduser().resolve()
-    exists = store.exists() and (not store.is_dir() or any(store.iterdir()))
-    if not exists:
-        _check_output_folder(store.parent)
-        return False, None
-    if not resume:
-        raise InputError(
-            f"store {store} already exists; pass --resume to continue it, or choose a new path"
-        )
-    if not st.is_store(store):
-        raise InputError(f"{store} exists but is not a faket-dask store; choose a new path")
-    attrs = st.read_store_attrs(store)
-    old = _identity_dict(attrs.get("config", {}))
-    new = _identity_dict(config)
-    diff = changed_keys(old, new)
-    if diff:
-        shown = "; ".join(f"{k}: {_lookup(old, k)!r} -> {_lookup(new, k)!r}" for k in diff[:5])
-        more = f" (and {len(diff) - 5} more)" if len(diff) > 5 else ""
-        raise InputError(
-            f"cannot resume {store}: the config changed ({shown}{more}); rerun with the "
-            "store's config (faket-dask info STORE shows it) or write a new store"
-        )
-    return True, attrs
-
-
-def _check_output_folder(folder: Path) -> None:
-    """Refuse a store folder that does not exist or takes no new files.
-
-    A probe file, because ``os.access`` misses ACLs, read-only mounts and root.
-    """
-    import tempfile
-
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist; create it first")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".faket-write-check-", dir=folder)
-    except OSError:
-        raise InputError(
-            f"output folder {folder} is not writable; choose another output path"
-        ) from None
-    os.close(fd)
-    os.remove(probe)
-
-
-def _parse_fault() -> str | None:
-    value = os.environ.get(ENV_FAULT, "").strip()
-    return value or None
-
-
-def _print_plan(console: Console, plan: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title="faket-dask generate: plan", show_header=False, title_justify="left")
-    table.add_column("", style="bold")
-    table.add_column("")
-    for key, value in plan["rows"]:
-        table.add_row(key, value)
-    console.print(table)
-
-
-def _make_plan(
-    config: SimulationConfig,
-    store: Path,
-    n: int,
-    done: set[int],
-    cluster: str | None,
-) -> dict[str, Any]:
-    per = estimate_sample_bytes(config)
-    per_total = sum(per.values())
-    todo = n - len(done)
-    rows = [
-        ("store", str(store)),
-        ("samples", f"{n} ({todo} to compute, {len(done)} already complete)"),
-        (
-            "per sample",
-            f"{_fmt_bytes(per_total)} uncompressed ("
-            + ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in per.items() if v)
-            + ")",
-        ),
-        ("in total", f"{_fmt_bytes(per_total * n)} ({_fmt_bytes(per_total * todo)} to write)"),
-        (
-            "tilts",
-            f"{_n_tilts(config)} of {config.tilts.shape[0]}x{config.tilts.shape[1]}, "
-            f"{config.output.dtype}, modalities {', '.join(config.output.modalities)}",
-        ),
-        (
-            "style",
-            f"{'on' if config.style.enabled else 'off'} (weights {config.style.weights}, "
-            f"{config.style.precision})",
-        ),
-        ("cluster", cluster or "(not contacted)"),
-    ]
-    return {
-        "n_samples": n,
-        "n_todo": todo,
-        "n_complete": len(done),
-        "bytes_per_sample": per_total,
-        "bytes_total": per_total * n,
-        "bytes_by_group": per,
-        "cluster": cluster,
-        "rows": rows,
-    }
-
-
-def generate(
-    config: SimulationConfig,
-    store: str | os.PathLike[str],
-    n_samples: int | None = None,
-    client: Client | None = None,
-    *,
-    resume: bool = False,
-    retries: int = 0,
-    window: int | None = None,
-    progress: bool = True,
-    dry_run: bool = False,
-    cluster_description: str | None = None,
-    console: Console | None = None,
-    task: Callable[..., dict[str, Any]] | None = None,
-    preload_model: bool = True,
-    base_dir: str | None = None,
-    scheduler_timeout: float = 60.0,
-) -> RunReport:
-    """Generate ``n_samples`` samples (default ``config.n_samples``) into ``store``.
-
-    Parameters
+    Attributes
     ----------
-    config
-        The simulation config; with the dataset seed it defines every sample.
-    store
-        The Zarr store path (created; or continued with ``resume``).
-    client
-        A connected :class:`distributed.Client` (not needed for ``dry_run``).
+    kind
+        ``alert`` (a loud note before the run, e.g. a fallback to random weights), ``skipped``
+        (samples already complete), ``started`` (the first tasks are submitted), ``done`` or
+        ``failed`` (one sample; ``message`` is the error), ``warning``, ``rescheduled`` (a new
+        scheduler gets the samples in flight again), ``finished`` (also when a
+        :class:`~faket_dask.errors.ClusterError` stops the run) or ``interrupted`` (Ctrl-C).
+    report
+        The run's counts so far (the final report for ``finished`` and ``interrupted``).
+    sample_id
+        The sample of a ``done`` or ``failed`` event.
+    message
+        Plain text (no markup).
+    elapsed_s
+        Seconds since the first submission (``done``, ``failed``).
+    """
+
+    kind: str
+    report: RunReport
+    sample_id: int | None = None
+    message: str = ""
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """How :func:`generate` runs: everything but the config, the store and the client.
+
+    Attributes
+    ----------
+    n_samples
+        Samples in the store (default ``config.n_samples``).
     resume
         Continue an existing store: skip complete samples, redo the rest; ``n_samples`` may
         grow; any other config change is refused, naming the changed keys.
@@ -340,14 +127,14 @@ def generate(
         ``distributed.scheduler.allowed-failures`` instead).
     window
         Tasks in flight (default: 3 per worker thread, refreshed as workers join).
-    progress
-        Show a rich progress bar (done / failed / skipped, samples per hour, ETA).
     dry_run
-        Print the plan (samples, bytes per sample and in total, the cluster) and return.
+        Plan only (samples, bytes per sample and in total, the cluster): ``report.plan``.
+    cluster_description
+        How the plan names the cluster (a dry run contacts none).
     task
         The per-sample function (default :func:`faket_dask.pipeline.simulate_sample`).
     preload_model
-        Register a :class:`~faket_dask.dist.cluster.WorkerSetup` plugin that loads VGG-19 once on
+        Register a :class:`~faket_dask.dist.plugins.WorkerSetup` plugin that loads VGG-19 once on
         every worker (present and future) before its first sample.
     base_dir
         Folder that relative paths in the config (templates, imports) are resolved against
@@ -355,6 +142,51 @@ def generate(
     scheduler_timeout
         Seconds the client may stay disconnected from the scheduler (it reconnects by itself
         meanwhile) before the run stops with a :class:`~faket_dask.errors.ClusterError`.
+    on_event
+        Called with every :class:`RunEvent` (default: nothing is displayed).
+    """
+
+    n_samples: int | None = None
+    resume: bool = False
+    retries: int = 0
+    window: int | None = None
+    dry_run: bool = False
+    cluster_description: str | None = None
+    task: Callable[..., dict[str, Any]] | None = None
+    preload_model: bool = True
+    base_dir: str | None = None
+    scheduler_timeout: float = 60.0
+    on_event: Callable[[RunEvent], None] | None = None
+
+    def emit(self, kind: str, report: RunReport, **fields: Any) -> None:
+        """Send one event to ``on_event`` (if any)."""
+        if self.on_event is not None:
+            self.on_event(RunEvent(kind, report, **fields))
+
+
+def _parse_fault() -> str | None:
+    value = os.environ.get(ENV_FAULT, "").strip()
+    return value or None
+
+
+def generate(
+    config: SimulationConfig,
+    store: str | os.PathLike[str],
+    client: Client | None = None,
+    options: GenerateOptions | None = None,
+) -> RunReport:
+    """Generate ``options.n_samples`` samples (default ``config.n_samples``) into ``store``.
+
+    Parameters
+    ----------
+    config
+        The simulation config; with the dataset seed it defines every sample.
+    store
+        The Zarr store path (created; or continued with ``options.resume``).
+    client
+        A connected :class:`distributed.Client` (not needed for ``options.dry_run``).
+    options
+        Resume, retries, window, dry run, the task, events: :class:`GenerateOptions`.
 
     Returns
     -------
@@ -366,70 +198,26 @@ def generate(
     InputError
         The store exists without ``resume``, or ``resume`` with a changed config.
     ClusterError
-        The store is not visible from every worker.
+        The store is not visible from every worker, or the scheduler is gone too long.
     """
-    from faket_dask.io import store as st
-
-    console = console or _console(progress)
-    n = int(n_samples if n_samples is not None else config.n_samples)
+    opts = options or GenerateOptions()
+    n = int(opts.n_samples if opts.n_samples is not None else config.n_samples)
     if n < 1:
         raise InputError("--n-samples must be at least 1")
     store_path = Path(store).expanduser().resolve()
-    exists, attrs = check_store(store_path, config, resume)
-    digest = dataset_digest(config)
-    ids = range(n)
-    done = st.completed_ids(store_path, ids) if exists else set()
-
-    if dry_run:
-        plan = _make_plan(config, store_path, n, done, cluster_description)
-        _print_plan(console, plan)
+    exists, attrs = check_store(store_path, config, opts.resume)
+    done = st.completed_ids(store_path, range(n)) if exists else set()
+    if opts.dry_run:
+        plan = make_plan(config, store_path, n, done, opts.cluster_description)
         return RunReport(
             store=str(store_path), n_samples=n, n_skipped=len(done), dry_run=True, plan=plan
         )
     if client is None:
         raise ValueError("generate needs a connected client unless dry_run=True")
-
-    from faket_dask import __version__
-    from faket_dask import pipeline as pl
-
-    run_id = uuid.uuid4().hex[:12]
-    if not exists:
-        if not store_path.parent.is_dir():
-            raise InputError(f"output folder {store_path.parent} does not exist; create it first")
-        inputs = pl.resolve_inputs(config, store_path, echo=console.print)
-        st.create_store(
-            store_path,
-            {
-                "tool": "faket-dask",
-                "tool_version": __version__,
-                "config": config.to_dict(),
-                "config_digest": config.digest(),
-                "dataset_digest": digest,
-                "n_samples": n,
-                **inputs.to_attrs(),
-            },
-        )
-        try:
-            inputs = pl.materialize_inputs(inputs, config, store_path)
-            st.update_store_attrs(store_path, **inputs.to_attrs())
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(store_path, ignore_errors=True)  # nothing computed yet: no half store
-            raise
-    else:
-        assert attrs is not None
-        inputs = pl.SharedInputs.from_attrs(attrs)
-        st.unconsolidate(store_path)
-        st.remove_partial_files(store_path)
-        if n > int(attrs.get("n_samples", 0)):
-            st.update_store_attrs(store_path, n_samples=n)
-        _backfill_manifest(store_path, done)
-
+    run = _Run(config, store_path, n, done, opts)
+    inputs = run.open_store(exists, attrs)
     st.check_shared_filesystem(client, store_path)
-    if preload_model and config.style.enabled:
-        from faket_dask.dist.cluster import WorkerSetup
-
+    if opts.preload_model and config.style.enabled:
         client.register_plugin(
             WorkerSetup(
                 weights=inputs.weights_spec,
@@ -437,73 +225,126 @@ def generate(
                 device=config.style.device,
             )
         )
+    return run.execute(client, inputs)
 
-    fault = _parse_fault()
-    todo = [i for i in ids if i not in done]
-    report = RunReport(store=str(store_path), n_samples=n, n_skipped=len(done), run_id=run_id)
-    if done:
-        console.print(f"resume: {len(done)} of {n} samples already complete, {len(todo)} to go")
-    fn = task or pl.simulate_sample
 
-    def make_spec(sid: int) -> Any:
+@dataclass
+class _Run:
+    """One :func:`generate` call once the store is checked: its store, its samples, its report."""
+
+    config: SimulationConfig
+    store: Path
+    n: int
+    done: set[int]
+    opts: GenerateOptions
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    report: RunReport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.report = RunReport(
+            store=str(self.store), n_samples=self.n, n_skipped=len(self.done), run_id=self.run_id
+        )
+
+    def open_store(self, exists: bool, attrs: dict[str, Any] | None) -> pl.SharedInputs:
+        """Create the store with its shared inputs, or reopen one to continue it."""
+        if exists:
+            assert attrs is not None
+            st.unconsolidate(self.store)
+            st.remove_partial_files(self.store)
+            if self.n > int(attrs.get("n_samples", 0)):
+                st.update_store_attrs(self.store, n_samples=self.n)
+            _backfill_manifest(self.store, self.done)
+            return pl.SharedInputs.from_attrs(attrs)
+        if not self.store.parent.is_dir():
+            raise InputError(f"output folder {self.store.parent} does not exist; create it first")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", WeightsFallbackWarning)
+            inputs = pl.resolve_inputs(self.config, self.store)
+        for w in caught:  # the loud ones become alerts; the others are warned again
+            if issubclass(w.category, WeightsFallbackWarning):
+                self.opts.emit("alert", self.report, message=str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        st.create_store(
+            self.store,
+            {
+                "tool": "faket-dask",
+                "tool_version": __version__,
+                "config": self.config.to_dict(),
+                "config_digest": self.config.digest(),
+                "dataset_digest": dataset_digest(self.config),
+                "n_samples": self.n,
+                **inputs.to_attrs(),
+            },
+        )
+        try:
+            inputs = pl.materialize_inputs(inputs, self.config, self.store)
+            st.update_store_attrs(self.store, **inputs.to_attrs())
+        except BaseException:
+            shutil.rmtree(self.store, ignore_errors=True)  # nothing computed yet: no half store
+            raise
+        return inputs
+
+    def spec(self, inputs: pl.SharedInputs, fault: str | None, sid: int) -> pl.SampleSpec:
+        """What the task of sample ``sid`` gets."""
         return pl.SampleSpec(
-            seed=config.seed,
+            seed=self.config.seed,
             sample_id=sid,
-            config=config,
-            store=str(store_path),
+            config=self.config,
+            store=str(self.store),
             inputs=inputs,
-            run_id=run_id,
+            run_id=self.run_id,
             fault=fault,
-            base_dir=base_dir,
+            base_dir=self.opts.base_dir,
         )
 
-    t0 = time.perf_counter()
-    try:
-        _run_loop(
-            client,
-            fn,
-            make_spec,
-            todo,
-            digest,
-            retries,
-            window,
-            progress,
-            console,
-            report,
-            store_path,
-            n,
-            scheduler_timeout,
-        )
-    except ClusterError:
+    def execute(self, client: Client, inputs: pl.SharedInputs) -> RunReport:
+        """Run every sample not yet complete; close the store; the report."""
+        todo = [i for i in range(self.n) if i not in self.done]
+        report, opts = self.report, self.opts
+        if self.done:
+            opts.emit(
+                "skipped",
+                report,
+                message=f"{len(self.done)} of {self.n} samples already complete, "
+                f"{len(todo)} to go",
+            )
+        fault = _parse_fault()
+        t0 = time.perf_counter()
+        try:
+            _SampleLoop(client, self, lambda sid: self.spec(inputs, fault, sid)).run(todo)
+        except ClusterError:
+            report.elapsed_s = time.perf_counter() - t0
+            opts.emit("finished", report)
+            raise
+        except KeyboardInterrupt:
+            report.interrupted = True
+            report.elapsed_s = time.perf_counter() - t0
+            opts.emit("interrupted", report)
+            raise
         report.elapsed_s = time.perf_counter() - t0
-        _print_summary(console, report)
-        raise
-    except KeyboardInterrupt:
-        report.interrupted = True
-        report.elapsed_s = time.perf_counter() - t0
-        console.print(
-            f"[yellow]interrupted[/]: {report.n_done} sample(s) written this run; the store is "
-            f"resumable: rerun with --resume"
+        self.close()
+        opts.emit("finished", report)
+        return report
+
+    def close(self) -> None:
+        """Record the run in the root attrs and consolidate the metadata."""
+        # Creating any group or array briefly writes *.partial files next to the parents'
+        # metadata (zarr's exclusive "set if not exists"); a worker killed then leaves one.
+        st.remove_partial_files(self.store)
+        r = self.report
+        st.update_store_attrs(
+            self.store,
+            last_run={
+                "run_id": self.run_id,
+                "n_samples": self.n,
+                "done": r.n_done,
+                "skipped": r.n_skipped,
+                "failed": r.n_failed,
+                "elapsed_s": round(r.elapsed_s, 3),
+            },
         )
-        raise
-    report.elapsed_s = time.perf_counter() - t0
-    # Creating any group or array briefly writes *.partial files next to the parents' metadata
-    # (zarr's exclusive "set if not exists"); a worker killed then leaves one behind.
-    st.remove_partial_files(store_path)
-    st.update_store_attrs(
-        store_path,
-        last_run={
-            "run_id": run_id,
-            "n_samples": n,
-            "done": report.n_done,
-            "skipped": report.n_skipped,
-            "failed": report.n_failed,
-            "elapsed_s": round(report.elapsed_s, 3),
-        },
-    )
-    st.consolidate(store_path)
-    _print_summary(console, report)
-    return report
+        st.consolidate(self.store)
 
 
 def _backfill_manifest(store: Path, done: set[int]) -> None:
@@ -511,8 +352,6 @@ def _backfill_manifest(store: Path, done: set[int]) -> None:
 
     (A client killed after the worker marked a sample complete, before it appended the row.)
     """
-    from faket_dask.io import store as st
-
     listed = {int(r["sample_id"]) for r in st.read_manifest(store) if r.get("status") == "ok"}
     rows = []
     for sid in sorted(done - listed):
@@ -540,122 +379,154 @@ def _total_threads(client: Client) -> int:
         return 1
 
 
-def _run_loop(
-    client: Client,
-    fn: Callable[..., dict[str, Any]],
-    make_spec: Callable[[int], Any],
-    todo: list[int],
-    digest: str,
-    retries: int,
-    window: int | None,
-    progress: bool,
-    console: Console,
-    report: RunReport,
-    store: Path,
-    n_total: int,
-    scheduler_timeout: float = 60.0,
-) -> None:
-    from distributed import as_completed
+class _SampleLoop:
+    """Submit samples inside a window, collect them as they complete, write the manifest.
 
-    from faket_dask.io import store as st
+    The window (default 3 tasks per worker thread) is refreshed every 2 s as workers come and go;
+    manifest rows are flushed every 64 rows or 1 s; a lost scheduler is watched by
+    :class:`_SchedulerWatch`, and a new one gets the samples in flight again.
+    """
 
-    if not todo:
-        return
-    queue = list(reversed(todo))  # pop() from the end gives ascending ids
+    def __init__(self, client: Client, run: _Run, make_spec: Callable[[int], Any]) -> None:
+        self.client = client
+        self.run_ = run
+        self.opts = run.opts
+        self.report = run.report
+        self.make_spec = make_spec
+        self.fn = self.opts.task or pl.simulate_sample
+        self.digest = dataset_digest(run.config)
+        self.queue: list[int] = []
+        self.futures: dict[Future, int] = {}
+        self.ac: Any = None
+        self.size = self._window_size()
+        self.last_refresh = time.monotonic()
+        self.pending_rows: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+        self.t_start = time.perf_counter()
 
-    def window_size() -> int:
-        return int(window) if window else max(2, 3 * _total_threads(client))
+    def _window_size(self) -> int:
+        if self.opts.window:
+            return int(self.opts.window)
+        return max(2, 3 * _total_threads(self.client))
 
-    size = window_size()
-    last_refresh = time.monotonic()
-    futures: dict[Future, int] = {}
-
-    def submit_one() -> Future:
-        sid = queue.pop()
-        fut = client.submit(
-            fn, make_spec(sid), key=task_key(digest, sid), retries=retries, pure=False
+    def _submit_one(self) -> Future:
+        sid = self.queue.pop()
+        fut = self.client.submit(
+            self.fn,
+            self.make_spec(sid),
+            key=task_key(self.digest, sid),
+            retries=self.opts.retries,
+            pure=False,
         )
-        futures[fut] = sid
+        self.futures[fut] = sid
         return fut
 
-    ac = as_completed(loop=client.loop)
-    for _ in range(min(size, len(queue))):
-        ac.add(submit_one())
-
-    bar = _ProgressBar(console, n_total, report.n_skipped, enabled=progress)
-    pending_rows: list[dict[str, Any]] = []
-    last_flush = time.monotonic()
-    t_start = time.perf_counter()
-    watch = _SchedulerWatch(
-        client, scheduler_timeout, warn=lambda m: bar.log(f"[yellow]warning[/]: {m}")
-    )
-
-    def refill() -> bool:
+    def refill(self) -> bool:
         """Submit up to the window while connected; False when nothing is left to submit."""
-        if client.status == "running":
-            while queue and len(futures) < size:
-                ac.add(submit_one())
-        return bool(queue)
+        if self.client.status == "running":
+            while self.queue and len(self.futures) < self.size:
+                self.ac.add(self._submit_one())
+        return bool(self.queue)
 
-    def requeue() -> None:
+    def requeue(self) -> None:
         """A restarted scheduler does not know our futures: submit their samples again."""
-        bar.log(
-            f"[yellow]new scheduler[/]: submitting the {len(futures)} sample(s) in flight again"
+        self.opts.emit(
+            "rescheduled",
+            self.report,
+            message=f"submitting the {len(self.futures)} sample(s) in flight again",
         )
-        for fut, sid in futures.items():
+        for fut, sid in self.futures.items():
             fut.release()
-            queue.append(sid)
-        futures.clear()
-        ac.clear()
-        queue.sort(reverse=True)
+            self.queue.append(sid)
+        self.futures.clear()
+        self.ac.clear()
+        self.queue.sort(reverse=True)
 
-    try:
-        with bar:
-            for fut in _completed(ac, watch, refill, requeue):
-                sid = futures.pop(fut)
-                if fut.status == "cancelled" and client.status != "running":
-                    # cut off from the scheduler: not a failure of the sample; --resume redoes it
-                    fut.release()
-                    queue.append(sid)
+    def run(self, todo: list[int]) -> None:
+        """Compute the samples ``todo`` (ascending ids first)."""
+        if not todo:
+            return
+        self.queue = list(reversed(todo))  # pop() from the end gives ascending ids
+        self.ac = as_completed(loop=self.client.loop)
+        for _ in range(min(self.size, len(self.queue))):
+            self.ac.add(self._submit_one())
+        self.opts.emit("started", self.report)
+        self.t_start = time.perf_counter()
+        watch = _SchedulerWatch(
+            self.client,
+            self.opts.scheduler_timeout,
+            warn=lambda m: self.opts.emit("warning", self.report, message=m),
+        )
+        try:
+            for fut in _completed(self.ac, watch, self.refill, self.requeue):
+                if not self._collect(fut):
                     continue
-                if fut.status == "finished":
-                    try:
-                        summary = dict(fut.result())
-                    except Exception as err:  # pragma: no cover - finished futures return
-                        summary = {"sample_id": sid, "status": "failed", "error": _error_text(err)}
-                else:
-                    err = None
-                    with contextlib.suppress(Exception):
-                        err = fut.exception(timeout=5)
-                    summary = {"sample_id": sid, "status": "failed", "error": _error_text(err)}
-                fut.release()
-                summary.setdefault("sample_id", sid)
-                summary.setdefault("status", "ok")
-                if summary["status"] == "ok":
-                    report.n_done += 1
-                    report.summaries.append(summary)
-                else:
-                    report.n_failed += 1
-                    report.failures.append(summary)
-                    bar.log(f"[red]sample {sid} failed[/]: {summary['error']}")
-                pending_rows.append(summary)
-                now = time.monotonic()
-                if len(pending_rows) >= 64 or now - last_flush > 1.0 or not futures:
-                    st.write_manifest(store, pending_rows)
-                    pending_rows = []
-                    last_flush = now
-                bar.update(report, time.perf_counter() - t_start)
-                if now - last_refresh > 2.0 and not window and client.status == "running":
-                    size = window_size()
-                    last_refresh = now
-                refill()
-    except KeyboardInterrupt:
-        if futures:
-            with contextlib.suppress(Exception):
-                client.cancel(list(futures), force=True)
-        raise
-    finally:
-        st.write_manifest(store, pending_rows)
+                self._flush_manifest()
+                self._refresh_window()
+                self.refill()
+        except KeyboardInterrupt:
+            if self.futures:
+                with contextlib.suppress(Exception):
+                    self.client.cancel(list(self.futures), force=True)
+            raise
+        finally:
+            st.write_manifest(self.run_.store, self.pending_rows)
+            self.pending_rows = []
+
+    def _collect(self, fut: Future) -> bool:
+        """Count one completed future in the report; False when cut off (its sample goes back)."""
+        sid = self.futures.pop(fut)
+        if fut.status == "cancelled" and self.client.status != "running":
+            # cut off from the scheduler: not a failure of the sample; --resume redoes it
+            fut.release()
+            self.queue.append(sid)
+            return False
+        summary = _summary_of(fut, sid)
+        fut.release()
+        elapsed = time.perf_counter() - self.t_start
+        if summary["status"] == "ok":
+            self.report.n_done += 1
+            self.report.summaries.append(summary)
+            self.opts.emit("done", self.report, sample_id=sid, elapsed_s=elapsed)
+        else:
+            self.report.n_failed += 1
+            self.report.failures.append(summary)
+            self.opts.emit(
+                "failed", self.report, sample_id=sid, message=summary["error"], elapsed_s=elapsed
+            )
+        self.pending_rows.append(summary)
+        return True
+
+    def _flush_manifest(self) -> None:
+        now = time.monotonic()
+        if len(self.pending_rows) >= 64 or now - self.last_flush > 1.0 or not self.futures:
+            st.write_manifest(self.run_.store, self.pending_rows)
+            self.pending_rows = []
+            self.last_flush = now
+
+    def _refresh_window(self) -> None:
+        now = time.monotonic()
+        stale = now - self.last_refresh > 2.0
+        if stale and not self.opts.window and self.client.status == "running":
+            self.size = self._window_size()
+            self.last_refresh = now
+
+
+def _summary_of(fut: Future, sid: int) -> dict[str, Any]:
+    """The summary a finished task returned, or a failure row naming its error."""
+    if fut.status == "finished":
+        try:
+            summary = dict(fut.result())
+        except Exception as err:  # pragma: no cover - finished futures return
+            summary = {"sample_id": sid, "status": "failed", "error": _error_text(err)}
+    else:
+        err = None
+        with contextlib.suppress(Exception):
+            err = fut.exception(timeout=5)
+        summary = {"sample_id": sid, "status": "failed", "error": _error_text(err)}
+    summary.setdefault("sample_id", sid)
+    summary.setdefault("status", "ok")
+    return summary
 
 
 class _SchedulerWatch:
@@ -755,107 +626,3 @@ def _completed(
         if watch.check():  # raises once the scheduler has been gone too long
             requeue()
         time.sleep(poll)
-
-
-class _ProgressBar:
-    """A rich progress bar: done, failed, skipped, samples per hour, ETA."""
-
-    def __init__(self, console: Console, total: int, skipped: int, enabled: bool) -> None:
-        self.console = console
-        self.enabled = enabled
-        self.total = total
-        self.skipped = skipped
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _ProgressBar:
-        if not self.enabled:
-            return self
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("[bold]generate"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(
-                "[green]{task.fields[done]} done[/] [red]{task.fields[failed]} failed[/] "
-                "[dim]{task.fields[skipped]} skipped[/]"
-            ),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("ETA {task.fields[eta]}"),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self._progress.__enter__()
-        self._task = self._progress.add_task(
-            "generate",
-            total=self.total,
-            completed=self.skipped,
-            done=0,
-            failed=0,
-            skipped=self.skipped,
-            rate="-",
-            eta="-",
-        )
-        return self
-
-    def update(self, report: RunReport, elapsed: float) -> None:
-        if self._progress is None:
-            return
-        finished = report.n_done + report.n_failed
-        rate = report.n_done / elapsed if elapsed > 0 else 0.0
-        remaining = self.total - self.skipped - finished
-        eta = _fmt_duration(remaining / (finished / elapsed)) if finished and elapsed else "-"
-        self._progress.update(
-            self._task,
-            completed=self.skipped + finished,
-            done=report.n_done,
-            failed=report.n_failed,
-            rate=f"{rate * 3600:.0f} samples/h",
-            eta=eta,
-        )
-
-    def log(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text)
-        else:
-            self.console.print(text)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-
-def _print_summary(console: Console, report: RunReport) -> None:
-    from rich.table import Table
-
-    table = Table(title="faket-dask generate: summary", title_justify="left", show_header=False)
-    table.add_column("", style="bold")
-    table.add_column("")
-    table.add_row("store", report.store)
-    table.add_row("samples", str(report.n_samples))
-    table.add_row("computed", str(report.n_done))
-    table.add_row("skipped (already complete)", str(report.n_skipped))
-    table.add_row("failed", f"[red]{report.n_failed}[/]" if report.n_failed else "0")
-    table.add_row("wall time", _fmt_duration(report.elapsed_s))
-    if report.n_done:
-        table.add_row("throughput", f"{report.samples_per_hour:.0f} samples/h")
-        totals = [s.get("timings", {}).get("total") for s in report.summaries]
-        totals = [t for t in totals if isinstance(t, int | float)]
-        if totals:
-            table.add_row("task time per sample", f"{sum(totals) / len(totals):.2f} s (mean)")
-        devices = sorted({str(s.get("device")) for s in report.summaries if s.get("device")})
-        if devices:
-            table.add_row("device", ", ".join(devices))
-    console.print(table)
-    for f in report.failures[:10]:
-        console.print(f"[red]failed[/] sample {f['sample_id']}: {f.get('error')}")
-    if len(report.failures) > 10:
-        console.print(f"... and {len(report.failures) - 10} more failures (see manifest.jsonl)")

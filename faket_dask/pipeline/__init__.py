@@ -14,6 +14,7 @@ from faket_dask.pipeline.worker_cache import (
     gram_cache,
     model_loads,
     resolve_device,
+    torch_device,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "resolve_device",
     "resolve_inputs",
     "simulate_sample",
+    "torch_device",
 ]

@@ -7,22 +7,31 @@ Resolved once by the client (:func:`resolve_inputs`) and materialised into the s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import zarr
 
-from faket_dask.config import union_angles
+from faket_dask.config import SimulationConfig, union_angles
 from faket_dask.demo import DEMO_REFERENCE_SEED, DEMO_SNR
 from faket_dask.errors import InputError
+from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
+from faket_dask.stages.noise import NoiseModel, fit_noise_model_from_reference
+from faket_dask.stages.reference import demo_reference
+from faket_dask.stages.style.weights import resolve_weights
 
-if TYPE_CHECKING:
 
+class WeightsFallbackWarning(UserWarning):
+    """ImageNet weights were asked for, are not available, and random weights stand in.
 
-    from faket_dask.config import SimulationConfig
+    Loud on purpose: the styled tilts are then FakET's FAKET_RANDOM ablation, not FakET.
+    """
 
 
 @dataclass(frozen=True)
@@ -82,20 +91,19 @@ def _noise_specs(config: SimulationConfig) -> list[str]:
     return [s or "demo" for s in specs]
 
 
-def _resolve_weights(config: SimulationConfig, echo: Callable[[str], Any]) -> tuple[str, dict]:
-    from faket_dask.stages.style.weights import resolve_weights
-
+def _resolve_weights(config: SimulationConfig) -> tuple[str, dict]:
     spec = config.style.weights
     try:
         info = resolve_weights(spec, seed=config.seed, timeout=5.0)
     except InputError as err:
         if config.style.weights_fallback != "random" or spec.strip().lower() != "imagenet":
             raise
-        echo(
-            "[bold red]WARNING: ImageNet VGG-19 weights are not available "
-            f"({err}).[/]\n[bold red]Falling back to RANDOM weights: the styled tilts are "
-            "FakET's FAKET_RANDOM ablation, not FakET. This is recorded in the store.[/]"
+        message = (
+            f"WARNING: ImageNet VGG-19 weights are not available ({err}).\nFalling back to "
+            "RANDOM weights: the styled tilts are FakET's FAKET_RANDOM ablation, not FakET. "
+            "This is recorded in the store."
         )
+        warnings.warn(WeightsFallbackWarning(message), stacklevel=3)
         info = resolve_weights("random", seed=config.seed)
         record = {**info.to_attrs(), "requested": spec, "fallback": str(err)}
         return "random", record
@@ -110,19 +118,17 @@ def _resolve_weights(config: SimulationConfig, echo: Callable[[str], Any]) -> tu
 def resolve_inputs(
     config: SimulationConfig,
     store: str | os.PathLike[str],
-    *,
-    echo: Callable[[str], Any] = print,
 ) -> SharedInputs:
     """Check and resolve the shared inputs on the client, before the store exists.
 
     Weights are resolved (downloaded when allowed; an ImageNet fallback to random weights is
-    loud and recorded); style references and noise models must exist. The demo inputs are
-    made later by :func:`materialize_inputs`, inside the store.
+    a :class:`WeightsFallbackWarning` and recorded); style references and noise models must
+    exist. The demo inputs are made later by :func:`materialize_inputs`, inside the store.
     """
     weights_spec: str | None = None
     weights: dict[str, Any] = {}
     if config.style.enabled:
-        weights_spec, weights = _resolve_weights(config, echo)
+        weights_spec, weights = _resolve_weights(config)
     refs: list[dict[str, Any]] = []
     if config.style.enabled:
         for spec in _style_specs(config):
@@ -138,8 +144,6 @@ def resolve_inputs(
         if spec == "demo":
             models.append({"spec": "demo"})
             continue
-        from faket_dask.stages.noise import NoiseModel
-
         p = Path(spec).expanduser().resolve()
         NoiseModel.load(p)  # validates; raises InputError naming the problem
         models.append({"spec": spec, "source": str(p)})
@@ -161,77 +165,12 @@ def materialize_inputs(
     may use) and noise models (copied, or the demo model fitted on the demo reference at
     :data:`DEMO_SNR`) land in the store, so that workers need nothing but the store.
     """
-    import json
-
-    import zarr
-
-    from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
-    from faket_dask.stages.noise import NoiseModel, fit_noise_model_from_reference
-
     root = Path(store).resolve()
-    demo: TiltSeries | None = None
-
-    def demo_ref() -> TiltSeries:
-        nonlocal demo
-        if demo is None:
-            from faket_dask.stages.reference import demo_reference
-
-            angles = union_angles(config)
-            demo = demo_reference(
-                tuple(config.tilts.shape),
-                angles,
-                config.tilts.pixel_spacing,
-                DEMO_REFERENCE_SEED,
-            )
-        return demo
-
-    refs: list[dict[str, Any]] = []
-    for ref in inputs.style_references:
-        if ref.get("spec") == "demo":
-            series = demo_ref()
-            path = root / "inputs" / "demo_reference"
-            if not (path / "zarr.json").exists():
-                write_tilt_series(path, series, var="tilts")
-            data = np.ascontiguousarray(series.data, dtype=np.float32)
-        else:
-            series = read_tilt_series(ref["path"])
-            path = Path(ref["path"])
-            data = np.ascontiguousarray(series.data, dtype=np.float32)
-        refs.append(
-            {
-                **ref,
-                "path": str(path),
-                "shape": list(data.shape),
-                "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
-                "angles_known": series.angles_deg is not None,
-                "pixel_spacing": series.pixel_spacing,
-            }
-        )
-    models: list[dict[str, Any]] = []
-    for i, m in enumerate(inputs.noise_models):
-        if m.get("spec") == "demo":
-            series = demo_ref()
-            model = fit_noise_model_from_reference(
-                series.data,
-                series.angles_deg,
-                DEMO_SNR,
-                provenance={"source": "faket-dask built-in demo reference"},
-            )
-        else:
-            model = NoiseModel.load(m["source"])
-        # a zarr group whose attrs hold the model: the store stays a clean zarr hierarchy
-        text = model.model_dump_json()
-        name = f"inputs/noise_model_{i:02d}"
-        zarr.open_group(
-            str(root),
-            path=name,
-            mode="w",
-            zarr_format=3,
-            attributes={"noise_model": json.loads(text)},
-        )
-        models.append(
-            {**m, "path": str(root / name), "sha256": hashlib.sha256(text.encode()).hexdigest()}
-        )
+    demo = _DemoReference(config)
+    refs = [_materialize_reference(ref, root, demo) for ref in inputs.style_references]
+    models = [
+        _materialize_noise_model(i, m, root, demo) for i, m in enumerate(inputs.noise_models)
+    ]
     return SharedInputs(
         weights_spec=inputs.weights_spec,
         weights_seed=inputs.weights_seed,
@@ -239,3 +178,73 @@ def materialize_inputs(
         style_references=tuple(refs),
         noise_models=tuple(models),
     )
+
+
+class _DemoReference:
+    """The built-in demo reference over every angle a sample may use, made on first use."""
+
+    def __init__(self, config: SimulationConfig) -> None:
+        self.config = config
+        self._series: TiltSeries | None = None
+
+    def get(self) -> TiltSeries:
+        """The demo reference `(T, H, W)` (made once)."""
+        if self._series is None:
+            config = self.config
+            self._series = demo_reference(
+                tuple(config.tilts.shape),
+                union_angles(config),
+                config.tilts.pixel_spacing,
+                DEMO_REFERENCE_SEED,
+            )
+        return self._series
+
+
+def _materialize_reference(
+    ref: Mapping[str, Any], root: Path, demo: _DemoReference
+) -> dict[str, Any]:
+    """A style reference's record: the demo one written into the store; shape and SHA-256."""
+    if ref.get("spec") == "demo":
+        series = demo.get()
+        path = root / "inputs" / "demo_reference"
+        if not (path / "zarr.json").exists():
+            write_tilt_series(path, series, var="tilts")
+    else:
+        series = read_tilt_series(ref["path"])
+        path = Path(ref["path"])
+    data = np.ascontiguousarray(series.data, dtype=np.float32)
+    return {
+        **ref,
+        "path": str(path),
+        "shape": list(data.shape),
+        "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+        "angles_known": series.angles_deg is not None,
+        "pixel_spacing": series.pixel_spacing,
+    }
+
+
+def _materialize_noise_model(
+    i: int, m: Mapping[str, Any], root: Path, demo: _DemoReference
+) -> dict[str, Any]:
+    """Noise model ``i`` into ``inputs/noise_model_{i:02d}`` (the demo one fitted first)."""
+    if m.get("spec") == "demo":
+        series = demo.get()
+        model = fit_noise_model_from_reference(
+            series.data,
+            series.angles_deg,
+            DEMO_SNR,
+            provenance={"source": "faket-dask built-in demo reference"},
+        )
+    else:
+        model = NoiseModel.load(m["source"])
+    # a zarr group whose attrs hold the model: the store stays a clean zarr hierarchy
+    text = model.model_dump_json()
+    name = f"inputs/noise_model_{i:02d}"
+    zarr.open_group(
+        str(root),
+        path=name,
+        mode="w",
+        zarr_format=3,
+        attributes={"noise_model": json.loads(text)},
+    )
+    return {**m, "path": str(root / name), "sha256": hashlib.sha256(text.encode()).hexdigest()}

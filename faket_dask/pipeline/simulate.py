@@ -27,19 +27,28 @@ each sample).
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import hashlib
+import json
 import math
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import starfile
+import torch
+from scipy import ndimage
 
+from faket_dask.config import SimulationConfig, apply_mix
 from faket_dask.errors import InputError
+from faket_dask.io import store as st
 from faket_dask.pipeline.draw import SampleSpec, _apply_fault, draw
+from faket_dask.pipeline.overlap import Background, device_lock, read_ahead
 from faket_dask.pipeline.worker_cache import (
     _load_noise_model,
     _load_reference,
@@ -48,24 +57,19 @@ from faket_dask.pipeline.worker_cache import (
     gram_cache,
     resolve_device,
 )
+from faket_dask.stages.noise import STATS, Curves, NoiseModel, apply_noise
+from faket_dask.stages.particles import star_blocks
+from faket_dask.stages.projection import project_slab
+from faket_dask.stages.reconstruction import bin_volume_labels, reconstruct
+from faket_dask.stages.sample import SampleSpec as BuildSpec
+from faket_dask.stages.sample import build_layout, default_slab_size, iter_slabs
+from faket_dask.stages.style import style_transfer
 
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
-    import torch
-
-    from faket_dask.pipeline.overlap import Background
-    from faket_dask.stages.noise import NoiseModel
-
-
-
-
+NOISE_MODALITIES = ("noisy", "content", "baseline")
 
 
 def _with_snr(model: NoiseModel, snr: float) -> NoiseModel:
     """The model with r and sigma replaced by an SNR's (mean and std curves kept)."""
-    from faket_dask.stages.noise import STATS, Curves
-
     r = float(np.sqrt(snr / (1.0 + snr)))
     s = float(np.sqrt(1.0 / (1.0 + snr)))
     n = model.n_tilts
@@ -92,11 +96,10 @@ def _with_snr(model: NoiseModel, snr: float) -> NoiseModel:
     )
 
 
-def _misalign(tilts: torch.Tensor, axis_deg: float, shifts: Sequence[Sequence[float]] | None):
-    """Rotate each tilt about its centre by ``axis_deg`` and shift it by ``shifts[t]`` (y, x)."""
-    import torch
-    from scipy import ndimage
-
+def _misalign(
+    tilts: torch.Tensor, axis_deg: float, shifts: Sequence[Sequence[float]] | None
+) -> torch.Tensor:
+    """Rotate each tilt `(T, H, W)` about its centre by ``axis_deg``, shift it by ``shifts[t]``."""
     if not axis_deg and shifts is None:
         return tilts
     arr = tilts.detach().cpu().numpy()
@@ -144,7 +147,7 @@ class _Timer:
         self.times: dict[str, float] = {}
 
     @contextlib.contextmanager
-    def __call__(self, name: str):  # type: ignore[no-untyped-def]
+    def __call__(self, name: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
@@ -160,9 +163,6 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
     complete sample is not recomputed (its stored summary is returned), an incomplete one is
     deleted and written again.
     """
-    from faket_dask.io import store as st
-    from faket_dask.pipeline.overlap import Background, device_lock
-
     t_start = time.perf_counter()
     _apply_fault(spec, "start")
     existing = st.read_sample_attrs(spec.store, spec.sample_id)
@@ -170,14 +170,8 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
         summary = dict(existing["summary"])
         summary["reused"] = True
         return summary
-
-    cfg = spec.config
-    timer = _Timer()
     drew = draw(spec)
-    angles = np.asarray(drew["angles"], dtype=np.float64)
-    device = resolve_device(cfg.style.device)
-    modalities = list(cfg.output.modalities)
-
+    device = resolve_device(spec.config.style.device)
     group = st.prepare_sample(
         spec.store,
         spec.sample_id,
@@ -186,76 +180,17 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
     # Writes run on a writer thread while the device works on the next stage: the volume's
     # checksum read-back and the noiseless tilts during the noise, those during the style
     # transfer, and so on. Each array is written by the same calls as without overlap.
-    with Background(max_pending=len(modalities) + 3) as bg:
-        with timer("build+project"):
-            built = _build_and_project(spec, group, angles, device, drew["particle_mix"], bg)
-        lock = device_lock(device)
-        with lock, timer("misalign"):
-            noiseless = _misalign(built.noiseless, drew["tilt_axis_deg"], drew["shifts_px"])
-
-        need_noise = [m for m in ("noisy", "content", "baseline") if m in modalities]
-        if "styled" in modalities:
-            need_noise = [
-                m
-                for m in ("noisy", "content", "baseline")
-                if m in need_noise or m in ("noisy", "content")
-            ]
-        stacks: dict[str, Any] = {"noiseless": noiseless}
-        saved: dict[str, Future[dict[str, float]]] = {}  # modality -> its statistics
-        tilts = _tilts_writer(spec, group, drew, modalities, tuple(noiseless.shape), angles)
-
-        def save(names: Sequence[str]) -> None:
-            for m in names:
-                if m in modalities and m not in saved:
-                    arr = np.ascontiguousarray(stacks[m].detach().cpu().numpy(), dtype=np.float32)
-                    saved[m] = bg.submit(_save_stack, tilts, m, arr)
-
-        save(["noiseless"])
-        if need_noise:
-            with lock, timer("noise"):
-                from faket_dask.stages.noise import apply_noise
-
-                model = _load_noise_model(spec.inputs.noise_models[drew["noise_model"]]["path"])
-                if drew["snr"] is not None:
-                    model = _with_snr(model, drew["snr"])
-                stacks.update(
-                    apply_noise(
-                        noiseless,
-                        model,
-                        angles,
-                        spec.seed,
-                        spec.sample_id,
-                        rng=cfg.noise.rng,
-                        modalities=need_noise,
-                        content_factor=cfg.noise.content_factor,
-                    )
-                )
-            save(need_noise)
-        if "styled" in modalities:
-            with lock, timer("style"):
-                stacks["styled"] = _style(spec, drew, angles, stacks, device)
-            save(["styled"])
-
-        tomogram = None
-        if cfg.reconstruction.enabled:
-            with lock, timer("reconstruct"):
-                tomogram = _reconstruct(cfg, angles, stacks, modalities, device)
-
+    with Background(max_pending=len(spec.config.output.modalities) + 3) as bg:
+        run = _SampleRun(spec, drew, device, group, bg)
+        built = run.build_and_project()
+        run.add_noise()
+        run.add_style()
+        tomogram = run.reconstruct()
         _apply_fault(spec, "write")
-        with timer("write"):
-            checksums = dict(built.checksums)
-            for pending in built.pending:
-                checksums.update(pending.result())
-            tomo_sums: Future[dict[str, str]] | None = None
-            if tomogram is not None:
-                tomo_sums = bg.submit(_write_tomogram, spec, group, tomogram, built)
-            bg.wait()
-            checksums.update({f"tilts/{k}": v for k, v in tilts.checksums().items()})
-            if tomo_sums is not None:
-                checksums.update(tomo_sums.result())
-    timer.times["writer_busy"] = round(bg.busy_s, 4)
-    stats = {m: saved[m].result() for m in modalities}
-    timer.times["total"] = round(time.perf_counter() - t_start, 4)
+        checksums = run.finish_writes(built, tomogram)
+    run.timer.times["writer_busy"] = round(bg.busy_s, 4)
+    stats = {m: run.saved[m].result() for m in run.modalities}
+    run.timer.times["total"] = round(time.perf_counter() - t_start, 4)
     summary = {
         "sample_id": int(spec.sample_id),
         "status": "ok",
@@ -265,7 +200,7 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
         "n_particles": built.n_particles,
         "checksums": checksums,
         "stats": stats,
-        "timings": dict(timer.times),
+        "timings": dict(run.timer.times),
         "device": device,
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "run_id": spec.run_id,
@@ -275,9 +210,114 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
     return summary
 
 
-def _now() -> str:
-    import datetime as _dt
+class _SampleRun:
+    """One sample's stages in order on ``device``; its writes go to the writer thread ``bg``.
 
+    ``stacks`` holds the `(T, H, W)` tensors by modality; ``saved`` the statistics of each
+    stack written (futures of the writer thread).
+    """
+
+    def __init__(
+        self, spec: SampleSpec, drew: dict[str, Any], device: str, group: Any, bg: Background
+    ) -> None:
+        self.spec = spec
+        self.cfg: SimulationConfig = spec.config
+        self.drew = drew
+        self.angles = np.asarray(drew["angles"], dtype=np.float64)
+        self.device = device
+        self.modalities = list(self.cfg.output.modalities)
+        self.group = group
+        self.bg = bg
+        self.lock = device_lock(device)
+        self.timer = _Timer()
+        self.stacks: dict[str, torch.Tensor] = {}
+        self.saved: dict[str, Future[dict[str, float]]] = {}  # modality -> its statistics
+        self.tilts: Any = None
+
+    def save(self, names: Sequence[str]) -> None:
+        """Hand the stacks ``names`` (those the config stores) to the writer thread."""
+        for m in names:
+            if m in self.modalities and m not in self.saved:
+                arr = np.ascontiguousarray(self.stacks[m].detach().cpu().numpy(), dtype=np.float32)
+                self.saved[m] = self.bg.submit(_save_stack, self.tilts, m, arr)
+
+    def build_and_project(self) -> _Built:
+        """The volume and labels (written), the noiseless tilts (misaligned as drawn)."""
+        with self.timer("build+project"):
+            built = _build_and_project(
+                self.spec, self.group, self.angles, self.device, self.drew["particle_mix"], self.bg
+            )
+        with self.lock, self.timer("misalign"):
+            noiseless = _misalign(
+                built.noiseless, self.drew["tilt_axis_deg"], self.drew["shifts_px"]
+            )
+        self.stacks["noiseless"] = noiseless
+        self.tilts = _tilts_writer(
+            self.spec, self.group, self.drew, self.modalities, tuple(noiseless.shape), self.angles
+        )
+        self.save(["noiseless"])
+        return built
+
+    def add_noise(self) -> None:
+        """NOISY, CONTENT and BASELINE as stored or as the style transfer needs them."""
+        styled = "styled" in self.modalities
+        need = [m for m in NOISE_MODALITIES if m in self.modalities]
+        if styled:
+            need = [m for m in NOISE_MODALITIES if m in need or m in ("noisy", "content")]
+        if not need:
+            return
+        spec, drew = self.spec, self.drew
+        with self.lock, self.timer("noise"):
+            model = _load_noise_model(spec.inputs.noise_models[drew["noise_model"]]["path"])
+            if drew["snr"] is not None:
+                model = _with_snr(model, drew["snr"])
+            self.stacks.update(
+                apply_noise(
+                    self.stacks["noiseless"],
+                    model,
+                    self.angles,
+                    spec.seed,
+                    spec.sample_id,
+                    rng=self.cfg.noise.rng,
+                    modalities=need,
+                    content_factor=self.cfg.noise.content_factor,
+                )
+            )
+        self.save(need)
+
+    def add_style(self) -> None:
+        """FAKET, when the config stores it."""
+        if "styled" in self.modalities:
+            with self.lock, self.timer("style"):
+                self.stacks["styled"] = _style(
+                    self.spec, self.drew, self.angles, self.stacks, self.device
+                )
+            self.save(["styled"])
+
+    def reconstruct(self) -> dict[str, Any] | None:
+        """The tomogram, when the config asks for one."""
+        if not self.cfg.reconstruction.enabled:
+            return None
+        with self.lock, self.timer("reconstruct"):
+            return _reconstruct(self.cfg, self.angles, self.stacks, self.modalities, self.device)
+
+    def finish_writes(self, built: _Built, tomogram: dict[str, Any] | None) -> dict[str, str]:
+        """Write the tomogram, wait for every write; the checksums of all arrays."""
+        with self.timer("write"):
+            checksums = dict(built.checksums)
+            for pending in built.pending:
+                checksums.update(pending.result())
+            tomo_sums: Future[dict[str, str]] | None = None
+            if tomogram is not None:
+                tomo_sums = self.bg.submit(_write_tomogram, self.spec, self.group, tomogram, built)
+            self.bg.wait()
+            checksums.update({f"tilts/{k}": v for k, v in self.tilts.checksums().items()})
+            if tomo_sums is not None:
+                checksums.update(tomo_sums.result())
+        return checksums
+
+
+def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
@@ -292,10 +332,8 @@ class _Built:
     layout_info: dict[str, Any]
 
 
-def _slab_rows(ny: int, nz: int, nx: int, cfg: Any) -> int:
+def _slab_rows(ny: int, nz: int, nx: int, cfg: SimulationConfig) -> int:
     """Y rows per slab: the config's, else about 256 MiB, a multiple of 128 (and of the bin)."""
-    from faket_dask.stages.sample import default_slab_size
-
     rows = cfg.sample.slab_size or default_slab_size((nz, ny, nx))
     if rows >= ny:
         return ny
@@ -319,17 +357,6 @@ def _build_and_project(
     volume's checksums (a read-back of what was stored) are left to ``later``, the sample's
     writer thread.
     """
-    import torch
-
-    from faket_dask.config import apply_mix
-    from faket_dask.io import store as st
-    from faket_dask.pipeline.overlap import Background, device_lock, read_ahead
-    from faket_dask.stages.particles import star_blocks
-    from faket_dask.stages.projection import project_slab
-    from faket_dask.stages.reconstruction import bin_volume_labels
-    from faket_dask.stages.sample import SampleSpec as BuildSpec
-    from faket_dask.stages.sample import build_layout, iter_slabs
-
     cfg = spec.config
     if mix is not None:
         cfg = cfg.model_copy(update={"sample": apply_mix(cfg.sample, cfg.sample.mixes[mix])})
@@ -338,59 +365,79 @@ def _build_and_project(
     )
     nz, ny, nx = layout.shape
     w = int(cfg.tilts.shape[1])
-    ps = float(layout.pixel_spacing)
     rows = _slab_rows(ny, nz, nx, cfg)
     noiseless = torch.empty((angles.size, ny, w), dtype=torch.float32, device=device)
-    save = cfg.output.save_volume or cfg.output.save_density
-    dtypes: dict[str, Any] = {}
-    if cfg.output.save_volume:
-        dtypes |= {"class_mask": layout.class_dtype, "instance_mask": np.uint32}
-    if cfg.output.save_density:
-        dtypes["density"] = np.float32
-    writer = None
-    if save:
-        writer = st.GridWriter(
-            group,
-            "volume",
-            (nz, ny, nx),
-            dtypes,
-            ps,
-            rows=rows,
-            attrs={"classes": {str(k): v for k, v in layout.classes.items()}},
-        )
-    b = int(cfg.reconstruction.bin) if cfg.reconstruction.enabled else 0
-    binned: dict[str, list[np.ndarray]] = {"class_mask": [], "instance_mask": []}
-
-    def store_slab(y0: int, slabs: dict[str, np.ndarray]) -> None:
-        if writer is not None:
-            writer.write(y0, {k: slabs[k] for k in dtypes})
-        if b:
-            usable = (slabs["class_mask"].shape[1] // b) * b
-            if usable:
-                for key in binned:
-                    binned[key].append(bin_volume_labels(slabs[key][:, :usable], b))
-
+    sink = _SlabSink(group, layout, cfg, rows)
     # The next slab renders (CPU) while this one projects (device); slabs are written and
     # binned on a writer thread, in order. Same calls per slab, so the same bytes.
     with Background(max_pending=2) as bg:
         for y0, y1, dens, cls, inst in read_ahead(iter_slabs(layout, rows, device)):
             with device_lock(device):
                 noiseless[:, y0:y1] = project_slab(dens, angles, w, check_finite=False)
-            if writer is None and not b:
-                continue
-            slabs = {"class_mask": cls, "instance_mask": inst}
-            if "density" in dtypes:
-                slabs["density"] = dens.detach().cpu().numpy() if hasattr(dens, "detach") else dens
-            bg.submit(store_slab, y0, slabs)
-    checksums: dict[str, str] = {}
-    pending = []
-    if writer is not None:
-        pending.append(later.submit(_volume_checksums, writer))
+            if sink.wants_slabs:
+                bg.submit(sink.store_slab, y0, sink.slabs(dens, cls, inst))
+    pending = [later.submit(_volume_checksums, sink.writer)] if sink.writer is not None else []
     table = layout.particles
-    star = None
-    try:
-        import starfile
+    checksums = _write_particles(spec, group, layout)
+    masks = {k: np.concatenate(v, axis=1) for k, v in sink.binned.items() if v}
+    n_particles = int((table["kind"] == "particle").sum()) if "kind" in table else len(table)
+    info = _jsonable(layout.summary())
+    return _Built(noiseless, checksums, pending, masks, (nz, ny, nx), n_particles, info)
 
+
+class _SlabSink:
+    """Where the rendered slabs go: the ``volume`` group (masks, density) and binned masks."""
+
+    def __init__(self, group: Any, layout: Any, cfg: SimulationConfig, rows: int) -> None:
+        self.dtypes: dict[str, Any] = {}
+        if cfg.output.save_volume:
+            self.dtypes |= {"class_mask": layout.class_dtype, "instance_mask": np.uint32}
+        if cfg.output.save_density:
+            self.dtypes["density"] = np.float32
+        self.writer: Any = None
+        if cfg.output.save_volume or cfg.output.save_density:
+            self.writer = st.GridWriter(
+                group,
+                "volume",
+                tuple(layout.shape),
+                self.dtypes,
+                float(layout.pixel_spacing),
+                rows=rows,
+                attrs={"classes": {str(k): v for k, v in layout.classes.items()}},
+            )
+        self.bin = int(cfg.reconstruction.bin) if cfg.reconstruction.enabled else 0
+        self.binned: dict[str, list[np.ndarray]] = {"class_mask": [], "instance_mask": []}
+
+    @property
+    def wants_slabs(self) -> bool:
+        """Whether slabs are stored or binned at all."""
+        return self.writer is not None or bool(self.bin)
+
+    def slabs(self, dens: Any, cls: np.ndarray, inst: np.ndarray) -> dict[str, np.ndarray]:
+        """One slab's arrays `(Z, y, X)` as the writer takes them."""
+        slabs = {"class_mask": cls, "instance_mask": inst}
+        if "density" in self.dtypes:
+            slabs["density"] = dens.detach().cpu().numpy() if hasattr(dens, "detach") else dens
+        return slabs
+
+    def store_slab(self, y0: int, slabs: dict[str, np.ndarray]) -> None:
+        """Write one slab from row ``y0``; keep its labels binned for the tomogram's masks."""
+        if self.writer is not None:
+            self.writer.write(y0, {k: slabs[k] for k in self.dtypes})
+        b = self.bin
+        if b:
+            usable = (slabs["class_mask"].shape[1] // b) * b
+            if usable:
+                for key in self.binned:
+                    self.binned[key].append(bin_volume_labels(slabs[key][:, :usable], b))
+
+
+def _write_particles(spec: SampleSpec, group: Any, layout: Any) -> dict[str, str]:
+    """The particle table (columns and a STAR copy) into the sample; its checksums."""
+    nz, ny, nx = layout.shape
+    ps = float(layout.pixel_spacing)
+    table = layout.particles
+    try:
         blocks = star_blocks(
             table,
             "volume",
@@ -412,11 +459,7 @@ def _build_and_project(
             "classes": {str(k): v for k, v in layout.classes.items()},
         },
     )
-    checksums.update({f"particles/{k}": v for k, v in sums.items()})
-    masks = {k: np.concatenate(v, axis=1) for k, v in binned.items() if v}
-    info = layout.summary() if hasattr(layout, "summary") else {}
-    n_particles = int((table["kind"] == "particle").sum()) if "kind" in table else len(table)
-    return _Built(noiseless, checksums, pending, masks, (nz, ny, nx), n_particles, _jsonable(info))
+    return {f"particles/{k}": v for k, v in sums.items()}
 
 
 def _volume_checksums(writer: Any) -> dict[str, str]:
@@ -424,8 +467,6 @@ def _volume_checksums(writer: Any) -> dict[str, str]:
 
 
 def _jsonable(obj: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
@@ -435,11 +476,8 @@ def _style(
     angles: np.ndarray,
     stacks: Mapping[str, Any],
     device: str,
-) -> Any:
-    import torch
-
-    from faket_dask.stages.style import style_transfer
-
+) -> torch.Tensor:
+    """FAKET `(T, H, W)`: CONTENT styled towards the drawn reference's tilts, from NOISY."""
     cfg = spec.config
     ref_rec = spec.inputs.style_references[drew["style_reference"]]
     ref, ref_angles = _load_reference(ref_rec["path"])
@@ -468,14 +506,13 @@ def _recon_source(modalities: Sequence[str]) -> str:
 
 
 def _reconstruct(
-    cfg: Any,
+    cfg: SimulationConfig,
     angles: np.ndarray,
     stacks: Mapping[str, Any],
     modalities: Sequence[str],
     device: str,
 ) -> dict[str, Any]:
-    from faket_dask.stages.reconstruction import reconstruct
-
+    """The tomogram of the noisiest stored modality, with its source, bin and thickness."""
     rc = cfg.reconstruction
     source = _recon_source(modalities)
     b = int(rc.bin)
@@ -510,8 +547,7 @@ def _crop_z(mask: np.ndarray, thickness: int) -> np.ndarray:
 
 
 def _write_tomogram(spec: SampleSpec, group: Any, tomo: Mapping[str, Any], built: _Built) -> dict:
-    from faket_dask.io import store as st
-
+    """The tomogram and its Z-cropped binned masks into the sample; their checksums."""
     data = tomo["data"]
     arrays: dict[str, np.ndarray] = {"tomogram": data}
     for key, mask in built.binned_masks.items():
@@ -543,8 +579,6 @@ def _tilts_writer(
     angles: np.ndarray,
 ) -> Any:
     """The sample's ``tilts`` group with one array per modality, ready for whole stacks."""
-    from faket_dask.io import store as st
-
     cfg = spec.config
     extra: dict[str, np.ndarray] = {}
     if drew.get("shifts_px") is not None:
@@ -574,10 +608,3 @@ def _save_stack(writer: Any, name: str, data: np.ndarray) -> dict[str, float]:
     """Write one ``(T, H, W)`` stack and return its statistics (runs on the writer thread)."""
     writer.write_all(name, data)
     return _stats(data)
-
-
-def spec_dict(spec: SampleSpec) -> dict[str, Any]:
-    """A JSON-able view of a spec (for logs)."""
-    d = asdict(spec)
-    d["config"] = spec.config.to_dict()
-    return d

@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
-if TYPE_CHECKING:
+from faket_dask.errors import InputError
+from faket_dask.io import read_tilt_series
+from faket_dask.stages.noise import NoiseModel
+from faket_dask.stages.style import GramCache
+from faket_dask.stages.style.weights import load_vgg19
 
-
-    from faket_dask.stages.noise import NoiseModel
+DEVICES = ("auto", "cpu", "cuda")
 
 
 _LOCK = threading.Lock()
@@ -35,8 +40,6 @@ def get_style_model(weights: str, seed: int = 0, device: str = "auto") -> Any:
 
     Counts loads per (weights, seed, device) in :func:`model_loads`.
     """
-    from faket_dask.stages.style.weights import load_vgg19
-
     dev = resolve_device(device)
     key = f"{weights}|{seed}|{dev}"
     with _LOCK:
@@ -58,17 +61,14 @@ def gram_cache() -> Any:
     global _GRAM_CACHE
     with _LOCK:
         if _GRAM_CACHE is None:
-            from faket_dask.stages.style import GramCache
-
             _GRAM_CACHE = GramCache()
         return _GRAM_CACHE
 
 
 @functools.lru_cache(maxsize=4)
 def _load_reference(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    # dask: the one Dask import left in the pipeline, until io reads Zarr in-thread itself
     import dask
-
-    from faket_dask.io import read_tilt_series
 
     # Zarr inputs open as lazy xarray/dask arrays; inside a Dask worker, computing them would go
     # to the cluster (and let this worker start other samples meanwhile): read them in-thread.
@@ -83,10 +83,6 @@ def _load_reference(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 @functools.lru_cache(maxsize=16)
 def _load_noise_model(path: str) -> NoiseModel:
     """A noise model from a noise.json, or from the attrs of a store's ``inputs`` group."""
-    import json
-
-    from faket_dask.stages.noise import NoiseModel
-
     meta = Path(path) / "zarr.json"
     if meta.is_file():
         attrs = json.loads(meta.read_text()).get("attributes", {})
@@ -97,10 +93,17 @@ def _load_noise_model(path: str) -> NoiseModel:
 def resolve_device(device: str) -> str:
     """``auto`` is CUDA when this process (the worker) has it, else CPU."""
     if device == "auto":
-        import torch
-
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def torch_device(device: str) -> torch.device:
+    """The device a local verb runs on: the name checked, ``auto`` as :func:`resolve_device`."""
+    if device not in DEVICES:
+        raise InputError(f"--device {device!r} is not known; use cpu, cuda or auto")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda but no CUDA GPU is available; use --device cpu")
+    return torch.device(resolve_device(device))
 
 
 @contextlib.contextmanager
@@ -110,8 +113,6 @@ def deterministic_mode(enabled: bool, device: str) -> Iterator[None]:
     CPU kernels are deterministic per thread count already; on CUDA this sets
     ``torch.use_deterministic_algorithms`` and cuBLAS's fixed workspace for the duration.
     """
-    import torch
-
     if not (enabled and device.startswith("cuda")):
         yield
         return

@@ -9,12 +9,12 @@ from _subprocess_cluster import free_port
 
 from faket_dask.dist.cluster import (
     ClusterSource,
-    WorkerSetup,
     connect,
     detect_gpus,
     load_profile,
     resolve_source,
 )
+from faket_dask.dist.plugins import WorkerSetup
 from faket_dask.errors import ClusterError, InputError
 
 pytestmark = pytest.mark.timeout(120)

@@ -45,8 +45,8 @@ from _subprocess_cluster import free_port, start_scheduler, start_worker, stop_a
 
 from faket_dask import pipeline as pl
 from faket_dask.config import save_config
+from faket_dask.dist.runner import GenerateOptions, dataset_digest, generate, task_key
 from faket_dask.io import store as st
-from faket_dask.dist.runner import dataset_digest, generate, task_key
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -74,7 +74,7 @@ def _torch_threads(n: int):
 
 def _serial_store(cfg, path: Path, ids) -> Path:
     """Samples computed in this process, one torch thread (like a worker): the reference."""
-    inputs = pl.resolve_inputs(cfg, path, echo=lambda *_: None)
+    inputs = pl.resolve_inputs(cfg, path)
     st.create_store(path, {"config": cfg.to_dict()})
     inputs = pl.materialize_inputs(inputs, cfg, path)
     with _torch_threads(1):
@@ -163,7 +163,7 @@ def test_worker_killed_mid_sample_run_completes_with_serial_bytes(
 
     def run() -> None:
         try:
-            result["report"] = generate(cfg, store, client=dask_client, progress=False)
+            result["report"] = generate(cfg, store, dask_client)
         except BaseException as err:  # pragma: no cover - reported below
             result["error"] = err
 
@@ -326,7 +326,7 @@ def test_client_killed_then_resume_cleans_strays_and_completes_whole_samples(
         path.write_text("torn")
     assert not st.is_complete(store, half)
 
-    report = generate(cfg, store, client=dask_client, resume=True, progress=False)
+    report = generate(cfg, store, dask_client, GenerateOptions(resume=True))
     assert report.ok and report.n_skipped == len(before)
     ran = {sid for sid in range(n) if st.read_sample_attrs(store, sid)["run_id"] == report.run_id}
     assert ran == set(todo)

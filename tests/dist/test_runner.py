@@ -18,9 +18,15 @@ from _subprocess_cluster import start_quiet, start_scheduler, start_worker, stop
 
 from faket_dask import pipeline as pl
 from faket_dask.config import save_config
+from faket_dask.dist.runner import (
+    GenerateOptions,
+    changed_keys,
+    dataset_digest,
+    generate,
+    task_key,
+)
 from faket_dask.errors import InputError
 from faket_dask.io import store as st
-from faket_dask.dist.runner import changed_keys, dataset_digest, generate, task_key
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,7 +65,7 @@ def two_runs(dask_cluster, tmp_path_factory):
     for name in ("a", "b"):
         with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
             with get_task_stream(client=client) as ts:
-                report = generate(cfg, tmp / f"{name}.zarr", client=client, progress=False)
+                report = generate(cfg, tmp / f"{name}.zarr", client)
             loads = client.run(pl.model_loads)
         out[name] = (report, tmp / f"{name}.zarr", ts.data, loads)
     out["config"] = cfg
@@ -143,7 +149,7 @@ def test_failures_are_reported_and_resume_redoes_only_them(dask_client, tmp_path
     )
     store = tmp_path / "f.zarr"
     monkeypatch.setenv("FAKET_DASK_FAULT", "fail:1,3")
-    report = generate(cfg, store, client=dask_client, retries=1, progress=False)
+    report = generate(cfg, store, dask_client, GenerateOptions(retries=1))
     assert not report.ok and report.n_failed == 2 and report.n_done == 3
     assert sorted(f["sample_id"] for f in report.failures) == [1, 3]
     assert all("injected failure" in f["error"] for f in report.failures)
@@ -151,7 +157,7 @@ def test_failures_are_reported_and_resume_redoes_only_them(dask_client, tmp_path
 
     assert store_info(store)["failed_ids"] == [1, 3]
     monkeypatch.delenv("FAKET_DASK_FAULT")
-    again = generate(cfg, store, client=dask_client, resume=True, progress=False)
+    again = generate(cfg, store, dask_client, GenerateOptions(resume=True))
     assert again.ok and again.n_skipped == 3
     assert sorted(s["sample_id"] for s in again.summaries) == [1, 3]
     assert st.completed_ids(store, range(5)) == set(range(5))
@@ -160,9 +166,9 @@ def test_failures_are_reported_and_resume_redoes_only_them(dask_client, tmp_path
 def test_existing_store_refused_changed_config_named_n_may_grow(dask_client, tmp_path):
     cfg = tiny_config(n_samples=2, style={"enabled": False}, output={"modalities": ["noisy"]})
     store = tmp_path / "e.zarr"
-    generate(cfg, store, client=dask_client, progress=False)
+    generate(cfg, store, dask_client)
     with pytest.raises(InputError, match="already exists; pass --resume"):
-        generate(cfg, store, client=dask_client, progress=False)
+        generate(cfg, store, dask_client)
     changed = tiny_config(
         n_samples=2,
         style={"enabled": False},
@@ -171,12 +177,12 @@ def test_existing_store_refused_changed_config_named_n_may_grow(dask_client, tmp
         output={"modalities": ["noisy"]},
     )
     with pytest.raises(InputError, match=r"noise\.content_factor.*seed|seed.*content_factor"):
-        generate(changed, store, client=dask_client, resume=True, progress=False)
-    grown = generate(cfg, store, n_samples=4, client=dask_client, resume=True, progress=False)
+        generate(changed, store, dask_client, GenerateOptions(resume=True))
+    grown = generate(cfg, store, dask_client, GenerateOptions(n_samples=4, resume=True))
     assert grown.n_skipped == 2 and sorted(s["sample_id"] for s in grown.summaries) == [2, 3]
     assert st.read_store_attrs(store)["n_samples"] == 4
     # dry run: the plan, nothing computed
-    plan = generate(cfg, store, n_samples=6, resume=True, dry_run=True, progress=False)
+    plan = generate(cfg, store, None, GenerateOptions(n_samples=6, resume=True, dry_run=True))
     assert plan.dry_run and plan.plan["n_todo"] == 2 and plan.plan["bytes_per_sample"] > 0
     assert changed_keys({"a": {"b": 1}, "c": 2}, {"a": {"b": 2}, "c": 2}) == ["a.b"]
 
@@ -201,10 +207,8 @@ def test_killed_worker_fails_one_sample_only(tmp_path, monkeypatch):
             report = generate(
                 cfg,
                 tmp_path / "k.zarr",
-                client=client,
-                progress=False,
-                window=1,
-                preload_model=False,
+                client,
+                GenerateOptions(window=1, preload_model=False),
             )
     assert report.n_failed == 1 and report.n_done == 2
     assert "KilledWorker" in report.failures[0]["error"]
@@ -223,7 +227,7 @@ def test_scheduler_and_workers_started_as_subprocesses(tmp_path):
         procs.append(start_worker(address))
         cfg = tiny_config(n_samples=3)
         with connect(scheduler=address, worker_timeout=60, echo=None) as client:
-            report = generate(cfg, tmp_path / "s.zarr", client=client, progress=False)
+            report = generate(cfg, tmp_path / "s.zarr", client)
         assert report.ok and report.n_done == 3
         assert st.completed_ids(tmp_path / "s.zarr", range(3)) == {0, 1, 2}
     finally:
@@ -280,7 +284,7 @@ def test_client_killed_halfway_then_resume_recomputes_only_the_rest(
         time.sleep(0.1)
     before = st.completed_ids(store, range(n))
     assert 3 <= len(before) < n
-    report = generate(cfg, store, client=dask_client, resume=True, progress=False)
+    report = generate(cfg, store, dask_client, GenerateOptions(resume=True))
     assert report.ok and report.n_skipped == len(before)
     ran = {sid for sid in range(n) if st.read_sample_attrs(store, sid)["run_id"] == report.run_id}
     assert ran == set(range(n)) - before
@@ -328,7 +332,7 @@ def test_stray_partial_files_beside_the_groups_are_gone_after_a_run(dask_client,
 
     thread = threading.Thread(target=plant)
     thread.start()
-    report = generate(cfg, store, client=dask_client, progress=False)
+    report = generate(cfg, store, dask_client)
     thread.join()
     assert report.ok and len(planted) == 2
     assert not list(store.rglob("*.partial"))

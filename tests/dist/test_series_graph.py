@@ -10,6 +10,7 @@ import zarr
 
 from faket_dask.dist.series_graph import style_zarr
 from faket_dask.io import TiltSeries, write_tilt_series
+from faket_dask.options import StyleOptions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,18 +31,18 @@ def test_style_graph_equals_single_process(tmp_path, dask_client):
         paths[name] = tmp_path / f"{name}.zarr"
         write_tilt_series(paths[name], TiltSeries(data, angles, 10.0))
     out = tmp_path / "styled.zarr"
-    result = style_zarr(
+    opts = StyleOptions(
         paths["content"],
         paths["style"],
         paths["init"],
         out,
-        dask_client,
         weights="random",
         weights_seed=3,
         batch_size=2,
         tilts_per_block=4,
         device="cpu",
     )
+    result = style_zarr(opts, dask_client)
     assert result["n_blocks"] == 4
     # the global ranges were computed first, over the whole stacks
     assert result["ranges"]["style"] == (float(stacks["style"].min()), float(stacks["style"].max()))

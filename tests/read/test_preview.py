@@ -11,7 +11,6 @@ from faket_dask_cli.main import app
 from PIL import Image
 from typer.testing import CliRunner
 
-from faket_dask.errors import InputError
 from faket_dask.read import preview as pv
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,28 +53,6 @@ def test_reference_is_the_recorded_one_and_regenerated_when_gone(store, tmp_path
     again, again_angles = pv.load_reference(copy, 0)
     np.testing.assert_array_equal(again, data)
     np.testing.assert_array_equal(again_angles, angles)
-
-
-def test_realism_table_covers_each_modality_and_sample(store):
-    table = pv.realism_table(store)
-    assert set(table) == {"noisy", "baseline", "styled", "noiseless"}
-    for rows in table.values():
-        assert [r["sample_id"] for r in rows] == [0, 1]
-        assert all(0 <= r["histogram_distance"] <= 1 and r["spectrum_distance"] >= 0 for r in rows)
-    # the noiseless projection is far from the microscope-like reference, the noisy one closer
-    mean = {m: np.mean([r["histogram_distance"] for r in v]) for m, v in table.items()}
-    assert mean["noisy"] < mean["noiseless"]
-
-
-def test_report_png_and_html(store, tmp_path):
-    png = pv.report(store, tmp_path / "r.png", dpi=40)
-    with Image.open(png) as im:
-        assert im.size == (12 * 40, round(7.8 * 40))
-    page = pv.report(store, tmp_path / "r.html", dpi=40).read_text()
-    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
-    assert "FAKET" in page and "NOISY" in page and "BASELINE" in page
-    with pytest.raises(InputError, match=r"png or \.html"):
-        pv.report(store, tmp_path / "r.pdf")
 
 
 def test_cli_preview_report_split(store, tmp_path):
