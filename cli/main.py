@@ -12,6 +12,7 @@ parameter is one command-line option).
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 
 import typer
 
@@ -43,8 +44,8 @@ app = typer.Typer(
 )
 
 # the order of `--help`: the stage verbs, then a dataset's life (generate, inspect, export, read)
-COMMAND_GROUPS = (project, style, noise, weights, sample, reconstruct, reference)
-COMMAND_GROUPS += (generate, info, export, preview, report, split)
+COMMAND_GROUPS: tuple[ModuleType, ...] = (project, style, noise, weights, sample, reconstruct)
+COMMAND_GROUPS += (reference, generate, info, export, preview, report, split)
 for module in COMMAND_GROUPS:
     module.register(app)
 

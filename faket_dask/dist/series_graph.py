@@ -92,6 +92,7 @@ class StyleBlockJob:
 
 def open_tilts(path: str | os.PathLike[str], var: str | None = None) -> tuple[Any, Any, Any]:
     """A Zarr tilt-series as ``(dask array (T, H, W), angles or None, pixel spacing or None)``."""
+    path = Path(path)
     if not is_zarr(path):
         raise InputError(f"{path}: the distributed path needs chunked Zarr input (.zarr)")
     ds = open_group_dataset(path)
@@ -186,7 +187,7 @@ def style_zarr(opts: StyleOptions, client: Client) -> dict[str, Any]:
 
     # 2. the output array, created by the client: one block per shard
     b = max(1, int(opts.tilts_per_block))
-    shape = tuple(int(v) for v in c.shape)
+    shape = _shape3(c.shape)
     layout = tilt_chunking(shape, b, opts.chunk)
     out = OutputArray(opts.output, "styled", shape, angles, spacing, layout, opts.overwrite)
     target = _create_output(out)
@@ -214,9 +215,14 @@ def style_zarr(opts: StyleOptions, client: Client) -> dict[str, Any]:
     }
 
 
-def _create_output(out: OutputArray) -> zarr.Array:
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    t, h, w = (int(v) for v in shape)
+    return t, h, w
+
+
+def _create_output(out: OutputArray) -> Any:
     """Create (or replace, with ``overwrite``) the group and its NaN-filled output array."""
-    root, group = split_zarr_path(out.path)
+    root, group = split_zarr_path(Path(out.path))
     target_dir = root / group if group else root
     if (target_dir / "zarr.json").exists():
         if not out.overwrite:
@@ -354,7 +360,7 @@ def noise_zarr(opts: NoiseOptions, client: Client) -> dict[str, Any]:
         raise InputError(f"{opts.noiseless} has {x.shape[0]} tilts but {len(angles)} angles")
     b = max(1, int(opts.tilts_per_block))
     x = x.rechunk((b, -1, -1))
-    shape = tuple(int(v) for v in x.shape)
+    shape = _shape3(x.shape)
     layout = tilt_chunking(shape, b, opts.chunk)
     stores = []
     for modality, path in opts.outputs.items():

@@ -80,7 +80,7 @@ def apply(opts: NoiseOptions) -> dict[str, Path]:
         tilt_angles,
         seed=opts.seed,
         sample_id=opts.sample_id,
-        rng=opts.rng,
+        rng="faket" if opts.rng == "faket" else "keyed",
         modalities=tuple(opts.outputs),
     )
     for name, path in opts.outputs.items():

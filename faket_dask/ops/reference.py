@@ -44,6 +44,7 @@ def prepare(opts: PrepareOptions) -> TiltSeries:
     """Read, resample, rotate and crop the reference; write it and return it `(T, H, W)`."""
     series = read_tilt_series(opts.ref, var=opts.var)
     spacing_in, axis, mdoc = opts.input_pixel_spacing, opts.tilt_axis, opts.mdoc
+    angles: np.ndarray | None
     sibling = Path(f"{opts.ref}.mdoc")  # SerialEM writes ts.st.mdoc / ts.mrc.mdoc
     no_angles = opts.angles_file is None and series.angles_deg is None
     if mdoc is None and no_angles and sibling.is_file():
@@ -97,19 +98,20 @@ def from_tomogram(
 
 def synth(
     output: Path,
-    dims: tuple[int, int, int],
+    dims: tuple[int, ...],
     angles_deg: np.ndarray,
     params: dict[str, Any],
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a stand-in reference `dims` = `(T, H, W)` and its ``.synth.json``; the latter's path.
+    """Write a stand-in reference of `dims` `(T, H, W)` and its ``.synth.json``; the latter's path.
 
     ``params`` are :func:`faket_dask.stages.reference.synth_reference`'s keyword arguments.
     """
     sidecar = output.with_suffix(".synth.json")
-    series = synth_reference(dims, angles_deg, **params)
+    t, h, w = dims
+    series = synth_reference((t, h, w), angles_deg, **params)
     write_tilt_series(output, series, var="reference", overwrite=overwrite)
-    record = synth_params(dims, angles_deg, **params).to_dict()
+    record = synth_params((t, h, w), angles_deg, **params).to_dict()
     sidecar.write_text(json.dumps(record, indent=2) + "\n")
     return sidecar

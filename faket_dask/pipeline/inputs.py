@@ -191,8 +191,9 @@ class _DemoReference:
         """The demo reference `(T, H, W)` (made once)."""
         if self._series is None:
             config = self.config
+            h, w = config.tilts.shape
             self._series = demo_reference(
-                tuple(config.tilts.shape),
+                (int(h), int(w)),
                 union_angles(config),
                 config.tilts.pixel_spacing,
                 DEMO_REFERENCE_SEED,
@@ -229,6 +230,7 @@ def _materialize_noise_model(
     """Noise model ``i`` into ``inputs/noise_model_{i:02d}`` (the demo one fitted first)."""
     if m.get("spec") == "demo":
         series = demo.get()
+        assert series.angles_deg is not None  # the demo reference has its angles
         model = fit_noise_model_from_reference(
             series.data,
             series.angles_deg,

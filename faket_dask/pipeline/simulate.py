@@ -252,8 +252,9 @@ class _SampleRun:
                 built.noiseless, self.drew["tilt_axis_deg"], self.drew["shifts_px"]
             )
         self.stacks["noiseless"] = noiseless
+        t, h, w = (int(v) for v in noiseless.shape)
         self.tilts = _tilts_writer(
-            self.spec, self.group, self.drew, self.modalities, tuple(noiseless.shape), self.angles
+            self.spec, self.group, self.drew, self.modalities, (t, h, w), self.angles
         )
         self.save(["noiseless"])
         return built
@@ -261,7 +262,7 @@ class _SampleRun:
     def add_noise(self) -> None:
         """NOISY, CONTENT and BASELINE as stored or as the style transfer needs them."""
         styled = "styled" in self.modalities
-        need = [m for m in NOISE_MODALITIES if m in self.modalities]
+        need: list[Any] = [m for m in NOISE_MODALITIES if m in self.modalities]
         if styled:
             need = [m for m in NOISE_MODALITIES if m in need or m in ("noisy", "content")]
         if not need:
@@ -406,7 +407,7 @@ class _SlabSink:
                 attrs={"classes": {str(k): v for k, v in layout.classes.items()}},
             )
         self.bin = int(cfg.reconstruction.bin) if cfg.reconstruction.enabled else 0
-        self.binned: dict[str, list[np.ndarray]] = {"class_mask": [], "instance_mask": []}
+        self.binned: dict[str, list[Any]] = {"class_mask": [], "instance_mask": []}
 
     @property
     def wants_slabs(self) -> bool:

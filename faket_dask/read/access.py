@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from faket_dask.config import config_from_dict
 from faket_dask.errors import InputError
+from faket_dask.io import store as st
+from faket_dask.read.export import read_particle_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,8 +94,6 @@ def write_splits(
     Client only. Returns the record written under ``attrs["faket_dask"]["splits"]``:
     ``{"fractions", "seed", "method", "ids": {split: [ids]}}``.
     """
-    from faket_dask.io import store as st
-
     p = Path(store)
     attrs = st.read_store_attrs(p)
     n = int(attrs.get("n_samples", 0))
@@ -133,8 +134,6 @@ class FaketDataset:
     @property
     def config(self) -> SimulationConfig:
         """The config the dataset was generated with."""
-        from faket_dask.config import config_from_dict
-
         return config_from_dict(self.attrs["config"], source=f"store {self.path}")
 
     @property
@@ -175,8 +174,6 @@ class FaketDataset:
         """
         import xarray as xr
 
-        from faket_dask.io import store as st
-
         sid = self.check_id(sample_id)
         if grid not in GRIDS:
             raise InputError(f"grid {grid!r}: use one of {', '.join(GRIDS)}")
@@ -187,20 +184,14 @@ class FaketDataset:
 
     def sample_attrs(self, sample_id: int) -> dict[str, Any]:
         """The sample's attrs: what it drew, checksums, summary."""
-        from faket_dask.io import store as st
-
         return st.read_sample_attrs(self.path, self.check_id(sample_id)) or {}
 
     def particles(self, sample_id: int) -> pd.DataFrame:
         """The sample's particle table (volume frame; see :mod:`faket_dask.stages.particles`)."""
-        from faket_dask.read.export import read_particle_table
-
         return read_particle_table(self.path, self.check_id(sample_id))
 
     def manifest(self) -> list[dict[str, Any]]:
         """The manifest rows (one per finished sample run)."""
-        from faket_dask.io import store as st
-
         return st.read_manifest(self.path)
 
     def __len__(self) -> int:
@@ -226,8 +217,6 @@ def open_dataset(store: str | os.PathLike[str]) -> FaketDataset:
     InputError
         The path does not exist or is not a faket-dask store.
     """
-    from faket_dask.io import store as st
-
     p = Path(store)
     if not p.exists():
         raise InputError(f"store {p} does not exist")

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from faket_dask.errors import InputError
+from faket_dask.io import TiltSeries, Volume, write_tilt_series, write_volume
+from faket_dask.io import store as st
+from faket_dask.stages.particles import COLUMNS, to_star
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,8 +39,6 @@ def _dir_size(path: Path) -> int:
 
 def store_info(path: str | os.PathLike[str], *, disk_usage: bool = True) -> dict[str, Any]:
     """What a store holds: shared metadata, complete/failed/missing samples, size on disk."""
-    from faket_dask.io import store as st
-
     p = Path(path)
     if not p.exists():
         raise InputError(f"store {p} does not exist")
@@ -75,8 +76,6 @@ def read_particle_table(path: str | os.PathLike[str], sample_id: int) -> pd.Data
     """A sample's particle table as a DataFrame (string columns decoded)."""
     import pandas as pd
 
-    from faket_dask.io import store as st
-
     g = st.open_sample(path, sample_id)
     parts = g["particles"]
     cols: dict[str, Any] = {}
@@ -87,8 +86,6 @@ def read_particle_table(path: str | os.PathLike[str], sample_id: int) -> pd.Data
         if cats is not None:
             values = np.asarray(cats, dtype=object)[values]
         cols[name] = values
-    from faket_dask.stages.particles import COLUMNS
-
     order = [c for c in COLUMNS if c in cols] + [c for c in cols if c not in COLUMNS]
     return pd.DataFrame({c: cols[c] for c in order})
 
@@ -108,10 +105,6 @@ def export_sample(
     A STAR file of the sample's particles (volume frame; tomogram frame for ``tomogram:``) is
     written beside the output. Returns the files written.
     """
-    from faket_dask.io import TiltSeries, Volume, write_tilt_series, write_volume
-    from faket_dask.io import store as st
-    from faket_dask.stages.particles import to_star
-
     p = Path(path)
     if not st.is_complete(p, sample_id):
         state = "incomplete" if st.read_sample_attrs(p, sample_id) else "not in the store"

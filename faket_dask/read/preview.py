@@ -61,7 +61,7 @@ def pyplot() -> Any:
     return plt
 
 
-def tilt_indices(angles_deg: Sequence[float]) -> list[int]:
+def tilt_indices(angles_deg: Sequence[float] | np.ndarray) -> list[int]:
     """Indices of the lowest, nearest-zero and highest tilt angle (duplicates kept in order)."""
     a = np.asarray(angles_deg, dtype=np.float64)
     return [int(a.argmin()), int(np.abs(a).argmin()), int(a.argmax())]
@@ -87,8 +87,9 @@ def load_reference(
         series = read_tilt_series(path)
     elif rec.get("spec") == "demo":
         cfg = config_from_dict(attrs["config"], source=f"store {store}")
+        h, w = cfg.tilts.shape
         series = demo_reference(
-            tuple(cfg.tilts.shape), union_angles(cfg), cfg.tilts.pixel_spacing, DEMO_REFERENCE_SEED
+            (int(h), int(w)), union_angles(cfg), cfg.tilts.pixel_spacing, DEMO_REFERENCE_SEED
         )
     else:
         raise InputError(f"style reference {path} (recorded in {store}) is gone; restore it")
@@ -108,7 +109,7 @@ def match_reference(
     return ref[idx]
 
 
-def crop_to(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def crop_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The centre `(..., h, w)` crop of ``a`` to ``shape``."""
     h, w = a.shape[-2:]
     y0, x0 = (h - shape[0]) // 2, (w - shape[1]) // 2

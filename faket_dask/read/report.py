@@ -95,35 +95,6 @@ def _throughput(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]
     return (t - start) / 60.0, np.arange(1, t.size + 1, dtype=np.float64)
 
 
-def _particle_counts(ds: Any, ids: Sequence[int]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for sid in ids:
-        table = ds.particles(sid)
-        if "class_name" not in table:
-            continue
-        for name, n in table["class_name"].value_counts().items():
-            counts[str(name)] = counts.get(str(name), 0) + int(n)
-    return dict(sorted(counts.items()))
-
-
-def _throughput(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    times = []
-    for r in rows:
-        if r.get("status") == "ok" and r.get("finished_at") and not r.get("reused"):
-            try:
-                times.append(_dt.datetime.fromisoformat(str(r["finished_at"])).timestamp())
-            except ValueError:
-                continue
-    t = np.sort(np.asarray(times, dtype=np.float64))
-    if t.size == 0:
-        return t, t
-    durations = [
-        float((r.get("timings") or {}).get("total", 0.0)) for r in rows if r.get("status") == "ok"
-    ]
-    start = t[0] - (max(durations) if durations else 0.0)
-    return (t - start) / 60.0, np.arange(1, t.size + 1, dtype=np.float64)
-
-
 def report(
     store: str | os.PathLike[str],
     output: str | os.PathLike[str],

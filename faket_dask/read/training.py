@@ -30,6 +30,8 @@ import torch
 from torch.utils.data import Dataset
 
 from faket_dask.errors import InputError
+from faket_dask.io.ome import primary_array
+from faket_dask.read.access import open_dataset
 
 __all__ = ["PatchDataset"]
 
@@ -76,8 +78,6 @@ class PatchDataset(Dataset):
         seed: int = 0,
         label: str = "class_mask",
     ) -> None:
-        from faket_dask.read.access import open_dataset
-
         self.dataset = open_dataset(store)
         self.path = Path(store)
         self.grid = grid
@@ -111,8 +111,6 @@ class PatchDataset(Dataset):
     def _image_name(self, modality: str | None) -> str:
         ds = self.dataset.sample(self.ids[0], self.grid)
         if self.grid == "tilts":
-            from faket_dask.io.ome import primary_array
-
             name = modality or primary_array("tilts", ds.data_vars)
             if name not in ds.data_vars:
                 have = ", ".join(str(v) for v in ds.data_vars)
