@@ -146,7 +146,9 @@ def noise_apply(
         # dask: loaded only for a cluster run
         from faket_dask.dist.cluster import connect
         from faket_dask.dist.series_graph import noise_zarr
+        from faket_dask.stages.noise import NoiseModel
 
+        NoiseModel.load(model)  # a bad model is bad input (exit 2) before any cluster is reached
         with connect(scheduler, scheduler_file, cluster_profile) as client:
             result = noise_zarr(opts, client)
         echo_done(output, f"{main.upper()} on the cluster in {result['n_blocks']} blocks")

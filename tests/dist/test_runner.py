@@ -149,17 +149,28 @@ def test_failures_are_reported_and_resume_redoes_only_them(dask_client, tmp_path
     )
     store = tmp_path / "f.zarr"
     monkeypatch.setenv("FAKET_DASK_FAULT", "fail:1,3")
-    report = generate(cfg, store, dask_client, GenerateOptions(retries=1))
+    events: list = []
+    report = generate(cfg, store, dask_client, GenerateOptions(retries=1, on_event=events.append))
     assert not report.ok and report.n_failed == 2 and report.n_done == 3
     assert sorted(f["sample_id"] for f in report.failures) == [1, 3]
     assert all("injected failure" in f["error"] for f in report.failures)
+    # the runner reports every sample once, between "started" and "finished", timed
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "finished" and events[-1].report is report
+    assert sorted(e.sample_id for e in events if e.kind == "failed") == [1, 3]
+    assert sorted(e.sample_id for e in events if e.kind == "done") == [0, 2, 4]
+    assert all("injected failure" in e.message for e in events if e.kind == "failed")
+    elapsed = [e.elapsed_s for e in events if e.kind in ("done", "failed")]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
     from faket_dask.read.export import store_info
 
     assert store_info(store)["failed_ids"] == [1, 3]
     monkeypatch.delenv("FAKET_DASK_FAULT")
-    again = generate(cfg, store, dask_client, GenerateOptions(resume=True))
+    events.clear()
+    again = generate(cfg, store, dask_client, GenerateOptions(resume=True, on_event=events.append))
     assert again.ok and again.n_skipped == 3
     assert sorted(s["sample_id"] for s in again.summaries) == [1, 3]
+    assert events[0].kind == "skipped" and events[0].message.startswith("3 of 5 samples")
     assert st.completed_ids(store, range(5)) == set(range(5))
 
 
