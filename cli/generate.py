@@ -73,14 +73,16 @@ def generate(
     """
     cfg, base_dir = _checked_config(config, demo, output, n_samples, retries)
     n_samples = cfg.n_samples if demo else n_samples
-    # torch, dask, zarr: loaded when the command runs, so that --help stays fast
+    from faket_dask.dist.plan import check_store  # zarr only: --help stays fast
+
+    check_store(output, cfg, resume)  # before any cluster starts (and before torch loads)
+    # torch, dask: loaded once the input is checked, so that bad input fails fast
     from faket_dask.dist.cluster import connect, resolve_source
-    from faket_dask.dist.runner import GenerateOptions, check_store
+    from faket_dask.dist.runner import GenerateOptions
     from faket_dask.dist.runner import generate as run_generate
 
     from ._progress import GenerateView, print_plan
 
-    check_store(output, cfg, resume)  # before any cluster starts
     console = Console(stderr=True, highlight=False)
     cluster = (scheduler, scheduler_file, cluster_profile)
     if dry_run:

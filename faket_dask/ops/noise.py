@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
 from faket_dask.ops._common import angles_or_own, check_tilt_counts
 from faket_dask.options import NoiseOptions
-from faket_dask.pipeline import torch_device
-from faket_dask.stages.noise import (
-    NoiseModel,
-    apply_noise,
-    fit_noise_model,
-    fit_noise_model_from_reference,
-)
+
+if TYPE_CHECKING:
+    from faket_dask.stages.noise import NoiseModel
 
 __all__ = ["apply", "fit_from_pairs", "fit_from_reference"]
 
@@ -34,6 +30,9 @@ def fit_from_reference(
     ref = read_tilt_series(reference, var=var)
     tilt_angles = angles_or_own(angles_deg, ref.angles_deg)
     check_tilt_counts({str(reference): ref.data.shape[0], "angles": len(tilt_angles)})
+    # torch and the stages: loaded once the inputs are read, so that bad input fails fast
+    from faket_dask.stages.noise import fit_noise_model_from_reference
+
     model = fit_noise_model_from_reference(ref.data, tilt_angles, snr, degree=degree)
     model.save(output)
     return model
@@ -59,6 +58,9 @@ def fit_from_pairs(
     tilt_angles = angles_or_own(angles_deg, own)
     check_tilt_counts({str(clean[0]): pairs[0][0].shape[0], "angles": len(tilt_angles)})
     provenance = {"clean": [str(c) for c in clean], "noisy": [str(n) for n in noisy]}
+    # torch and the stages: loaded once the inputs are read, so that bad input fails fast
+    from faket_dask.stages.noise import fit_noise_model
+
     model = fit_noise_model(pairs, tilt_angles, degree=degree, provenance=provenance)
     model.save(output)
     return model
@@ -72,6 +74,12 @@ def apply(opts: NoiseOptions) -> dict[str, Path]:
     series = read_tilt_series(opts.noiseless, var=opts.var)
     tilt_angles = angles_or_own(opts.angles_deg, series.angles_deg)
     check_tilt_counts({str(opts.noiseless): series.data.shape[0], "angles": len(tilt_angles)})
+    # torch and the stages: loaded once the inputs are read, so that bad input fails fast
+    import torch
+
+    from faket_dask.pipeline import torch_device
+    from faket_dask.stages.noise import NoiseModel, apply_noise
+
     noise_model = NoiseModel.load(opts.model)
     tensor = torch.from_numpy(series.data).to(torch_device(opts.device))
     out = apply_noise(

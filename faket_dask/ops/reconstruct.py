@@ -6,13 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from faket_dask.errors import InputError
 from faket_dask.io import Volume, read_tilt_series, write_volume
 from faket_dask.ops._common import angles_or_own, check_tilt_counts
-from faket_dask.pipeline import torch_device
-from faket_dask.stages.reconstruction import reconstruct as wbp
 
 __all__ = ["ReconstructOptions", "reconstruct"]
 
@@ -46,6 +43,12 @@ def reconstruct(opts: ReconstructOptions) -> tuple[int, int, int]:
         raise InputError(
             f"{opts.tilts}: tilts of {series.data.shape[1:]} are smaller than --bin {opts.bin}"
         )
+    # torch and the stages: loaded once the inputs are read, so that bad input fails fast
+    import torch
+
+    from faket_dask.pipeline import torch_device
+    from faket_dask.stages.reconstruction import reconstruct as wbp
+
     data = torch.from_numpy(series.data).to(torch_device(opts.device))
     tomo = wbp(
         data,

@@ -11,9 +11,6 @@ import numpy as np
 
 from faket_dask.angles import read_tilt_file
 from faket_dask.io import TiltSeries, read_tilt_series, read_volume, write_tilt_series
-from faket_dask.pipeline import torch_device
-from faket_dask.stages.reference import from_tomogram as project_tomogram
-from faket_dask.stages.reference import prepare_reference, read_mdoc, synth_params, synth_reference
 
 __all__ = ["PrepareOptions", "from_tomogram", "prepare", "synth"]
 
@@ -49,6 +46,10 @@ def prepare(opts: PrepareOptions) -> TiltSeries:
     no_angles = opts.angles_file is None and series.angles_deg is None
     if mdoc is None and no_angles and sibling.is_file():
         mdoc = sibling
+    # torch and the stages: loaded once the inputs are read, so that bad input fails fast
+    from faket_dask.pipeline import torch_device
+    from faket_dask.stages.reference import prepare_reference, read_mdoc
+
     if mdoc is not None:
         info = read_mdoc(mdoc)
         angles = info.angles_deg
@@ -84,6 +85,10 @@ def from_tomogram(
 ) -> TiltSeries:
     """Project a real tomogram `(Z, Y, X)` into a style tilt-series `(T, Y, W)`; write it."""
     vol = read_volume(tomo, var=var)
+    # torch and the stages: loaded once the inputs are read, so that bad input fails fast
+    from faket_dask.pipeline import torch_device
+    from faket_dask.stages.reference import from_tomogram as project_tomogram
+
     series = project_tomogram(
         vol.data,
         angles_deg,
@@ -108,6 +113,9 @@ def synth(
 
     ``params`` are :func:`faket_dask.stages.reference.synth_reference`'s keyword arguments.
     """
+    # torch and the stages: loaded when the command runs
+    from faket_dask.stages.reference import synth_params, synth_reference
+
     sidecar = output.with_suffix(".synth.json")
     t, h, w = dims
     series = synth_reference((t, h, w), angles_deg, **params)

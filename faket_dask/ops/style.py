@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
 from faket_dask.ops._common import check_tilt_counts
 from faket_dask.options import StyleOptions
-from faket_dask.pipeline import torch_device
-from faket_dask.stages.style import style_transfer
-from faket_dask.stages.style.weights import WeightsInfo, load_vgg19
+
+if TYPE_CHECKING:
+    from faket_dask.stages.style.weights import WeightsInfo
 
 __all__ = ["style"]
 
@@ -35,6 +35,13 @@ def style(opts: StyleOptions) -> WeightsInfo:
             f"{opts.content} is {c.data.shape} but {opts.init} is {i.data.shape}; "
             "CONTENT and INIT must have the same shape"
         )
+    # torch and the stages: loaded once the inputs are read, so that bad input fails fast
+    import torch
+
+    from faket_dask.pipeline import torch_device
+    from faket_dask.stages.style import style_transfer
+    from faket_dask.stages.style.weights import load_vgg19
+
     dev = torch_device(opts.device)
     model, info = load_vgg19(opts.weights, seed=opts.weights_seed, device=dev)
     out = style_transfer(
