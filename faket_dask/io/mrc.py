@@ -77,6 +77,7 @@ def write_mrc(
     voxel_size: float | None = None,
     *,
     overwrite: bool = False,
+    stack: bool = False,
 ) -> None:
     """Write an array as MRC with its voxel size in Å, atomically (temporary file, then rename).
 
@@ -88,6 +89,9 @@ def write_mrc(
         `(Z, Y, X)` or `(T, H, W)` array; labels become uint16 (or exact float32).
     voxel_size
         Pixel spacing in Å written to the header (all three axes).
+    stack
+        A 3-D array is an image stack (a tilt-series: space group 0, ``mz = 1``), not a volume
+        (space group 1, ``mz = Z``).
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -102,6 +106,10 @@ def write_mrc(
     try:
         with mrcfile.new(tmp, overwrite=True) as mrc:
             mrc.set_data(array)
+            if array.ndim == 3 and stack:
+                mrc.set_image_stack()
+            elif array.ndim == 3:
+                mrc.set_volume()
             if voxel_size is not None:
                 mrc.voxel_size = float(voxel_size)
         os.replace(tmp, path)

@@ -127,7 +127,7 @@ def write_tilt_series(
     _check_format(path)
     data = np.asarray(series.data)
     if is_mrc(path):
-        write_mrc(path, data, series.pixel_spacing, overwrite=overwrite)
+        write_mrc(path, data, series.pixel_spacing, overwrite=overwrite, stack=True)
         if series.angles_deg is not None:
             write_tilt_file(path.with_suffix(".tlt"), series.angles_deg)
         return

@@ -95,3 +95,18 @@ def test_standalone_zarr_outputs_carry_ome_metadata(tmp_path, series):
     write_volume(tmp_path / "n.zarr", Volume(np.ones((4, 5, 6), np.float32), None))
     attrs = json.loads((tmp_path / "n.zarr" / "zarr.json").read_text())["attributes"]
     assert "ome" not in attrs
+
+
+def test_mrc_space_group_stack_vs_volume(tmp_path, series):
+    """A tilt-series is an image stack (space group 0, mz 1); a volume is space group 1."""
+    import mrcfile
+
+    write_tilt_series(tmp_path / "s.mrc", series)
+    write_volume(tmp_path / "v.mrc", Volume(series.data, 6.0))
+    with mrcfile.open(tmp_path / "s.mrc") as mrc:
+        assert int(mrc.header.ispg) == 0 and int(mrc.header.mz) == 1
+        assert mrc.is_image_stack() and mrc.voxel_size.x == pytest.approx(6.0)
+    with mrcfile.open(tmp_path / "v.mrc") as mrc:
+        assert int(mrc.header.ispg) == 1 and int(mrc.header.mz) == series.data.shape[0]
+        assert mrc.is_volume()
+    np.testing.assert_array_equal(read_tilt_series(tmp_path / "s.mrc").data, series.data)
