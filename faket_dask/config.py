@@ -83,7 +83,8 @@ class ParticleClassConfig(StrictModel):
     name: str = Field(description="Class name (no spaces; not background/membrane/fiducial).")
     template: str = Field(
         description="'builtin:<shape>[:<scale>]' (shapes: ribosome, proteasome, ring, rod, "
-        "lshape, sphere), a density map (.mrc/.map) or an atomic model (.pdb/.ent/.cif)."
+        "lshape, sphere), 'example:peptide.pdb', a density map (.mrc/.map) or an atomic model "
+        "(.pdb/.ent/.cif/.mmcif, also .gz; rendered as its Coulomb potential)."
     )
     count: int | None = Field(None, ge=0, description="Exact copies per sample.")
     abundance: float | None = Field(

@@ -10,11 +10,13 @@ from faket_dask.errors import InputError
 from faket_dask.io.mrc import write_mrc
 from faket_dask.stages.templates import (
     BUILTIN_SHAPES,
-    atoms_to_density,
+    POTENTIAL_PER_AMPLITUDE,
+    atoms_to_potential,
     builtin_template,
+    example_path,
     load_template,
-    read_mmcif,
-    read_pdb,
+    potential_on_grid,
+    read_atoms,
     resample_map,
     rotate_template,
 )
@@ -148,7 +150,8 @@ ATOM     10  C   ALA A   5      50.000  50.000  50.000  1.00 10.00           C
 """
 
 CIF_TEXT = """\
-data_test
+data_1ABC
+_entry.id 1ABC
 #
 loop_
 _atom_site.group_PDB
@@ -157,35 +160,92 @@ _atom_site.type_symbol
 _atom_site.label_atom_id
 _atom_site.label_alt_id
 _atom_site.label_comp_id
+_atom_site.label_asym_id
+_atom_site.label_seq_id
 _atom_site.Cartn_x
 _atom_site.Cartn_y
 _atom_site.Cartn_z
+_atom_site.occupancy
+_atom_site.B_iso_or_equiv
+_atom_site.auth_seq_id
+_atom_site.auth_asym_id
 _atom_site.pdbx_PDB_model_num
-ATOM 1 N N . ALA 0.000 0.000 0.000 1
-ATOM 2 C CA . ALA 1.458 0.000 0.000 1
-ATOM 3 C C . ALA 2.009 1.420 0.000 1
-ATOM 4 O O . ALA 1.251 2.390 0.000 1
-ATOM 5 C CB A ALA 1.988 -0.773 -1.199 1
-ATOM 6 C CB B ALA 9.988 -9.773 -9.199 1
-HETATM 7 FE FE . HEM 6.000 3.000 2.000 1
-HETATM 8 O O . HOH 30.000 30.000 30.000 1
-ATOM 9 S "SG" . CYS
--4.000 -2.000 3.000 1
-ATOM 10 C C . ALA 50.000 50.000 50.000 2
+ATOM 1 N N . ALA A 1 0.000 0.000 0.000 1.00 10.00 1 A 1
+ATOM 2 C CA . ALA A 1 1.458 0.000 0.000 1.00 10.00 1 A 1
+ATOM 3 C C . ALA A 1 2.009 1.420 0.000 1.00 10.00 1 A 1
+ATOM 4 O O . ALA A 1 1.251 2.390 0.000 1.00 10.00 1 A 1
+ATOM 5 C CB A ALA A 1 1.988 -0.773 -1.199 0.50 10.00 1 A 1
+ATOM 6 C CB B ALA A 1 9.988 -9.773 -9.199 0.50 10.00 1 A 1
+HETATM 7 FE FE . HEM B . 6.000 3.000 2.000 1.00 10.00 2 A 1
+HETATM 8 O O . HOH C . 30.000 30.000 30.000 1.00 10.00 3 A 1
+ATOM 9 S "SG" . CYS A
+4 -4.000 -2.000 3.000 1.00 10.00 4 A 1
+ATOM 10 C C . ALA A 5 50.000 50.000 50.000 1.00 10.00 5 A 2
 #
 """
 
 
-def test_pdb_and_mmcif_parsers_agree(tmp_path):
+def test_pdb_mmcif_and_gzip_read_alike(tmp_path):
+    import gzip
+
     (tmp_path / "m.pdb").write_text(PDB_TEXT)
     (tmp_path / "m.cif").write_text(CIF_TEXT)
-    xyz_p, z_p = read_pdb(tmp_path / "m.pdb")
-    xyz_c, z_c = read_mmcif(tmp_path / "m.cif")
-    # first model, altloc A only, no water; element from the name when columns 77-78 are blank
-    assert len(z_p) == 7
-    assert list(z_p) == [7, 6, 6, 8, 6, 26, 16]
-    np.testing.assert_allclose(xyz_p, xyz_c)
-    np.testing.assert_array_equal(z_p, z_c)
+    (tmp_path / "m.cif.gz").write_bytes(gzip.compress(CIF_TEXT.encode()))
+    p, c, z = (read_atoms(tmp_path / n) for n in ("m.pdb", "m.cif", "m.cif.gz"))
+    # first model, altloc A only, no water; the element from the name when columns 77-78 are blank
+    assert len(p.xyz) == 7
+    np.testing.assert_allclose(p.xyz[-1], [-4.0, -2.0, 3.0])
+    for other in (c, z):
+        np.testing.assert_allclose(p.xyz, other.xyz)
+        np.testing.assert_allclose(p.a, other.a)
+        np.testing.assert_allclose(p.b, other.b)
+    assert p.entry_id is None and c.entry_id == "1ABC" == z.entry_id
+    # f(0) = sum of the five a_i of Peng et al. 1996 (ITC Vol. C Table 4.3.2.2): C 2.5088 Å
+    np.testing.assert_allclose(p.f0[1], 0.0893 + 0.2563 + 0.7570 + 1.0487 + 0.3575, rtol=1e-6)
+    # the B-factor (10 Å^2) is added to every Gaussian's width: C's b_1 is 0.2465
+    assert p.b[1, 0] == pytest.approx(0.2465 + 10.0, rel=1e-6)
+    assert p.f0[5] > p.f0[6] > p.f0[1] > p.f0[3]  # Fe > S > C > O
+
+
+def _closed_form(atoms, ps: float, shape, origin) -> np.ndarray:
+    """Voxel means of V(r) = C sum_i a_i (4 pi / b_i)^1.5 exp(-4 pi^2 r^2 / b_i), no cut-off.
+
+    Written from the form factors directly: int_lo^hi exp(-al x^2) dx =
+    0.5 sqrt(pi / al) (erf(sqrt(al) hi) - erf(sqrt(al) lo)) per axis, al = 4 pi^2 / b.
+    """
+    from scipy.special import erf
+
+    axes = [origin[2 - k] + ps * np.arange(shape[k]) for k in range(3)]  # z, y, x centres (Å)
+    out = np.zeros(shape)
+    for xyz, a_row, b_row in zip(atoms.xyz, atoms.a, atoms.b, strict=True):
+        for a, b in zip(a_row, b_row, strict=True):
+            al = 4 * np.pi**2 / b
+            f = []
+            for k in range(3):
+                d = axes[k] - xyz[2 - k]
+                f.append(
+                    0.5 * np.sqrt(np.pi / al)
+                    * (erf(np.sqrt(al) * (d + ps / 2)) - erf(np.sqrt(al) * (d - ps / 2)))
+                )
+            amp = POTENTIAL_PER_AMPLITUDE * a * (4 * np.pi / b) ** 1.5 / ps**3
+            out += amp * f[0][:, None, None] * f[1][None, :, None] * f[2][None, None, :]
+    return out
+
+
+@pytest.mark.parametrize("ps", [1.0, 2.5])
+def test_peptide_potential_matches_the_closed_form(ps):
+    """The shipped peptide's potential equals the form factors' closed form to 1e-5."""
+    atoms = read_atoms(example_path("peptide.pdb"))
+    assert len(atoms.xyz) == 79
+    lo = atoms.xyz.min(axis=0) - 8.0
+    shape = tuple(int(v) for v in np.ceil((atoms.xyz.max(axis=0) + 8.0 - lo) / ps)[::-1])
+    got = potential_on_grid(atoms, ps, shape, lo)
+    want = _closed_form(atoms, ps, shape, lo)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * want.max())
+    # the integrated potential (V·Å³) is C * sum f(0) over the atoms
+    total = POTENTIAL_PER_AMPLITUDE * atoms.f0.sum()
+    assert got.sum() * ps**3 == pytest.approx(total, rel=0.02)
+    assert atoms_to_potential(atoms, ps).sum() * ps**3 == pytest.approx(total, rel=1e-4)
 
 
 def test_pdb_template_renders(tmp_path):
@@ -193,29 +253,23 @@ def test_pdb_template_renders(tmp_path):
     t = load_template(str(tmp_path / "m.pdb"), 2.0)
     assert t.volume_voxels > 10
     assert np.isfinite(t.density).all() and t.density.max() > 0
-    # the iron atom (Z = 26) makes the densest voxel, where it sits relative to the centroid
-    xyz, znum = read_pdb(tmp_path / "m.pdb")
-    centroid = (xyz * znum[:, None]).sum(0) / znum.sum()
-    iron = xyz[np.argmax(znum)]
+    # the iron atom makes the densest voxel, where it sits relative to the f(0)-weighted centroid
+    atoms = read_atoms(tmp_path / "m.pdb")
+    centroid = (atoms.xyz * atoms.f0[:, None]).sum(0) / atoms.f0.sum()
+    iron = atoms.xyz[np.argmax(atoms.f0)]
     peak = np.array(np.unravel_index(np.argmax(t.density), t.density.shape))
     np.testing.assert_array_equal((peak - t.centre)[::-1], np.rint((iron - centroid) / 2.0))
     # rotating and rendering works like any other template
     box = rotate_template(t, Rotation.random(random_state=3).as_matrix())
     assert box.mask.any()
-    # mmCIF gives the same map
+    # mmCIF gives the same map; the shipped example loads by name
     (tmp_path / "m.cif").write_text(CIF_TEXT)
     t2 = load_template(str(tmp_path / "m.cif"), 2.0)
     np.testing.assert_allclose(t.density, t2.density, rtol=1e-6)
-
-
-def test_atoms_gaussian_is_z_weighted():
-    one = atoms_to_density(np.zeros((1, 3)), np.array([6.0]), 1.0, sigma=1.5)
-    heavy = atoms_to_density(np.zeros((1, 3)), np.array([12.0]), 1.0, sigma=1.5)
-    np.testing.assert_allclose(heavy, 2 * one)
-    c = tuple(n // 2 for n in one.shape)
-    assert one[c] == pytest.approx(6.0)
-    # integral of a sampled Gaussian ~ Z (2 pi sigma^2)^(3/2)
-    assert one.sum() == pytest.approx(6.0 * (2 * np.pi * 1.5**2) ** 1.5, rel=1e-3)
+    pep = load_template("example:peptide.pdb", 2.0)
+    assert pep.name == "peptide" and 10 <= 2 * 2.0 * pep.radius_px <= 40  # ~21 Å helix
+    with pytest.raises(InputError, match="not known"):
+        load_template("example:nope.pdb", 2.0)
 
 
 def test_bad_model_files(tmp_path):
