@@ -27,13 +27,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = [
+    "LABEL_PALETTE",
     "NGFF_VERSION",
     "TILT_PREFERENCE",
+    "downsample_labels",
+    "downsample_mean",
     "grid_ome_attrs",
     "image_attrs",
+    "image_label_attrs",
+    "label_colour",
     "multiscales_attrs",
+    "multiscales_entry",
     "primary_array",
+    "pyramid",
     "validate_ome",
 ]
 
@@ -192,3 +201,108 @@ def validate_ome(attrs: Mapping[str, Any], arrays: Mapping[str, Any] | None = No
             if dims is not None and list(dims) != names:
                 problems.append(f"{where}: array {path!r} dimension_names {list(dims)} != {names}")
     return problems
+
+
+# --------------------------------------------------------------------------- pyramids, labels
+
+#: Colours of label values 1, 2, ... (RGBA; matplotlib's tab10), cycled.
+LABEL_PALETTE: tuple[tuple[int, int, int, int], ...] = (
+    (31, 119, 180, 255),
+    (255, 127, 14, 255),
+    (44, 160, 44, 255),
+    (214, 39, 40, 255),
+    (148, 103, 189, 255),
+    (140, 86, 75, 255),
+    (227, 119, 194, 255),
+    (127, 127, 127, 255),
+    (188, 189, 34, 255),
+    (23, 190, 207, 255),
+)
+
+
+def label_colour(value: int) -> tuple[int, int, int, int]:
+    """The RGBA colour of label ``value`` (>= 1) in :data:`LABEL_PALETTE`."""
+    return LABEL_PALETTE[(int(value) - 1) % len(LABEL_PALETTE)]
+
+
+def _blocks(data: np.ndarray) -> np.ndarray:
+    """``(d, h, w)`` -> ``(ceil(d/2), ceil(h/2), ceil(w/2), 8)`` 2x2x2 blocks (edge-padded)."""
+    pad = [(0, n % 2) for n in data.shape]
+    arr = np.pad(data, pad, mode="edge") if any(p for _, p in pad) else data
+    d, h, w = (n // 2 for n in arr.shape)
+    return arr.reshape(d, 2, h, 2, w, 2).transpose(0, 2, 4, 1, 3, 5).reshape(d, h, w, 8)
+
+
+def downsample_mean(data: np.ndarray) -> np.ndarray:
+    """Halve a ``(d, h, w)`` image by the mean of 2x2x2 blocks (odd sizes: edge-padded)."""
+    return _blocks(np.asarray(data)).mean(axis=-1, dtype=np.float64).astype(data.dtype)
+
+
+def downsample_labels(data: np.ndarray) -> np.ndarray:
+    """Halve a ``(d, h, w)`` label image by the most frequent label of each 2x2x2 block.
+
+    Label-preserving: every output value is one of the block's labels (never an average);
+    ties go to the smallest label. Odd sizes are edge-padded.
+    """
+    blocks = np.sort(_blocks(np.asarray(data)), axis=-1)
+    counts = (blocks[..., :, None] == blocks[..., None, :]).sum(axis=-1)  # (..., 8)
+    best = np.argmax(counts, axis=-1)  # first maximum: the smallest label among the modes
+    return np.take_along_axis(blocks, best[..., None], axis=-1)[..., 0]
+
+
+def pyramid(data: np.ndarray, levels: int = 3, *, labels: bool = False) -> list[np.ndarray]:
+    """``levels`` resolution levels ×1, ×2, ×4... of a 3-D image (``labels``: mode, else mean)."""
+    out = [np.asarray(data)]
+    step = downsample_labels if labels else downsample_mean
+    while len(out) < levels and min(out[-1].shape) >= 2:
+        out.append(step(out[-1]))
+    return out
+
+
+def multiscales_entry(
+    name: str,
+    axes: Sequence[Mapping[str, str]],
+    scale: Sequence[float],
+    paths: Sequence[str],
+    version: str | None = None,
+) -> dict[str, Any]:
+    """One ``multiscales`` entry for levels ``paths`` (level ``l`` is ×2^l on the space axes).
+
+    Level ``l`` has scale ``scale × 2^l`` on space axes and a translation of
+    ``(2^l - 1) / 2 × scale``: its first voxel is the mean of level 0's first ``2^l`` voxels.
+    ``version`` is set for NGFF 0.4 (0.5 puts it in the ``ome`` object).
+    """
+    space = [a.get("type") == "space" for a in axes]
+    datasets = []
+    for level, path in enumerate(paths):
+        f = 2**level
+        sc = [float(s) * (f if sp else 1) for s, sp in zip(scale, space, strict=True)]
+        tr = [float(s) * (f - 1) / 2 if sp else 0.0 for s, sp in zip(scale, space, strict=True)]
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": sc}]
+        if level:
+            transforms.append({"type": "translation", "translation": tr})
+        datasets.append({"path": path, "coordinateTransformations": transforms})
+    entry: dict[str, Any] = {"name": name, "axes": [dict(a) for a in axes], "datasets": datasets}
+    if version is not None:
+        entry = {"version": version, **entry}
+    return entry
+
+
+def image_label_attrs(
+    classes: Mapping[int, str] | None, version: str | None = None, source: str | None = None
+) -> dict[str, Any]:
+    """The ``image-label`` object of a label image: a colour and a class name per value.
+
+    ``classes`` maps label values (>= 1) to names (``None``: colours only, e.g. instance ids,
+    which viewers colour themselves). ``source`` is the relative path of the labelled image.
+    """
+    out: dict[str, Any] = {}
+    if version is not None:
+        out["version"] = version
+    if classes:
+        values = sorted(int(k) for k in classes)
+        out["colors"] = [{"label-value": v, "rgba": list(label_colour(v))} for v in values]
+        out["properties"] = [{"label-value": v, "class": str(classes[v])} for v in values]
+    if source is not None:
+        out["source"] = {"image": source}
+    return out

@@ -4,26 +4,37 @@ copick (the cryo-ET ML tools' data layer) requires zarr < 3, so it is not a depe
 module writes its on-disk layout directly, with zarr-python 3 in ``zarr_format=2``::
 
     PROJECT/
-      copick_config.json                 config_type "filesystem", pickable objects, roots
+      copick_config.json                 config_type "filesystem", objects, one root
       ExperimentRuns/sample_000000/
         VoxelSpacing20.000/
-          wbp.zarr/                       the tomogram: OME-Zarr 0.4 (zarr v2), array "0" (z, y, x)
+          wbp.zarr/                       the tomogram: OME-Zarr 0.4 (zarr v2), levels 0, 1, 2
+        Segmentations/
+          20.000_faket-dask_0_classes-multilabel.zarr/   the binned class mask, labels = class ids
         Picks/
           faket-dask_0_<class>.json       one file per particle class: locations in Å
-        Segmentations/
-          20.000_faket-dask_0_classes-multilabel.zarr/   the binned class mask, array "0"
+
+The config names one root only (``overlay_root``; no ``static_root``, so copick does not list
+every file twice). By default it is ``local://.``, the folder copick is opened from: a copied
+or moved project opens when read from its own folder (``cd PROJECT`` then
+``copick.from_file("copick_config.json")``). ``root`` writes any other fsspec URL instead
+(an absolute path, ``s3://bucket/project``...).
+
+Objects carry the store's class ids as ``label`` (the values of the multilabel mask), a colour,
+``radius`` in Å (the template's extent from its centre, or the vesicle/bead radius) and
+``pdb_id`` when the class's template is an atomic model with an entry id.
 
 Pick locations are on the tomogram grid (the binned, Z-cropped reconstruction), in Å from its
-first voxel: ``location = tomogram voxel coordinate × voxel size`` (the STAR ``tomogram``
-frame of :func:`faket_dask.stages.particles.star_coordinates`). Each point's ``transformation_``
-holds the particle's rotation matrix (from the table's quaternions) with no shift.
+first voxel's centre: ``location = tomogram voxel coordinate × voxel size`` (the STAR
+``tomogram`` frame of :func:`faket_dask.stages.particles.star_coordinates`). Each point's
+``transformation_`` holds the particle's rotation matrix (from the table's quaternions; it
+turns the template into the particle, acting on (x, y, z)) with no shift.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,23 +42,19 @@ from typing import Any
 import numpy as np
 
 from faket_dask.errors import InputError
+from faket_dask.io.ome import label_colour
+from faket_dask.read.export_ngff import (
+    class_names,
+    has_grid,
+    prepare_output,
+    write_ngff04_image,
+)
 
-__all__ = ["USER_ID", "export_copick", "run_name"]
+__all__ = ["SESSION_ID", "USER_ID", "export_copick", "run_name"]
 
 USER_ID = "faket-dask"
 SESSION_ID = "0"
-_PALETTE = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-]
+_PDB_ID = re.compile(r"^[0-9][A-Za-z0-9]{3}$")
 
 
 def run_name(sample_id: int) -> str:
@@ -55,61 +62,173 @@ def run_name(sample_id: int) -> str:
     return f"sample_{int(sample_id):06d}"
 
 
-def _write_ome_v2(path: Path, data: np.ndarray, voxel_size: float, name: str) -> None:
-    """A single-level OME-Zarr 0.4 image as a zarr v2 group with array ``0`` (z, y, x)."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
-    chunks = tuple(min(s, 64) for s in data.shape)
-    # copick opens stores with key separator "/" (nested chunk keys, as the data portal writes)
-    arr = group.create_array(
-        "0",
-        shape=data.shape,
-        dtype=data.dtype,
-        chunks=chunks,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
-    )
-    arr[...] = data
-    axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in ("z", "y", "x")]
-    group.attrs["multiscales"] = [
-        {
-            "version": "0.4",
-            "name": name,
-            "axes": axes,
-            "datasets": [
-                {
-                    "path": "0",
-                    "coordinateTransformations": [
-                        {"type": "scale", "scale": [float(voxel_size)] * 3}
-                    ],
-                }
-            ],
-            "metadata": {"source": "faket-dask"},
-        }
-    ]
-
-
 def _kind_of_class(name: str) -> str:
     # classes absent from a sample's table: the reserved non-particle classes keep their kind
     return name if name in ("membrane", "fiducial") else "particle"
 
 
-def _pickable_objects(
-    classes: dict[str, str], kinds: dict[str, str], radii: dict[str, float]
-) -> list[dict[str, Any]]:
+def _pdb_ids(ds: Any) -> dict[str, str]:
+    """``{class name: PDB id}`` for classes whose template is an atomic model with an id."""
+    from faket_dask.stages.templates import is_atomic_model, read_atoms
+
+    out: dict[str, str] = {}
+    for c in ds.config.sample.resolved_particles():
+        if not is_atomic_model(c.template) or c.template.startswith("example:"):
+            continue
+        path = Path(c.template).expanduser()
+        entry = None
+        for cand in (path, Path(ds.path).parent / path):
+            if cand.is_file():
+                try:
+                    entry = read_atoms(cand).entry_id
+                except InputError:
+                    entry = None
+                break
+        stem = Path(path.name.lower().removesuffix(".gz")).stem
+        entry = entry or (stem if _PDB_ID.match(stem) else None)
+        if entry:
+            out[c.name] = entry.upper()
+    return out
+
+
+def _pickable_objects(classes: dict[int, str], info: dict[str, dict[str, Any]]) -> list[dict]:
     objs = []
-    for label, name in sorted(classes.items(), key=lambda kv: int(kv[0])):
-        r, g, b = _PALETTE[(int(label) - 1) % len(_PALETTE)]
+    for label, name in sorted(classes.items()):
+        meta = info.get(name, {})
         obj: dict[str, Any] = {
-            "name": str(name),
-            "is_particle": kinds.get(str(name), _kind_of_class(str(name))) == "particle",
+            "name": name,
+            "is_particle": meta.get("kind", _kind_of_class(name)) == "particle",
             "label": int(label),
-            "color": [r, g, b, 255],
+            "color": list(label_colour(label)),
         }
-        if radii.get(str(name)):
-            obj["radius"] = float(radii[str(name)])
+        for key in ("radius", "pdb_id"):
+            if meta.get(key):
+                obj[key] = meta[key]
         objs.append(obj)
     return objs
+
+
+def _tomogram_xyz(ds: Any, sid: int, table: Any, tomo: Any) -> np.ndarray:
+    """``(N, 3)`` particle positions (x, y, z) in Å on the tomogram grid."""
+    from faket_dask.stages.particles import star_coordinates
+
+    meta = Path(ds.path) / "samples" / f"{int(sid):06d}" / "particles" / "zarr.json"
+    part = dict(json.loads(meta.read_text()).get("attributes", {}))
+    vs = float(tomo.attrs["pixel_spacing"])
+    coords = star_coordinates(
+        table,
+        "tomogram",
+        shape=tuple(int(s) for s in part.get("shape", (0, 0, 0))),
+        pixel_spacing=float(part.get("pixel_spacing", vs)),
+        bin=int(tomo.attrs.get("bin", 1)),
+        tomogram_thickness=int(tomo.attrs.get("thickness", tomo.sizes["z"])),
+    )
+    return np.stack([coords[f"rlnCoordinate{a}"] for a in "XYZ"], 1) * vs
+
+
+def _write_picks(run_dir: Path, sid: int, table: Any, xyz: np.ndarray, vs: float) -> list[int]:
+    """One pick file per particle class; returns the number of points of each file."""
+    from faket_dask.stages.particles import matrices_from_table
+
+    mats = matrices_from_table(table) if len(table) else np.zeros((0, 3, 3))
+    picks_dir = run_dir / "Picks"
+    picks_dir.mkdir()
+    counts = []
+    parts = table[table["kind"] == "particle"]
+    for name in sorted(set(parts["class_name"])):
+        points = []
+        for i in np.flatnonzero(table["class_name"].to_numpy() == name):
+            m = np.eye(4)
+            m[:3, :3] = mats[i]
+            loc = {"x": float(xyz[i, 0]), "y": float(xyz[i, 1]), "z": float(xyz[i, 2])}
+            points.append(
+                {
+                    "location": loc,
+                    "transformation_": m.tolist(),
+                    "instance_id": int(table["id"].iloc[i]),
+                    "score": 1.0,
+                }
+            )
+        doc = {
+            "pickable_object_name": str(name),
+            "user_id": USER_ID,
+            "session_id": SESSION_ID,
+            "run_name": run_name(sid),
+            "voxel_spacing": vs,
+            "unit": "angstrom",
+            "points": points,
+            "trust_orientation": True,
+        }
+        (picks_dir / f"{USER_ID}_{SESSION_ID}_{name}.json").write_text(json.dumps(doc))
+        counts.append(len(points))
+    return counts
+
+
+def _class_info(table: Any, info: dict[str, dict[str, Any]], radii: dict[str, float]) -> None:
+    for name in sorted(set(table["class_name"])):
+        rows = table[table["class_name"] == name]
+        meta = info.setdefault(str(name), {})
+        meta["kind"] = str(rows["kind"].iloc[0])
+        r = float(rows["radius_angst"].max()) if "radius_angst" in rows else 0.0
+        r = r if r > 0 else radii.get(str(name), 0.0)
+        if r > 0:
+            meta["radius"] = max(r, float(meta.get("radius", 0.0)))
+
+
+def _export_run(
+    ds: Any, sid: int, out: Path, tomo_type: str, info: dict, radii: dict[str, float]
+) -> list[int]:
+    """Write one sample's run; returns the point count of each pick file."""
+    tomo = ds.sample(sid, "tomogram")
+    vs = float(tomo.attrs["pixel_spacing"])
+    run_dir = out / "ExperimentRuns" / run_name(sid)
+    vs_dir = run_dir / f"VoxelSpacing{vs:.3f}"
+    vs_dir.mkdir(parents=True)
+    data = np.asarray(tomo["tomogram"].values, dtype=np.float32)
+    write_ngff04_image(vs_dir / f"{tomo_type}.zarr", data, vs, f"{run_name(sid)} {tomo_type}")
+    classes = class_names(ds, sid)
+    if "class_mask" in tomo.data_vars:
+        seg = run_dir / "Segmentations"
+        seg.mkdir()
+        mask = np.asarray(tomo["class_mask"].values)
+        name = f"{vs:.3f}_{USER_ID}_{SESSION_ID}_classes-multilabel.zarr"
+        write_ngff04_image(seg / name, mask, vs, f"{run_name(sid)} classes", label_image=classes)
+    table = ds.particles(sid)
+    _class_info(table, info, radii)
+    return _write_picks(run_dir, sid, table, _tomogram_xyz(ds, sid, table, tomo), vs)
+
+
+def _template_radii(ds: Any) -> dict[str, float]:
+    """``{class name: radius in Å}``: each template's extent, ``(radius_px + 0.5) × spacing``.
+
+    ``radius_px`` is the largest distance from the centre to a voxel inside the contour; the
+    half voxel reaches that voxel's edge (a one-voxel template has a radius of half a voxel).
+
+    Templates are loaded as the sample builder loads them (a file template that is no longer
+    where the config says is skipped: its object then has no radius).
+    """
+    from faket_dask.stages.templates import load_template
+
+    cfg = ds.config
+    ps = float(cfg.tilts.pixel_spacing)
+    out: dict[str, float] = {}
+    for c in cfg.sample.resolved_particles():
+        src = c.template
+        if not src.startswith(("builtin:", "example:")) and not Path(src).is_file():
+            src = str(Path(ds.path).parent / src)
+        try:
+            t = load_template(
+                src,
+                ps,
+                name=c.name,
+                threshold=c.threshold,
+                density=c.density,
+                source_pixel_spacing=c.pixel_spacing,
+            )
+        except InputError:
+            continue
+        out[c.name] = round((float(t.radius_px) + 0.5) * ps, 3)
+    return out
 
 
 def export_copick(
@@ -119,6 +238,7 @@ def export_copick(
     sample_ids: Sequence[int] | None = None,
     tomo_type: str = "wbp",
     overwrite: bool = False,
+    root: str | None = None,
 ) -> dict[str, Any]:
     """Write complete samples' tomograms, picks and class masks as a copick project.
 
@@ -132,6 +252,9 @@ def export_copick(
         Samples to export (default: every complete sample).
     tomo_type
         copick tomogram type of the reconstruction (``wbp``: weighted back-projection).
+    root
+        The project's root URL in the config (default ``local://.``: the folder the project is
+        opened from, so a copied project opens from its own folder).
 
     Returns
     -------
@@ -139,7 +262,6 @@ def export_copick(
         ``{"config": path, "runs": n, "picks": n files, "points": n}``.
     """
     from faket_dask.read.access import open_dataset
-    from faket_dask.stages.particles import matrices_from_table, star_coordinates
 
     ds = open_dataset(store)
     ids = list(ds.ids if sample_ids is None else sample_ids)
@@ -147,132 +269,33 @@ def export_copick(
         raise InputError(f"{store} has no complete samples to export")
     for sid in ids:
         ds.check_id(sid)
-    if not tomo_type.replace("-", "").replace("_", "").isalnum():
-        raise InputError(f"--tomo-type {tomo_type!r}: use letters, digits, - and _")
-    out = Path(output).resolve()
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} exists and is not empty; pass --overwrite or choose another")
-        shutil.rmtree(out)
-    if not out.parent.is_dir():
-        raise InputError(f"output folder {out.parent} does not exist; create it first")
-    out.mkdir(parents=True, exist_ok=True)
-
-    classes: dict[str, str] = {}
-    kinds: dict[str, str] = {}
-    radii: dict[str, float] = {}
-    n_picks = n_points = 0
-    spacings: set[float] = set()
-    for sid in ids:
-        tomo = ds.sample(sid, "tomogram") if _has(ds, sid, "tomogram") else None
-        if tomo is None:
+        if not has_grid(ds, sid, "tomogram"):
             raise InputError(
                 f"sample {sid} has no tomogram; copick needs one (set reconstruction.enabled)"
             )
-        vol = ds.sample(sid, "volume")
-        classes.update({str(k): str(v) for k, v in (vol.attrs.get("classes") or {}).items()})
-        vs = float(tomo.attrs["pixel_spacing"])
-        spacings.add(vs)
-        run_dir = out / "ExperimentRuns" / run_name(sid)
-        vs_dir = run_dir / f"VoxelSpacing{vs:.3f}"
-        vs_dir.mkdir(parents=True)
-        _write_ome_v2(
-            vs_dir / f"{tomo_type}.zarr",
-            np.asarray(tomo["tomogram"].values, dtype=np.float32),
-            vs,
-            f"{run_name(sid)} {tomo_type}",
-        )
-        if "class_mask" in tomo.data_vars:
-            seg = run_dir / "Segmentations"
-            seg.mkdir()
-            _write_ome_v2(
-                seg / f"{vs:.3f}_{USER_ID}_{SESSION_ID}_classes-multilabel.zarr",
-                np.asarray(tomo["class_mask"].values),
-                vs,
-                f"{run_name(sid)} classes",
-            )
-        table = ds.particles(sid)
-        part_attrs = _particle_attrs(ds, sid)
-        coords = star_coordinates(
-            table,
-            "tomogram",
-            shape=tuple(int(s) for s in part_attrs.get("shape", (0, 0, 0))),
-            pixel_spacing=float(part_attrs.get("pixel_spacing", vs)),
-            bin=int(tomo.attrs.get("bin", 1)),
-            tomogram_thickness=int(tomo.attrs.get("thickness", tomo.sizes["z"])),
-        )
-        xyz = (
-            np.stack(
-                [coords["rlnCoordinateX"], coords["rlnCoordinateY"], coords["rlnCoordinateZ"]], 1
-            )
-            * vs
-        )
-        mats = matrices_from_table(table) if len(table) else np.zeros((0, 3, 3))
-        picks_dir = run_dir / "Picks"
-        picks_dir.mkdir()
-        for name in sorted(set(table["class_name"])):
-            sel = np.flatnonzero(table["class_name"].to_numpy() == name)
-            kind = str(table["kind"].iloc[sel[0]])
-            kinds[str(name)] = kind
-            if "radius_angst" in table and float(table["radius_angst"].iloc[sel[0]]) > 0:
-                radii[str(name)] = float(table["radius_angst"].iloc[sel[0]])
-            if kind != "particle":
-                continue  # membranes and beads are segmentation objects in copick
-            points = []
-            for i in sel:
-                m = np.eye(4)
-                m[:3, :3] = mats[i]
-                points.append(
-                    {
-                        "location": {"x": xyz[i, 0], "y": xyz[i, 1], "z": xyz[i, 2]},
-                        "transformation_": m.tolist(),
-                        "instance_id": int(table["id"].iloc[i]),
-                        "score": 1.0,
-                    }
-                )
-            doc = {
-                "pickable_object_name": str(name),
-                "user_id": USER_ID,
-                "session_id": SESSION_ID,
-                "run_name": run_name(sid),
-                "voxel_spacing": vs,
-                "unit": "angstrom",
-                "points": points,
-                "trust_orientation": True,
-            }
-            path = picks_dir / f"{USER_ID}_{SESSION_ID}_{name}.json"
-            path.write_text(json.dumps(doc, default=_num))
-            n_picks += 1
-            n_points += len(points)
-
+    if not tomo_type.replace("-", "").replace("_", "").isalnum():
+        raise InputError(f"--tomo-type {tomo_type!r}: use letters, digits, - and _")
+    out = prepare_output(output, overwrite)
+    info: dict[str, dict[str, Any]] = {}
+    counts: list[int] = []
+    classes: dict[int, str] = {}
+    radii = _template_radii(ds)
+    for sid in ids:
+        counts += _export_run(ds, sid, out, tomo_type, info, radii)
+        classes.update(class_names(ds, sid))
+    for name, pdb in _pdb_ids(ds).items():
+        info.setdefault(name, {})["pdb_id"] = pdb
     config = {
         "config_type": "filesystem",
         "name": f"faket-dask {Path(store).name}",
         "description": f"Synthetic cryo-ET samples exported by faket-dask from {Path(store).name}",
         "version": "0.2.0",
-        "pickable_objects": _pickable_objects(classes, kinds, radii),
+        "pickable_objects": _pickable_objects(classes, info),
         "user_id": USER_ID,
         "session_id": SESSION_ID,
-        "overlay_root": f"local://{out}",
-        "static_root": f"local://{out}",
+        "overlay_root": root or "local://.",
         "overlay_fs_args": {"auto_mkdir": True},
-        "static_fs_args": {},
     }  # no "runs" index: copick would then make index-only runs that cannot list their data
     cfg_path = out / "copick_config.json"
     cfg_path.write_text(json.dumps(config, indent=2))
-    return {"config": cfg_path, "runs": len(ids), "picks": n_picks, "points": n_points}
-
-
-def _has(ds: Any, sample_id: int, grid: str) -> bool:
-    return (Path(ds.path) / "samples" / f"{int(sample_id):06d}" / grid / "zarr.json").is_file()
-
-
-def _particle_attrs(ds: Any, sample_id: int) -> dict[str, Any]:
-    meta = Path(ds.path) / "samples" / f"{int(sample_id):06d}" / "particles" / "zarr.json"
-    return dict(json.loads(meta.read_text()).get("attributes", {}))
-
-
-def _num(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(type(obj).__name__)
+    return {"config": cfg_path, "runs": len(ids), "picks": len(counts), "points": sum(counts)}
