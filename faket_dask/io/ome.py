@@ -242,12 +242,19 @@ def downsample_labels(data: np.ndarray) -> np.ndarray:
     """Halve a ``(d, h, w)`` label image by the most frequent label of each 2x2x2 block.
 
     Label-preserving: every output value is one of the block's labels (never an average);
-    ties go to the smallest label. Odd sizes are edge-padded.
+    ties go to the largest label, so a particle wins a tie against background (as
+    :func:`faket_dask.stages.reconstruction.bin_volume_labels` bins). Odd sizes are
+    edge-padded.
     """
-    blocks = np.sort(_blocks(np.asarray(data)), axis=-1)
-    counts = (blocks[..., :, None] == blocks[..., None, :]).sum(axis=-1)  # (..., 8)
-    best = np.argmax(counts, axis=-1)  # first maximum: the smallest label among the modes
-    return np.take_along_axis(blocks, best[..., None], axis=-1)[..., 0]
+    blocks = _blocks(np.asarray(data))
+    out = np.empty(blocks.shape[:3], dtype=blocks.dtype)
+    step = max(1, (1 << 20) // max(1, out.shape[1] * out.shape[2]))  # output planes per chunk
+    for z0 in range(0, out.shape[0], step):
+        blk = np.sort(blocks[z0 : z0 + step], axis=-1)
+        counts = (blk[..., :, None] == blk[..., None, :]).sum(axis=-1)  # (..., 8)
+        best = 7 - np.argmax(counts[..., ::-1], axis=-1)  # the last (largest) of the modes
+        out[z0 : z0 + step] = np.take_along_axis(blk, best[..., None], axis=-1)[..., 0]
+    return out
 
 
 def pyramid(data: np.ndarray, levels: int = 3, *, labels: bool = False) -> list[np.ndarray]:

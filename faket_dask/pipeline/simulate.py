@@ -47,6 +47,7 @@ from scipy import ndimage
 from faket_dask.config import SimulationConfig, apply_mix
 from faket_dask.errors import InputError
 from faket_dask.io import store as st
+from faket_dask.io.multiscale import write_grid_multiscale
 from faket_dask.pipeline.draw import SampleSpec, _apply_fault, draw
 from faket_dask.pipeline.overlap import Background, device_lock, read_ahead
 from faket_dask.pipeline.worker_cache import (
@@ -377,7 +378,10 @@ def _build_and_project(
                 noiseless[:, y0:y1] = project_slab(dens, angles, w, check_finite=False)
             if sink.wants_slabs:
                 bg.submit(sink.store_slab, y0, sink.slabs(dens, cls, inst))
-    pending = [later.submit(_volume_checksums, sink.writer)] if sink.writer is not None else []
+    pending = []
+    if sink.writer is not None:
+        ps = float(layout.pixel_spacing)
+        pending = [later.submit(_volume_checksums, sink.writer, ps, dict(layout.classes))]
     table = layout.particles
     checksums = _write_particles(spec, group, layout)
     masks = {k: np.concatenate(v, axis=1) for k, v in sink.binned.items() if v}
@@ -463,8 +467,11 @@ def _write_particles(spec: SampleSpec, group: Any, layout: Any) -> dict[str, str
     return {f"particles/{k}": v for k, v in sums.items()}
 
 
-def _volume_checksums(writer: Any) -> dict[str, str]:
-    return {f"volume/{k}": v for k, v in writer.checksums().items()}
+def _volume_checksums(writer: Any, ps: float, classes: dict[int, str]) -> dict[str, str]:
+    """The volume's checksums (read back), then its OME pyramid and labels (new arrays)."""
+    sums = {f"volume/{k}": v for k, v in writer.checksums().items()}
+    write_grid_multiscale(writer.group, "volume", ps, classes)
+    return sums
 
 
 def _jsonable(obj: Any) -> Any:
@@ -568,6 +575,8 @@ def _write_tomogram(spec: SampleSpec, group: Any, tomo: Mapping[str, Any], built
             "thickness": tomo["thickness"],
         },
     )
+    classes = {int(k): v for k, v in group["particles"].attrs.get("classes", {}).items()}
+    write_grid_multiscale(group["tomogram"], "tomogram", ps, classes)  # new arrays only
     return {f"tomogram/{k}": v for k, v in sums.items()}
 
 
