@@ -159,7 +159,9 @@ def test_cli_export_copick(store, tmp_path):
     from typer.testing import CliRunner
 
     out = tmp_path / "p"
-    res = CliRunner().invoke(app, ["export-copick", str(store), "--sample", "0", "-o", str(out)])
+    args = ["export-copick", str(store), "--sample", "0", "-o", str(out), "--root", "s3://b/p"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
+    assert json.loads((out / "copick_config.json").read_text())["overlay_root"] == "s3://b/p"
     assert "1 runs" in res.output and (out / "copick_config.json").is_file()
     assert sorted(p.name for p in (out / "ExperimentRuns").iterdir()) == [run_name(0)]

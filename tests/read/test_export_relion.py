@@ -153,3 +153,19 @@ def test_relion5_bad_input(store, tmp_path):
     with pytest.raises(InputError, match="not empty"):
         export_relion5(store, tmp_path / "c")
     assert (tmp_path / "c" / "x").read_text() == "keep"
+
+
+def test_cli_export_relion5_and_ngff04(store, tmp_path):
+    from _cli import assert_one_line_exit_2, run_cli
+
+    proc = run_cli("export", store, "--relion5", tmp_path / "r5", "--ngff04", tmp_path / "ng")
+    assert proc.returncode == 0, proc.stderr
+    assert "RELION 5 set (2 tilt-series" in proc.stdout and "NGFF 0.4 images" in proc.stdout
+    assert (tmp_path / "r5" / "optimisation_set.star").is_file()
+    assert (tmp_path / "ng" / "sample_000001" / "tomogram.zarr" / ".zattrs").is_file()
+    proc = run_cli("export", store, "--sample", 1, "--relion5", tmp_path / "one")
+    assert proc.returncode == 0, proc.stderr
+    tomos = starfile.read(tmp_path / "one" / "tomograms.star", always_dict=True)["global"]
+    assert list(tomos.rlnTomoName) == ["sample_000001"]
+    assert_one_line_exit_2(run_cli("export", store, "-o", tmp_path / "x.mrc"), "--sample")
+    assert_one_line_exit_2(run_cli("export", store, "--relion5", tmp_path / "r5"), "not empty")
