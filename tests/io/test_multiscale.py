@@ -107,3 +107,41 @@ def test_store_tomogram_opens_as_a_pyramid_with_labels(store):
     assert len(labels) == 2 and all(n["scale"] == [vs] * 3 for n in labels)
     classes = ds.sample(0, "volume").attrs["classes"]
     assert [n["names"] for n in labels if n["names"]] == [classes]
+
+
+_NAPARI = """
+import json, sys
+from napari_ome_zarr import napari_get_reader
+out = []
+for path in sys.argv[1:]:
+    for data, kwargs, kind in napari_get_reader(path)(path):
+        data = data if isinstance(data, list) else [data]
+        out.append({"group": path.rsplit("/", 1)[-1], "kind": kind, "levels": len(data),
+                    "shape": list(data[0].shape),
+                    "scale": [float(s) for s in kwargs.get("scale", [])]})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_napari_reader_shows_the_store_masks_as_labels(store):
+    """napari-ome-zarr's reader plugin (no GUI) on the store's tomogram and volume groups."""
+    from faket_dask.read.access import open_dataset
+
+    python = venv_python("napari-ome-zarr", ["napari-ome-zarr"], "napari_ome_zarr")
+    groups = [str(store / f"samples/000000/{g}") for g in ("tomogram", "volume")]
+    layers = json.loads(run_script(python, _NAPARI, *groups).strip().splitlines()[-1])
+    ds = open_dataset(store)
+    tomo, vol = ds.sample(0, "tomogram"), ds.sample(0, "volume")
+    got = sorted((la["group"], la["kind"], la["levels"]) for la in layers)
+    assert got == [
+        ("tomogram", "image", 3),
+        ("tomogram", "labels", 3),
+        ("tomogram", "labels", 3),
+        ("volume", "labels", 3),  # no density saved: the class mask is the volume's image
+        ("volume", "labels", 3),  # and the instance mask
+    ]
+    for la in layers:
+        grid = tomo if la["group"] == "tomogram" else vol
+        assert la["shape"] == list(grid.class_mask.shape)
+        assert la["scale"] == pytest.approx([grid.attrs["pixel_spacing"]] * 3)
