@@ -221,7 +221,7 @@ def tilt_geometry(
     vx, vy = int(w / 2) + off_x - cx, int(h / 2) + off_y - cy
     return {
         "rlnTomoXTilt": np.zeros(n),
-        "rlnTomoYTilt": -theta,
+        "rlnTomoYTilt": 0.0 - theta,  # (no -0.0)
         "rlnTomoZRot": np.full(n, float(tilt_axis_deg)),
         "shift_x": ca * vx - sa * vy + cx + sh[:, 1] - int(w / 2),
         "shift_y": sa * vx + ca * vy + cy + sh[:, 0] - int(h / 2),
