@@ -43,12 +43,15 @@ import numpy as np
 
 from faket_dask.errors import InputError
 from faket_dask.io.ome import label_colour
+from faket_dask.read.access import open_dataset
 from faket_dask.read.export_ngff import (
     class_names,
     has_grid,
     prepare_output,
     write_ngff04_image,
 )
+from faket_dask.stages.particles import matrices_from_table, star_coordinates
+from faket_dask.stages.templates import is_atomic_model, load_template, read_atoms
 
 __all__ = ["SESSION_ID", "USER_ID", "export_copick", "run_name"]
 
@@ -69,8 +72,6 @@ def _kind_of_class(name: str) -> str:
 
 def _pdb_ids(ds: Any) -> dict[str, str]:
     """``{class name: PDB id}`` for classes whose template is an atomic model with an id."""
-    from faket_dask.stages.templates import is_atomic_model, read_atoms
-
     out: dict[str, str] = {}
     for c in ds.config.sample.resolved_particles():
         if not is_atomic_model(c.template) or c.template.startswith("example:"):
@@ -110,8 +111,6 @@ def _pickable_objects(classes: dict[int, str], info: dict[str, dict[str, Any]]) 
 
 def _tomogram_xyz(ds: Any, sid: int, table: Any, tomo: Any) -> np.ndarray:
     """``(N, 3)`` particle positions (x, y, z) in Å on the tomogram grid."""
-    from faket_dask.stages.particles import star_coordinates
-
     meta = Path(ds.path) / "samples" / f"{int(sid):06d}" / "particles" / "zarr.json"
     part = dict(json.loads(meta.read_text()).get("attributes", {}))
     vs = float(tomo.attrs["pixel_spacing"])
@@ -128,8 +127,6 @@ def _tomogram_xyz(ds: Any, sid: int, table: Any, tomo: Any) -> np.ndarray:
 
 def _write_picks(run_dir: Path, sid: int, table: Any, xyz: np.ndarray, vs: float) -> list[int]:
     """One pick file per particle class; returns the number of points of each file."""
-    from faket_dask.stages.particles import matrices_from_table
-
     mats = matrices_from_table(table) if len(table) else np.zeros((0, 3, 3))
     picks_dir = run_dir / "Picks"
     picks_dir.mkdir()
@@ -207,8 +204,6 @@ def _template_radii(ds: Any) -> dict[str, float]:
     Templates are loaded as the sample builder loads them (a file template that is no longer
     where the config says is skipped: its object then has no radius).
     """
-    from faket_dask.stages.templates import load_template
-
     cfg = ds.config
     ps = float(cfg.tilts.pixel_spacing)
     out: dict[str, float] = {}
@@ -261,8 +256,6 @@ def export_copick(
     dict
         ``{"config": path, "runs": n, "picks": n files, "points": n}``.
     """
-    from faket_dask.read.access import open_dataset
-
     ds = open_dataset(store)
     ids = list(ds.ids if sample_ids is None else sample_ids)
     if not ids:

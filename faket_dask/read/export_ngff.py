@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from faket_dask.errors import InputError
 from faket_dask.io.ome import image_label_attrs, multiscales_entry, pyramid
+from faket_dask.read.access import open_dataset
 
 __all__ = [
     "CHUNK",
@@ -83,8 +85,6 @@ def write_ngff04_image(
     label_image
         When not ``None``, ``data`` is itself a label image with these class names.
     """
-    import zarr
-
     path = Path(path)
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     is_label = label_image is not None
@@ -142,8 +142,6 @@ def export_ngff04(
 
     Returns ``{"samples": n, "images": [paths]}``.
     """
-    from faket_dask.read.access import open_dataset
-
     ds = open_dataset(store)
     ids = list(ds.ids if sample_ids is None else sample_ids)
     for sid in ids:

@@ -46,6 +46,7 @@ above is used as is; with no CTF the hand does not change the data).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,10 +54,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import starfile
 
+from faket_dask.angles import write_tilt_file
 from faket_dask.errors import InputError
+from faket_dask.io.mrc import write_mrc
 from faket_dask.io.ome import TILT_PREFERENCE
+from faket_dask.read.access import open_dataset
 from faket_dask.read.export_ngff import has_grid, prepare_output
+from faket_dask.stages.particles import star_blocks
+from faket_dask.stages.projection import padded_size
 
 __all__ = [
     "OPTICS_COLUMNS",
@@ -200,8 +208,6 @@ def tilt_geometry(
     ``rlnTomoXTilt``, ``rlnTomoYTilt``, ``rlnTomoZRot`` (deg) and ``shift_x``, ``shift_y``
     (pixels; × pixel size for ``rlnTomoX/YShiftAngst``), each ``(T,)``.
     """
-    from faket_dask.stages.projection import padded_size
-
     theta = np.asarray(theta, dtype=np.float64)
     n = theta.size
     nz, ny, nx = (int(v) for v in volume_shape)
@@ -230,8 +236,6 @@ def tilt_geometry(
 
 def _tilt_table(ds: Any, sid: int, opts: RelionOptions, geom: dict) -> Any:
     """The per-tilt STAR block of a sample (see the module docstring for the geometry)."""
-    import pandas as pd
-
     tilts = ds.sample(sid, "tilts")
     theta = np.asarray(tilts["tilt_angle"].values, dtype=np.float64)
     n = theta.size
@@ -277,8 +281,6 @@ def _modality(tilts: Any, wanted: str | None) -> str:
 
 
 def _geometry(ds: Any, sid: int) -> dict[str, Any]:
-    import json
-
     meta = Path(ds.path) / "samples" / f"{int(sid):06d}" / "particles" / "zarr.json"
     part = dict(json.loads(meta.read_text()).get("attributes", {}))
     tilts = ds.sample(sid, "tilts")
@@ -300,11 +302,6 @@ def _geometry(ds: Any, sid: int) -> dict[str, Any]:
 
 def _export_sample(ds: Any, sid: int, out: Path, opts: RelionOptions) -> dict[str, Any]:
     """Write a sample's stack, .tlt, per-tilt STAR and tomogram; return its tomograms.star row."""
-    import starfile
-
-    from faket_dask.angles import write_tilt_file
-    from faket_dask.io.mrc import write_mrc
-
     geom = _geometry(ds, sid)
     name = geom["name"]
     tilts = ds.sample(sid, "tilts")
@@ -341,8 +338,6 @@ def _export_sample(ds: Any, sid: int, out: Path, opts: RelionOptions) -> dict[st
 
 
 def _particle_rows(ds: Any, sid: int) -> Any:
-    from faket_dask.stages.particles import star_blocks
-
     geom = _geometry(ds, sid)
     table = ds.particles(sid)
     blocks = star_blocks(
@@ -368,11 +363,6 @@ def export_relion5(
     Returns ``{"tomograms": path, "particles": path, "optimisation_set": path,
     "tilt_series": n, "particles_n": n}``.
     """
-    import pandas as pd
-    import starfile
-
-    from faket_dask.read.access import open_dataset
-
     opts = options or RelionOptions()
     ds = open_dataset(store)
     ids = list(ds.ids if sample_ids is None else sample_ids)
