@@ -225,17 +225,20 @@ def label_colour(value: int) -> tuple[int, int, int, int]:
     return LABEL_PALETTE[(int(value) - 1) % len(LABEL_PALETTE)]
 
 
-def _blocks(data: np.ndarray) -> np.ndarray:
-    """``(d, h, w)`` -> ``(ceil(d/2), ceil(h/2), ceil(w/2), 8)`` 2x2x2 blocks (edge-padded)."""
+def _corners(data: np.ndarray) -> list[np.ndarray]:
+    """The 8 strided views ``data[i::2, j::2, k::2]`` of 2x2x2 blocks (odd sizes: edge-padded)."""
     pad = [(0, n % 2) for n in data.shape]
     arr = np.pad(data, pad, mode="edge") if any(p for _, p in pad) else data
-    d, h, w = (n // 2 for n in arr.shape)
-    return arr.reshape(d, 2, h, 2, w, 2).transpose(0, 2, 4, 1, 3, 5).reshape(d, h, w, 8)
+    return [arr[i::2, j::2, k::2] for i in (0, 1) for j in (0, 1) for k in (0, 1)]
 
 
 def downsample_mean(data: np.ndarray) -> np.ndarray:
     """Halve a ``(d, h, w)`` image by the mean of 2x2x2 blocks (odd sizes: edge-padded)."""
-    return _blocks(np.asarray(data)).mean(axis=-1, dtype=np.float64).astype(data.dtype)
+    corners = _corners(np.asarray(data))
+    total = corners[0].astype(np.float64)
+    for c in corners[1:]:
+        total += c
+    return (total / 8.0).astype(data.dtype)
 
 
 def downsample_labels(data: np.ndarray) -> np.ndarray:
@@ -244,17 +247,21 @@ def downsample_labels(data: np.ndarray) -> np.ndarray:
     Label-preserving: every output value is one of the block's labels (never an average);
     ties go to the largest label, so a particle wins a tie against background (as
     :func:`faket_dask.stages.reconstruction.bin_volume_labels` bins). Odd sizes are
-    edge-padded.
+    edge-padded. Uniform blocks (most of a volume) cost a min and a max; only blocks on an
+    object's edge are counted.
     """
-    blocks = _blocks(np.asarray(data))
-    out = np.empty(blocks.shape[:3], dtype=blocks.dtype)
-    step = max(1, (1 << 20) // max(1, out.shape[1] * out.shape[2]))  # output planes per chunk
-    for z0 in range(0, out.shape[0], step):
-        blk = np.sort(blocks[z0 : z0 + step], axis=-1)
-        counts = (blk[..., :, None] == blk[..., None, :]).sum(axis=-1)  # (..., 8)
-        best = 7 - np.argmax(counts[..., ::-1], axis=-1)  # the last (largest) of the modes
-        out[z0 : z0 + step] = np.take_along_axis(blk, best[..., None], axis=-1)[..., 0]
-    return out
+    corners = _corners(np.asarray(data))
+    lo, hi = corners[0].copy(), corners[0].copy()
+    for c in corners[1:]:
+        np.minimum(lo, c, out=lo)
+        np.maximum(hi, c, out=hi)
+    mixed = np.nonzero(lo != hi)
+    if mixed[0].size:
+        blk = np.sort(np.stack([c[mixed] for c in corners], axis=1), axis=1)  # (n, 8)
+        counts = (blk[:, :, None] == blk[:, None, :]).sum(axis=-1)
+        best = 7 - np.argmax(counts[:, ::-1], axis=-1)  # the last (largest) of the modes
+        lo[mixed] = blk[np.arange(blk.shape[0]), best]
+    return lo
 
 
 def pyramid(data: np.ndarray, levels: int = 3, *, labels: bool = False) -> list[np.ndarray]:
