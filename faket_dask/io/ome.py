@@ -14,8 +14,14 @@ one **primary** array (a single-level multiscale whose only dataset is that arra
 * ``tomogram``: the ``tomogram`` reconstruction; axes ``z``, ``y``, ``x`` (space, Å);
 * ``volume``: ``density`` if saved, else ``class_mask``.
 
+For ``volume`` and ``tomogram``, :mod:`faket_dask.io.multiscale` then adds the primary's ×2 and
+×4 levels (``multiscale/1``, ``multiscale/2``) and the masks as OME labels (``labels/...``), and
+lists the three levels in the group's multiscale. The pyramid and label helpers
+(:func:`pyramid`, :func:`image_label_attrs`, :func:`multiscales_entry`) also serve the NGFF 0.4
+export.
+
 OME readers open the primary array and ignore the siblings; xarray ignores the ``ome`` attribute
-and sees every modality. Another modality opens in napari with
+(and the subgroups) and sees every modality. Another modality opens in napari with
 ``napari.view_image(zarr.open_array(store, path=".../tilts/noisy"))``. (Per-modality OME
 subgroups would have broken the one-dataset-per-grid xarray layout; several ``multiscales``
 entries in one group are schema-valid, but readers show only the first, so they would promise
