@@ -114,10 +114,11 @@ def _tomogram_xyz(ds: Any, sid: int, table: Any, tomo: Any) -> np.ndarray:
     meta = Path(ds.path) / "samples" / f"{int(sid):06d}" / "particles" / "zarr.json"
     part = dict(json.loads(meta.read_text()).get("attributes", {}))
     vs = float(tomo.attrs["pixel_spacing"])
+    nz, ny, nx = (int(s) for s in part.get("shape", (0, 0, 0)))
     coords = star_coordinates(
         table,
         "tomogram",
-        shape=tuple(int(s) for s in part.get("shape", (0, 0, 0))),
+        shape=(nz, ny, nx),
         pixel_spacing=float(part.get("pixel_spacing", vs)),
         bin=int(tomo.attrs.get("bin", 1)),
         tomogram_thickness=int(tomo.attrs.get("thickness", tomo.sizes["z"])),
