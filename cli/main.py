@@ -26,6 +26,7 @@ from . import (
     noise,
     preview,
     project,
+    realism,
     reconstruct,
     reference,
     report,
@@ -45,7 +46,7 @@ app = typer.Typer(
 
 # the order of `--help`: the stage verbs, then a dataset's life (generate, inspect, export, read)
 COMMAND_GROUPS: tuple[ModuleType, ...] = (project, style, noise, weights, sample, reconstruct)
-COMMAND_GROUPS += (reference, generate, info, export, preview, report, split)
+COMMAND_GROUPS += (reference, generate, info, export, preview, report, realism, split)
 for module in COMMAND_GROUPS:
     module.register(app)
 

@@ -155,6 +155,9 @@ def synth(
     dose: Annotated[float, typer.Option(help="Total dose over the series in e/Å².")] = 120.0,
     thickness: Annotated[float, typer.Option(help="Specimen thickness in nm.")] = 150.0,
     seed: Annotated[int, typer.Option(help="Seed of the phantom and the noise.")] = 0,
+    mtf_nu_c: Annotated[
+        float, typer.Option(help="Detector MTF fall-off in cycles/pixel (Lorentzian ν_c).")
+    ] = 0.4,
     phantom: Annotated[
         str, typer.Option(help="cell (proteins, vesicles) or carbon (white, for CTF checks).")
     ] = "cell",
@@ -162,8 +165,9 @@ def synth(
 ) -> None:
     """A physics-lite STAND-IN reference (CTF, shot noise, MTF, attenuation): not a microscope.
 
-    Writes the tilts and, next to them, OUTPUT-stem.synth.json with every parameter and the
-    note that this is a stand-in. Use a real reference (prepare / from-tomogram) for real work.
+    Writes the tilts and, next to them, OUTPUT-stem.synth.json with every parameter, the
+    per-tilt truth (SNR, signal and noise variance, electrons per pixel) and the note that
+    this is a stand-in. Use a real reference (prepare / from-tomogram) for real work.
     """
     # numpy: loaded when the command runs, so that --help stays fast
     from faket_dask.angles import parse_angles
@@ -192,10 +196,73 @@ def synth(
         "seed": seed,
         "thickness_nm": thickness,
         "phantom": phantom,
+        "mtf_nu_c": mtf_nu_c,
     }
     sidecar = synth_locally(output, dims, tilt_angles, params, overwrite=overwrite)
     typer.secho(f"note: {STAND_IN_NOTE}", fg=typer.colors.YELLOW)
     echo_done(output, f"{dims[0]} tilts of {dims[1]}x{dims[2]} (parameters in {sidecar.name})")
+
+
+@reference_app.command("calibrate")
+def calibrate(
+    ref: Annotated[Path, typer.Argument(help="Real tilt-series (T, H, W): MRC or Zarr.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Calibration out (.json).")],
+    pixel_spacing: Annotated[
+        float | None, typer.Option(help="Its pixel spacing in Å (default: .mdoc, then header).")
+    ] = None,
+    angles_file: Annotated[
+        Path | None, typer.Option(help="IMOD .tlt/.rawtlt (default: the input's own angles).")
+    ] = None,
+    mdoc: Annotated[Path | None, typer.Option(help="SerialEM .mdoc with TiltAngle.")] = None,
+    voltage: Annotated[
+        float | None, typer.Option(help="Acceleration voltage in kV (default 300).")
+    ] = None,
+    cs: Annotated[
+        float | None, typer.Option(help="Spherical aberration in mm (default 2.7).")
+    ] = None,
+    amplitude_contrast: Annotated[
+        float | None, typer.Option(help="Amplitude contrast in [0, 1) (default 0.07).")
+    ] = None,
+    var: VarOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Calibrate the microscope from the tilt-series alone: defocus, noise spectrum, SNR per tilt.
+
+    Writes OUTPUT (JSON) for `noise.model: calibrated` / `noise.calibration`: per tilt the
+    defocus from the Thon rings, the noise power spectrum, the signal power spectrum, the SNR,
+    mean and std, the fits' quality, and their dependence on 1/cos(tilt).
+    """
+    if output.suffix.lower() != ".json":
+        raise InputError(f"{output}: the calibration is JSON; name it .json")
+    if angles_file is not None and mdoc is not None:
+        raise InputError("give --angles-file or --mdoc, not both")
+    if amplitude_contrast is not None and not 0 <= amplitude_contrast < 1:
+        raise InputError(f"--amplitude-contrast {amplitude_contrast} must be in [0, 1)")
+    for name, v in (("--voltage", voltage), ("--cs", cs), ("--pixel-spacing", pixel_spacing)):
+        if v is not None and not v > 0:
+            raise InputError(f"{name} {v} must be > 0")
+    check_output(output, overwrite)
+    # numpy, scipy, torch: loaded when the command runs, so that --help stays fast
+    from faket_dask.ops.reference import CalibrateOptions
+    from faket_dask.ops.reference import calibrate as calibrate_locally
+
+    optics = {"voltage_kv": voltage, "cs_mm": cs, "amplitude_contrast": amplitude_contrast}
+    options = CalibrateOptions(
+        ref=ref,
+        output=output,
+        pixel_spacing=pixel_spacing,
+        angles_file=angles_file,
+        mdoc=mdoc,
+        optics={k: v for k, v in optics.items() if v is not None},
+        var=var,
+    )
+    cal = calibrate_locally(options)
+    snr = cal.snr
+    echo_done(
+        output,
+        f"defocus {cal.defocus_um:.3f} µm (ring score {cal.ring_score:.2f}), SNR "
+        f"{snr.min():.3g}-{snr.max():.3g} over {snr.size} tilts",
+    )
 
 
 def register(app: typer.Typer) -> None:

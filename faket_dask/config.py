@@ -267,7 +267,14 @@ class NoiseConfig(StrictModel):
     """The tilt-dependent noise model (FakET §1.3–1.4)."""
 
     model: str | None = Field(
-        None, description="noise.json from `faket-dask noise fit`; 'demo' or none: built-in."
+        None,
+        description="noise.json from `faket-dask noise fit`; 'demo' or none: built-in; "
+        "'calibrated': the reference microscope's CTF and noise spectrum (noise.calibration).",
+    )
+    calibration: str | None = Field(
+        None,
+        description="With model 'calibrated': micro.json from `faket-dask reference calibrate`; "
+        "none: calibrate the (first) style reference at the start of the run.",
     )
     models: list[str] = Field(
         default_factory=list, description="Domain randomisation: each sample draws one model."
@@ -277,6 +284,19 @@ class NoiseConfig(StrictModel):
     )
     rng: Literal["keyed", "faket"] = "keyed"
     content_factor: float = Field(0.25, gt=0, description="CONTENT noise std relative to NOISY.")
+
+    @model_validator(mode="after")
+    def _calibrated(self) -> NoiseConfig:
+        if self.model == "calibrated":
+            if self.models:
+                raise ValueError("model 'calibrated' cannot be mixed with noise.models")
+            if self.snr is not None:
+                raise ValueError("model 'calibrated' measures the SNR; drop noise.snr")
+            if self.rng != "keyed":
+                raise ValueError("model 'calibrated' draws keyed streams; drop noise.rng")
+        elif self.calibration is not None:
+            raise ValueError("noise.calibration needs noise.model: calibrated")
+        return self
 
 
 class StyleConfig(StrictModel):

@@ -1,18 +1,22 @@
-"""``reference prepare`` and ``reference from-tomogram`` on local files."""
+"""``reference prepare``, ``from-tomogram``, ``synth`` and ``calibrate`` on local files."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from faket_dask.angles import read_tilt_file
+from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, read_tilt_series, read_volume, write_tilt_series
 
-__all__ = ["PrepareOptions", "from_tomogram", "prepare", "synth"]
+if TYPE_CHECKING:
+    from faket_dask.stages.calibration import Calibration
+
+__all__ = ["CalibrateOptions", "PrepareOptions", "calibrate", "from_tomogram", "prepare", "synth"]
 
 
 @dataclass(frozen=True)
@@ -111,15 +115,62 @@ def synth(
 ) -> Path:
     """Write a stand-in reference of `dims` `(T, H, W)` and its ``.synth.json``; the latter's path.
 
-    ``params`` are :func:`faket_dask.stages.reference.synth_reference`'s keyword arguments.
+    ``params`` are :func:`faket_dask.stages.reference.synth_reference`'s keyword arguments. The
+    sidecar records them and the per-tilt truth (``truth``: SNR, signal and noise variance,
+    electrons per pixel), against which a calibration can be checked.
     """
     # torch and the stages: loaded when the command runs
     from faket_dask.stages.reference import synth_params, synth_reference
 
     sidecar = output.with_suffix(".synth.json")
-    t, h, w = dims
-    series = synth_reference((t, h, w), angles_deg, **params)
+    truth: dict[str, np.ndarray] = {}
+    series = synth_reference(dims, angles_deg, truth=truth, **params)
     write_tilt_series(output, series, var="reference", overwrite=overwrite)
-    record = synth_params((t, h, w), angles_deg, **params).to_dict()
+    record = synth_params(dims, angles_deg, **params).to_dict()
+    record["truth"] = {k: [float(v) for v in truth[k]] for k in sorted(truth)}
     sidecar.write_text(json.dumps(record, indent=2) + "\n")
     return sidecar
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """A real tilt-series to calibrate (:func:`faket_dask.stages.calibration.calibrate`).
+
+    Angles come from ``mdoc``, else ``angles_file``, else the input's own; the pixel spacing
+    from ``pixel_spacing``, else the ``.mdoc``, else the header. ``optics``: the CTF parameters
+    the user gave (``voltage_kv``, ``cs_mm``, ``amplitude_contrast``), the rest defaulted.
+    """
+
+    ref: Path
+    output: Path
+    pixel_spacing: float | None = None
+    angles_file: Path | None = None
+    mdoc: Path | None = None
+    optics: dict[str, float] | None = None
+    var: str | None = None
+
+
+def calibrate(options: CalibrateOptions) -> Calibration:
+    """Calibrate ``options.ref`` and write the JSON to ``options.output``; the calibration."""
+    # scipy, torch and the stages: loaded when the command runs
+    from faket_dask.stages.calibration import calibrate as calibrate_series
+    from faket_dask.stages.ctf import Optics
+    from faket_dask.stages.reference import read_mdoc
+
+    series = read_tilt_series(options.ref, var=options.var)
+    spacing, angles = options.pixel_spacing, series.angles_deg
+    if options.mdoc is not None:
+        info = read_mdoc(options.mdoc)
+        angles = info.angles_deg
+        spacing = spacing if spacing is not None else info.pixel_spacing
+    elif options.angles_file is not None:
+        angles = read_tilt_file(options.angles_file)
+    if angles is None:
+        raise InputError(f"{options.ref} has no tilt angles; give --angles-file or --mdoc")
+    spacing = spacing if spacing is not None else series.pixel_spacing
+    optics = Optics(**options.optics) if options.optics else None
+    cal = calibrate_series(
+        series.data, angles, spacing, optics=optics, provenance={"source": str(options.ref)}
+    )
+    cal.save(options.output)
+    return cal

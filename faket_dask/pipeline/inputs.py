@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from faket_dask.config import SimulationConfig, union_angles
 from faket_dask.demo import DEMO_REFERENCE_SEED, DEMO_SNR
 from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
+from faket_dask.stages.calibration import Calibration, calibrate
 from faket_dask.stages.noise import NoiseModel, fit_noise_model_from_reference
 from faket_dask.stages.reference import demo_reference
 from faket_dask.stages.style.weights import resolve_weights
@@ -144,6 +145,9 @@ def resolve_inputs(
         if spec == "demo":
             models.append({"spec": "demo"})
             continue
+        if spec == "calibrated":
+            models.append(_resolve_calibration(config))
+            continue
         p = Path(spec).expanduser().resolve()
         NoiseModel.load(p)  # validates; raises InputError naming the problem
         models.append({"spec": spec, "source": str(p)})
@@ -169,7 +173,7 @@ def materialize_inputs(
     demo = _DemoReference(config)
     refs = [_materialize_reference(ref, root, demo) for ref in inputs.style_references]
     models = [
-        _materialize_noise_model(i, m, root, demo) for i, m in enumerate(inputs.noise_models)
+        _materialize_noise_model(i, m, root, demo, refs) for i, m in enumerate(inputs.noise_models)
     ]
     return SharedInputs(
         weights_spec=inputs.weights_spec,
@@ -225,10 +229,21 @@ def _materialize_reference(
 
 
 def _materialize_noise_model(
-    i: int, m: Mapping[str, Any], root: Path, demo: _DemoReference
+    i: int,
+    m: Mapping[str, Any],
+    root: Path,
+    demo: _DemoReference,
+    refs: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """Noise model ``i`` into ``inputs/noise_model_{i:02d}`` (the demo one fitted first)."""
-    if m.get("spec") == "demo":
+    """Noise model ``i`` into ``inputs/noise_model_{i:02d}`` (the demo one fitted first).
+
+    The calibrated model's group holds the calibration (``attrs["calibration"]``), loaded from
+    ``noise.calibration`` or made here from the first (materialised) style reference.
+    """
+    key = "noise_model"
+    if m.get("spec") == "calibrated":
+        key, model = "calibration", _calibration_for(m, refs, demo.config)
+    elif m.get("spec") == "demo":
         series = demo.get()
         assert series.angles_deg is not None  # the demo reference has its angles
         model = fit_noise_model_from_reference(
@@ -247,6 +262,35 @@ def _materialize_noise_model(
         path=name,
         mode="w",
         zarr_format=3,
-        attributes={"noise_model": json.loads(text)},
+        attributes={key: json.loads(text)},
     )
     return {**m, "path": str(root / name), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _resolve_calibration(config: SimulationConfig) -> dict[str, Any]:
+    """The calibrated noise model's entry: a checked micro.json, or calibrate at the start."""
+    if config.noise.calibration is None:
+        if not config.style.enabled:
+            raise InputError(
+                "noise.model 'calibrated' without noise.calibration calibrates the style "
+                "reference, but style is disabled; give noise.calibration (reference calibrate)"
+            )
+        return {"spec": "calibrated", "source": None}
+    p = Path(config.noise.calibration).expanduser().resolve()
+    Calibration.load(p)  # validates; raises InputError naming the problem
+    return {"spec": "calibrated", "source": str(p)}
+
+
+def _calibration_for(
+    m: Mapping[str, Any], refs: Sequence[Mapping[str, Any]], config: SimulationConfig
+) -> Calibration:
+    """Load the calibration, or calibrate the first style reference (already materialised)."""
+    if m.get("source"):
+        return Calibration.load(m["source"])
+    series = read_tilt_series(refs[0]["path"])
+    if series.angles_deg is None:
+        raise InputError(f"style reference {refs[0]['spec']} has no tilt angles to calibrate")
+    spacing = series.pixel_spacing or config.tilts.pixel_spacing
+    return calibrate(
+        series.data, series.angles_deg, spacing, provenance={"source": refs[0]["spec"]}
+    )

@@ -51,6 +51,7 @@ from faket_dask.io.multiscale import write_grid_multiscale
 from faket_dask.pipeline.draw import SampleSpec, _apply_fault, draw
 from faket_dask.pipeline.overlap import Background, device_lock, read_ahead
 from faket_dask.pipeline.worker_cache import (
+    _load_calibration,
     _load_noise_model,
     _load_reference,
     deterministic_mode,
@@ -58,6 +59,7 @@ from faket_dask.pipeline.worker_cache import (
     gram_cache,
     resolve_device,
 )
+from faket_dask.stages.calibrated_noise import CalibratedNoiseOptions, apply_calibrated_noise
 from faket_dask.stages.noise import STATS, Curves, NoiseModel, apply_noise
 from faket_dask.stages.particles import star_blocks
 from faket_dask.stages.projection import project_slab
@@ -67,6 +69,41 @@ from faket_dask.stages.sample import build_layout, default_slab_size, iter_slabs
 from faket_dask.stages.style import style_transfer
 
 NOISE_MODALITIES = ("noisy", "content", "baseline")
+
+
+def _noise(
+    spec: SampleSpec,
+    drew: Mapping[str, Any],
+    noiseless: torch.Tensor,
+    angles: np.ndarray,
+    modalities: Sequence[str],
+) -> dict[str, torch.Tensor]:
+    """NOISY/CONTENT/BASELINE by FakET's model, or by the calibrated one."""
+    cfg = spec.config
+    entry = spec.inputs.noise_models[drew["noise_model"]]
+    if entry.get("spec") == "calibrated":
+        options = CalibratedNoiseOptions(
+            modalities=tuple(modalities),
+            content_factor=cfg.noise.content_factor,
+            pixel_spacing=cfg.tilts.pixel_spacing,
+        )
+        calibration = _load_calibration(entry["path"])
+        return apply_calibrated_noise(
+            noiseless, calibration, angles, spec.seed, spec.sample_id, options
+        )
+    model = _load_noise_model(entry["path"])
+    if drew["snr"] is not None:
+        model = _with_snr(model, drew["snr"])
+    return apply_noise(
+        noiseless,
+        model,
+        angles,
+        spec.seed,
+        spec.sample_id,
+        rng=cfg.noise.rng,
+        modalities=modalities,
+        content_factor=cfg.noise.content_factor,
+    )
 
 
 def _with_snr(model: NoiseModel, snr: float) -> NoiseModel:
@@ -270,21 +307,8 @@ class _SampleRun:
             return
         spec, drew = self.spec, self.drew
         with self.lock, self.timer("noise"):
-            model = _load_noise_model(spec.inputs.noise_models[drew["noise_model"]]["path"])
-            if drew["snr"] is not None:
-                model = _with_snr(model, drew["snr"])
-            self.stacks.update(
-                apply_noise(
-                    self.stacks["noiseless"],
-                    model,
-                    self.angles,
-                    spec.seed,
-                    spec.sample_id,
-                    rng=self.cfg.noise.rng,
-                    modalities=need,
-                    content_factor=self.cfg.noise.content_factor,
-                )
-            )
+            noiseless = self.stacks["noiseless"]
+            self.stacks.update(_noise(spec, drew, noiseless, self.angles, need))
         self.save(need)
 
     def add_style(self) -> None:

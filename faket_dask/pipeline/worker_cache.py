@@ -19,6 +19,7 @@ import torch
 
 from faket_dask.errors import InputError
 from faket_dask.io import read_tilt_series
+from faket_dask.stages.calibration import Calibration
 from faket_dask.stages.noise import NoiseModel
 from faket_dask.stages.style import GramCache
 from faket_dask.stages.style.weights import load_vgg19
@@ -88,6 +89,13 @@ def _load_noise_model(path: str) -> NoiseModel:
         attrs = json.loads(meta.read_text()).get("attributes", {})
         return NoiseModel.model_validate(attrs["noise_model"])
     return NoiseModel.load(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_calibration(path: str) -> Calibration:
+    """A calibration from the attrs of a store's ``inputs`` group."""
+    attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
+    return Calibration.model_validate(attrs["calibration"])
 
 
 def resolve_device(device: str) -> str:

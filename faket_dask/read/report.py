@@ -101,8 +101,13 @@ def report(
     *,
     max_samples: int = 8,
     dpi: int = 80,
+    heldout_table: str | None = None,
 ) -> Path:
-    """Write the one-page dataset report as ``.png`` or ``.html`` (by the output's suffix)."""
+    """Write the one-page dataset report as ``.png`` or ``.html`` (by the output's suffix).
+
+    ``heldout_table``: :func:`faket_dask.read.realism.format_table`'s text, shown as its own
+    section of the HTML report (realism on held-out reference tilts).
+    """
     out = Path(output)
     if out.suffix.lower() not in (".png", ".html", ".htm"):
         raise InputError(f"report {out}: use a .png or .html output")
@@ -134,7 +139,7 @@ def report(
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_html(store, ds, buf.getvalue(), counts, table))
+    out.write_text(_html(store, ds, buf.getvalue(), counts, table, heldout_table))
     return out
 
 
@@ -199,8 +204,17 @@ def _html(
     png: bytes,
     counts: dict[str, int],
     table: dict[str, list[dict[str, float]]],
+    heldout_table: str | None = None,
 ) -> str:
     esc = html.escape
+    heldout = (
+        "<h2>Realism on held-out reference tilts</h2><p>Distance to a reference tilt-series "
+        "the run never saw, beside d(A, B), the distance between the style reference and it; "
+        "ratio 1: as close as two real tilt-series.</p>"
+        f"<pre>{esc(heldout_table)}</pre>"
+        if heldout_table
+        else ""
+    )
     rows = "".join(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in counts.items())
     real = ""
     for m, v in table.items():
@@ -223,6 +237,7 @@ def _html(
         f"<img alt='report' style='width:100%' src='data:image/png;base64,{b64}'>"
         "<h2>Realism against the style reference</h2><table><tr><th>modality</th>"
         "<th>spectrum distance (decades)</th><th>histogram distance (JS)</th><th>samples</th></tr>"
-        f"{real}</table><h2>Particles per class</h2><table><tr><th>class</th><th>count</th></tr>"
+        f"{real}</table>{heldout}"
+        "<h2>Particles per class</h2><table><tr><th>class</th><th>count</th></tr>"
         f"{rows}</table></body></html>\n"
     )

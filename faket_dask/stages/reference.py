@@ -389,6 +389,7 @@ class SynthParams:
     mean_free_path_nm: float
     b_factor: float
     phantom: str = "cell"
+    mtf_nu_c: float = 0.4
     note: str = STAND_IN_NOTE
 
     def to_dict(self) -> dict:
@@ -467,6 +468,8 @@ def synth_reference(
     b_factor: float = 50.0,
     phantom: str = "cell",
     device: torch.device | str = "cpu",
+    mtf_nu_c: float = 0.4,
+    truth: dict | None = None,
 ) -> TiltSeries:
     """A physics-lite stand-in tilt-series (**not** a microscope; see :data:`STAND_IN_NOTE`).
 
@@ -486,7 +489,12 @@ def synth_reference(
        voltages).
     4. Shot noise: Poisson counts with mean ``dose/T · pixel_spacing²`` electrons per pixel per
        tilt (the total dose split evenly over the tilts) times the intensity.
-    5. Detector: the analytic MTF of :func:`detector_mtf` applied to the counts.
+    5. Detector: the analytic MTF of :func:`detector_mtf` (``nu_c = mtf_nu_c``) applied to the
+       counts.
+
+    The signal-to-noise ratio of tilt θ is defined on the output:
+    ``SNR = var(MTF ⊛ expected) / var(MTF ⊛ (counts − expected))``, the variance of the
+    noise-free image (expected counts) over that of the shot noise, both after the detector.
 
     Parameters
     ----------
@@ -507,6 +515,12 @@ def synth_reference(
     phantom
         ``cell`` (proteins, vesicles, solvent texture) or ``carbon`` (white noise, for CTF
         checks), see :func:`synth_phantom`.
+    mtf_nu_c
+        The detector MTF's Lorentzian fall-off ν_c in cycles/pixel (:func:`detector_mtf`).
+    truth
+        If given, filled with the per-tilt ground truth: ``snr`` (`(T,)`, as defined above),
+        ``signal_var`` and ``noise_var`` (`(T,)`, counts²) and ``electrons_per_pixel`` (`(T,)`,
+        the mean dose per pixel after attenuation).
 
     Returns
     -------
@@ -527,6 +541,7 @@ def synth_reference(
         ("dose", dose),
         ("thickness", thickness_nm),
         ("mean free path", mean_free_path_nm),
+        ("MTF fall-off", mtf_nu_c),
     ):
         if not value > 0:
             raise InputError(f"{name} must be > 0, got {value}")
@@ -566,8 +581,18 @@ def synth_reference(
     electrons = dose / t_n * pixel_spacing**2
     expected = (electrons * attenuation * image).cpu().numpy()
     counts = torch.from_numpy(rng.poisson(expected).astype(np.float64)).to(dev)
-    mtf = torch.from_numpy(detector_mtf(h, w)).to(dev)
+    mtf = torch.from_numpy(detector_mtf(h, w, mtf_nu_c)).to(dev)
     out = torch.fft.ifft2(torch.fft.fft2(counts) * mtf).real
+    if truth is not None:
+        clean = torch.fft.ifft2(torch.fft.fft2(torch.from_numpy(expected).to(dev)) * mtf).real
+        signal_var = clean.var(dim=(-2, -1), correction=0).cpu().numpy()
+        noise_var = (out - clean).var(dim=(-2, -1), correction=0).cpu().numpy()
+        truth.update(
+            snr=signal_var / noise_var,
+            signal_var=signal_var,
+            noise_var=noise_var,
+            electrons_per_pixel=(electrons * attenuation).view(-1).cpu().numpy(),
+        )
     return TiltSeries(out.to(torch.float32).cpu().numpy(), angles, float(pixel_spacing))
 
 
@@ -587,6 +612,7 @@ def synth_params(
         "mean_free_path_nm": 350.0,
         "b_factor": 50.0,
         "phantom": "cell",
+        "mtf_nu_c": 0.4,
     }
     unknown = set(kwargs) - set(defaults)
     if unknown:
