@@ -123,10 +123,11 @@ def synth(
     from faket_dask.stages.reference import synth_params, synth_reference
 
     sidecar = output.with_suffix(".synth.json")
+    t, h, w = dims
     truth: dict[str, np.ndarray] = {}
-    series = synth_reference(dims, angles_deg, truth=truth, **params)
+    series = synth_reference((t, h, w), angles_deg, truth=truth, **params)
     write_tilt_series(output, series, var="reference", overwrite=overwrite)
-    record = synth_params(dims, angles_deg, **params).to_dict()
+    record = synth_params((t, h, w), angles_deg, **params).to_dict()
     record["truth"] = {k: [float(v) for v in truth[k]] for k in sorted(truth)}
     sidecar.write_text(json.dumps(record, indent=2) + "\n")
     return sidecar

@@ -241,6 +241,7 @@ def _materialize_noise_model(
     ``noise.calibration`` or made here from the first (materialised) style reference.
     """
     key = "noise_model"
+    model: NoiseModel | Calibration
     if m.get("spec") == "calibrated":
         key, model = "calibration", _calibration_for(m, refs, demo.config)
     elif m.get("spec") == "demo":

@@ -99,7 +99,7 @@ class RealismRow:
         }
 
 
-def _nearest(angles: np.ndarray, a: float) -> int:
+def _nearest(angles: Sequence[float] | np.ndarray, a: float) -> int:
     return int(np.abs(np.asarray(angles, dtype=np.float64) - a).argmin())
 
 

@@ -127,7 +127,7 @@ class Calibration(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["faket-dask/calibration/v1"] = CALIBRATION_FORMAT
+    format: Literal["faket-dask/calibration/v1"] = "faket-dask/calibration/v1"
     pixel_spacing: float
     shape: tuple[int, int, int]
     voltage_kv: float
@@ -284,7 +284,7 @@ def _checked_order(
 def calibrate(
     tilts: np.ndarray,
     angles_deg: Sequence[float] | np.ndarray,
-    pixel_spacing: float,
+    pixel_spacing: float | None,
     optics: Optics | None = None,
     defocus_range_um: tuple[float, float] = (0.5, 12.0),
     nu_range: tuple[float, float] = (0.15, 0.7),
@@ -299,7 +299,7 @@ def calibrate(
     angles_deg
         `(T,)` tilt angles in degrees (any order; the result is by increasing angle).
     pixel_spacing
-        Å per pixel.
+        Å per pixel (``None``, unknown: an ``InputError``).
     optics
         Voltage, Cs and amplitude contrast given by the user (``None``: the defaults,
         recorded as defaulted).
@@ -317,6 +317,7 @@ def calibrate(
     """
     data = tilts
     order, angles = _checked_order(data, angles_deg, pixel_spacing)
+    spacing = float(pixel_spacing or 0.0)  # > 0: checked above
     given = () if optics is None else ("voltage_kv", "cs_mm", "amplitude_contrast")
     optics = optics or Optics()
     spectra, moments = [], []
@@ -328,22 +329,22 @@ def calibrate(
         moments.append((float(im.mean()), float(im.var()), im.shape))
     try:
         defocus, ring = _series_defocus(
-            spectra, pixel_spacing, optics, defocus_range_um, nu_range
+            spectra, spacing, optics, defocus_range_um, nu_range
         )
         per_tilt = [
-            _tilt(m, a, sp, pixel_spacing, defocus, optics, nu_range)
+            _tilt(m, a, sp, spacing, defocus, optics, nu_range)
             for m, a, sp in zip(moments, angles, spectra, strict=True)
         ]
     except ValueError as e:
         raise InputError(f"cannot fit the reference's spectrum: {e}") from None
-    dep = {
+    dep: dict[str, Any] = {
         "log_mean": _secant_fit(angles, np.array([t.mean for t in per_tilt])),
         "log_noise_var": _secant_fit(angles, np.array([t.noise_var for t in per_tilt])),
         "log_snr": _secant_fit(angles, np.array([t.snr for t in per_tilt])),
     }
     dep["thickness_mfp"] = -dep["log_mean"][1]
     return Calibration(
-        pixel_spacing=float(pixel_spacing),
+        pixel_spacing=spacing,
         shape=tuple(int(s) for s in data.shape),  # type: ignore[arg-type]
         voltage_kv=optics.voltage_kv,
         cs_mm=optics.cs_mm,
@@ -351,7 +352,7 @@ def calibrate(
         defocus_um=defocus,
         ring_score=ring,
         n_zeros=optics.n_zeros(
-            nu_range[0] / pixel_spacing, nu_range[1] / pixel_spacing, defocus
+            nu_range[0] / spacing, nu_range[1] / spacing, defocus
         ),
         nu=tuple(float(v) for v in spectra[0][0]),
         nu_range=(float(nu_range[0]), float(nu_range[1])),
