@@ -152,8 +152,9 @@ def main() -> None:
     with TemporaryDirectory() as tmp:
         for name in sorted(MICROSCOPES):
             results.append(microscope(name, args.size, Path(tmp)))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if args.json:  # the tables and calibration figures; the spectra only go into the PNG
+        slim = [{k: v for k, v in r.items() if k != "spectra"} for r in results]
+        args.json.write_text(json.dumps(slim, indent=1) + "\n")
     if args.png:
         plot(next(r for r in results if r["microscope"]["name"] == args.png_microscope), args.png)
 
