@@ -17,10 +17,10 @@ import warnings
 
 import numpy as np
 import torch
+from faket_dask.projection import Projector
+from faket_dask.sample import SampleSpec, build_layout, render_slab
 
 from faket_dask.config import config_from_dict
-from faket_dask.stages.projection import Projector
-from faket_dask.stages.sample import SampleSpec, build_layout, render_slab
 
 
 def peak_rss_gib() -> float:
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--pixel-spacing", type=float, default=10.0)
     ap.add_argument("--occupancy", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--orientation-grid",
+        type=int,
+        default=None,
+        help="sample.orientation_grid: rotations per class (default: one per particle)",
+    )
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     nz, ny, nx = args.shape
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "membranes": {"vesicles": 4, "planar": 1},
                 "fiducials": {"count": 10},
                 "solvent": 0.3,
+                "orientation_grid": args.orientation_grid,
             },
         }
     )
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_s": round(total, 1),
         "peak_rss_gib": round(peak_rss_gib(), 3),
         "torch_threads": torch.get_num_threads(),
+        "orientation_grid": args.orientation_grid,
+        "builder": layout.info.get("builder"),
         "tilt_checksum_mean": float(tilts.mean()),
     }
     print(json.dumps(result, indent=2))

@@ -15,6 +15,7 @@ from faket_dask.errors import InputError
 from faket_dask.io.mrc import write_mrc
 from faket_dask.stages.particles import quaternions_to_matrices, to_csv, to_shrec
 from faket_dask.stages.sample import (
+    BUILDER_VERSION,
     GrandModelLayout,
     SampleLayout,
     SampleSpec,
@@ -323,3 +324,62 @@ def test_box_cache_returns_the_rotated_bytes_and_evicts_past_its_budget():
     for i, box in enumerate(boxes):
         small.put(i, box)
     assert small.get(0) is None and small.get(2) is not None  # least recently used out
+
+
+def test_orientation_grid_reuses_rotations_and_keeps_labels_and_slabs():
+    spec = make_spec(
+        particles=SMALL,
+        occupancy=0.15,
+        orientation_grid=5,
+        fiducials={"count": 1, "radius": 25},
+        membranes={"vesicles": 1, "vesicle_radius": [60, 80]},
+        solvent=0.2,
+    )
+    layout = build_layout(spec)
+    parts = layout.particles[layout.particles["kind"] == "particle"]
+    assert len(parts) > 20
+    for _, group in parts.groupby("class_name"):  # at most 5 orientations per class
+        assert len(group[["qw", "qx", "qy", "qz"]].drop_duplicates()) <= 5
+    # each particle's voxels are its rotated template's (rotated again from its quaternion)
+    s = build_sample(layout)
+    for pid, cid, mask in object_masks(layout):
+        np.testing.assert_array_equal(s.instance_mask == pid, mask)
+        assert (s.class_mask[mask] == cid).all()
+    counts = np.bincount(s.instance_mask.ravel(), minlength=len(layout.particles) + 1)[1:]
+    np.testing.assert_array_equal(counts, layout.particles["voxels"].to_numpy())
+    whole = render_slab(layout, 0, 48)
+    parts_ = [render_slab(layout, y0, min(48, y0 + 7)) for y0 in range(0, 48, 7)]
+    for k in range(3):
+        assert np.concatenate([p[k] for p in parts_], axis=1).tobytes() == whole[k].tobytes()
+    assert layout.summary()["builder"] == BUILDER_VERSION == 2
+
+
+def test_orientation_grid_orientations_stay_uniform_over_samples():
+    quats = []
+    for sid in range(8):
+        layout = build_layout(
+            make_spec(
+                shape=(24, 64, 64),
+                sample_id=sid,
+                particles=[{"name": "b", "template": "builtin:rod:0.5", "count": 60}],
+                orientation_grid=16,
+            )
+        )
+        quats.append(layout.particles[["qw", "qx", "qy", "qz"]].to_numpy())
+    zaxis = quaternions_to_matrices(np.concatenate(quats))[:, :, 2]
+    assert stats.kstest(zaxis[:, 2], stats.uniform(loc=-1, scale=2).cdf).pvalue > 1e-3
+    # the grid differs between samples (keyed by sample id)
+    assert not np.array_equal(np.unique(quats[0], axis=0), np.unique(quats[1], axis=0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_render_equals_cpu():
+    layout = build_layout(crowded())
+    for y0, y1 in [(0, 48), (5, 17)]:
+        cpu = render_slab(layout, y0, y1, device="cpu")
+        gpu = render_slab(layout, y0, y1, device="cuda")
+        assert gpu[0].device.type == "cuda"
+        torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-6, atol=1e-6)
+        assert gpu[1].tobytes() == cpu[1].tobytes() and gpu[2].tobytes() == cpu[2].tobytes()
+    again = build_layout(crowded())  # the layout does not depend on the device
+    assert again.particles.equals(layout.particles)

@@ -1,11 +1,13 @@
 """The sample builder: labeled crowded volumes ("grand models"), drawn once, rendered by slabs.
 
-``spec`` (what a sample is a function of), ``objects`` (what it holds and the grids that place
-them), ``layout`` (drawing one), ``grand_model`` (importing one), ``slabs`` (rendering by Y slabs).
+``spec`` (what a sample is a function of), ``objects`` (what it holds), ``placement`` (placing
+particles in batched rounds on an occupancy grid), ``layout`` (drawing one), ``render``
+(rendering rows, particles in batches), ``grand_model`` (importing one), ``slabs`` (rendering
+by Y slabs).
 """
 
 from faket_dask.stages.sample.grand_model import GrandModelLayout, import_grand_model
-from faket_dask.stages.sample.layout import SampleLayout, build_layout
+from faket_dask.stages.sample.layout import BUILDER_VERSION, SampleLayout, build_layout
 from faket_dask.stages.sample.objects import OCCUPANCY_GRID_BYTES
 from faket_dask.stages.sample.slabs import (
     Sample,
@@ -17,6 +19,7 @@ from faket_dask.stages.sample.slabs import (
 from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, SampleSpec, keyed_rng
 
 __all__ = [
+    "BUILDER_VERSION",
     "FIDUCIAL",
     "MEMBRANE",
     "OCCUPANCY_GRID_BYTES",

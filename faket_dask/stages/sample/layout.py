@@ -15,21 +15,27 @@ Randomness: ``numpy.random.default_rng`` streams keyed by SHA-256 of ``(seed, sa
 purpose)``. ``"sample"`` draws membranes, beads and every position, in that order;
 ``"classes"`` and ``"orientations"`` draw particle ``i``'s class (occupancy mode) and
 orientation, in blocks, so a block's rotations run ahead in threads (``FAKET_DASK_SAMPLE_THREADS``,
-default: up to 8 cores) without changing any draw; ``("solvent", plane)`` the solvent.
+default: up to 8 cores) without changing any draw; ``("solvent", plane)`` the solvent. With
+``sample.orientation_grid: G``, class ``c`` has ``G`` orientations drawn from
+``("orientation_grid", c)`` and rotated once, and a particle's orientation draw picks one of
+them (its table row carries that orientation). A sample is a pure function of the seed, its
+id and the config for a given :data:`BUILDER_VERSION` (recorded in its attrs).
 
 No overlap: every object's exact voxel mask (a rotated particle's voxels above its contour,
 a membrane's shell, a bead's ball) is tested against an occupancy grid before the object is
 accepted and then marked in it. The grid has one cell per voxel when it fits in
 ``OCCUPANCY_GRID_BYTES``, else one cell per ``b x b x b`` voxels (a cell is taken when any of
 its voxels is): conservative, so voxel masks never overlap. Particles lie wholly inside the
-volume; membranes and beads may be cut by its faces.
+volume; membranes and beads may be cut by its faces. Membranes and beads are placed one by one;
+particles in batched rounds (:mod:`~faket_dask.stages.sample.placement`).
 
 Counts: a class with ``count`` gets exactly that many particles (or an :class:`InputError`
-when they cannot be placed). With ``sample.occupancy``, particles are added one at a time,
-each drawing its class with probability proportional to the abundances, until their voxels
-cover that fraction of the volume (counted classes included; membranes and beads excluded).
-Each particle keeps its class and orientation until it is placed, so neither abundances nor
-orientations are biased by crowding; if one cannot be placed, filling stops (``jammed``).
+when they cannot be placed). With ``sample.occupancy``, particles are drawn in sequence, each
+drawing its class with probability proportional to the abundances, until their voxels cover
+that fraction of the volume (counted classes included; membranes and beads excluded); the
+sequence is then placed in blocks, the larger particles of a block first. Each particle keeps
+its class and orientation until it is placed, so neither abundances nor orientations are
+biased by crowding; if one cannot be placed anywhere, filling stops (``jammed``).
 
 Densities (dense = positive): particles carry their template's density (mean
 ``density``, 1 by default, inside the contour); membranes are bilayers of ``thickness``
@@ -37,7 +43,8 @@ Densities (dense = positive): particles carry their template's density (mean
 (``leaflets: false``: uniform); vesicle radii are mid-bilayer; planar segments are discs
 with a random normal; beads are balls of ``fiducials.density``. The solvent, when on, fills
 the background voxels only (unlabeled) with ``solvent * (1 + solvent_noise * n)`` clipped at
-zero, ``n`` a smooth noise of correlation length ``solvent_correlation``.
+zero, ``n`` a smooth noise of correlation length ``solvent_correlation`` (a lattice
+interpolated linearly, :func:`~faket_dask.stages.sample.render.solvent_rows`).
 
 Labels: class ids are 1..K for the particle classes in config order, then ``membrane`` and
 ``fiducial`` (always assigned, so every sample of a dataset shares the mapping); 0 is
@@ -49,7 +56,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,7 +67,6 @@ from faket_dask.config import ParticleClassConfig, SampleConfig
 from faket_dask.errors import InputError
 from faket_dask.stages.particles import (
     quaternions_to_matrices,
-    random_quaternions,
     table_from_arrays,
 )
 from faket_dask.stages.sample.grand_model import GrandModelLayout, import_grand_model
@@ -70,13 +75,13 @@ from faket_dask.stages.sample.objects import (
     _BoxCache,
     _count_voxels,
     _Disc,
-    _nearest_inside,
     _Object,
-    _Occupancy,
     _Particle,
     _quaternion_z_to,
     _Vesicle,
 )
+from faket_dask.stages.sample.placement import OccupancyGrid, draw_particles
+from faket_dask.stages.sample.render import Renderer
 from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, SampleSpec, _check_rows, keyed_rng
 from faket_dask.stages.templates import RotatedBox, Template, load_template, rotate_template
 
@@ -85,7 +90,10 @@ if TYPE_CHECKING:
     pass
 
 
-#: Candidate positions drawn at a time while placing one object.
+#: The sample builder's version (a sample's bytes change with it): 1 placed and rendered
+#: particles one at a time; 2 places them in batched rounds and renders them in batches.
+BUILDER_VERSION = 2
+#: Candidate positions drawn at a time while placing one membrane or bead.
 _BATCH = 32
 
 
@@ -119,6 +127,7 @@ class SampleLayout:
     objects: list[_Object] = field(default_factory=list, repr=False)
     solvent: tuple[float, float, float] = (0.0, 0.0, 20.0)  # density, rel. std, corr. (Å)
     _cache: _BoxCache = field(default_factory=_BoxCache, repr=False)
+    _renderer: Renderer | None = field(default=None, repr=False)
     _ylo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     _yhi: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
@@ -133,49 +142,12 @@ class SampleLayout:
 
     def render(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows ``[y0, y1)``: density (float32), class mask, instance mask (uint32)."""
-        nz, ny, nx = self.shape
-        y0, y1 = _check_rows(y0, y1, ny)
-        rows = y1 - y0
-        density = _solvent_rows(self, y0, y1)
-        classes = np.zeros((nz, rows, nx), dtype=self.class_dtype)
-        instances = np.zeros((nz, rows, nx), dtype=np.uint32)
+        y0, y1 = _check_rows(y0, y1, self.shape[1])
         if len(self._ylo) != len(self.objects):
             self._index()
-        hit = np.flatnonzero((self._ylo < y1) & (self._yhi > y0))
-        ids = self.particles["id"].to_numpy()
-        boxes: dict[int, RotatedBox] = {}
-        missing = []
-        for i in hit:
-            obj = self.objects[i]
-            if isinstance(obj, _Particle):
-                box = self._cache.get(obj.index)
-                if box is None:
-                    missing.append(obj)
-                else:
-                    boxes[obj.index] = box
-        for obj, box in zip(
-            missing, _rotate_many([(o.template, o.quaternion) for o in missing]), strict=True
-        ):
-            boxes[obj.index] = box
-            self._cache.put(obj.index, box)
-        slab_lo = np.array([0, y0, 0])
-        slab_hi = np.array([nz, y1, nx])
-        for i in hit:
-            obj = self.objects[i]
-            lo = np.maximum(obj.lo, slab_lo)
-            hi = np.minimum(obj.hi, slab_hi)
-            if np.any(hi <= lo):
-                continue
-            if isinstance(obj, _Particle):
-                dens, mask = obj.region(lo, hi, boxes[obj.index])
-            else:
-                dens, mask = obj.region(lo, hi)
-            sl = tuple(
-                slice(int(a), int(b)) for a, b in zip(lo - slab_lo, hi - slab_lo, strict=True)
-            )
-            np.copyto(density[sl], dens, where=mask)
-            classes[sl][mask] = obj.class_id
-            instances[sl][mask] = ids[i]
+        if self._renderer is None:
+            self._renderer = Renderer(self._cache, _rotate_many)
+        density, classes, instances = self._renderer.rows(self, y0, y1)
         return density, classes, instances
 
     def summary(self) -> dict[str, Any]:
@@ -199,7 +171,7 @@ def _class_table(cfg: SampleConfig) -> tuple[list[ParticleClassConfig], dict[int
 
 
 def _place(
-    occ: _Occupancy,
+    occ: OccupancyGrid,
     rng: np.random.Generator,
     pieces_at: Any,
     low: np.ndarray,
@@ -232,7 +204,7 @@ def _place(
 def _draw_membranes(
     spec: SampleSpec,
     rng: np.random.Generator,
-    occ: _Occupancy,
+    occ: OccupancyGrid,
     class_id: int,
 ) -> list[_Object]:
     cfg = spec.sample.membranes
@@ -303,7 +275,7 @@ def _draw_membranes(
 
 
 def _draw_beads(
-    spec: SampleSpec, rng: np.random.Generator, occ: _Occupancy, class_id: int
+    spec: SampleSpec, rng: np.random.Generator, occ: OccupancyGrid, class_id: int
 ) -> list[_Object]:
     cfg = spec.sample.fiducials
     ps = spec.pixel_spacing
@@ -390,111 +362,6 @@ def _rotate_many(items: list[tuple[Template, np.ndarray]]) -> list[RotatedBox]:
         return list(pool.map(one, items))
 
 
-def _draw_particles(
-    spec: SampleSpec,
-    rng: np.random.Generator,
-    occ: _Occupancy,
-    classes: list[ParticleClassConfig],
-    templates: dict[str, Template],
-    cache: _BoxCache,
-    info: dict[str, Any],
-) -> list[_Particle]:
-    """Particles: classes and orientations from their own streams, positions from ``rng``.
-
-    Particle ``i``'s class (occupancy mode) and orientation are the ``i``-th draws of streams
-    keyed by ``(seed, sample_id, "classes")`` and ``(seed, sample_id, "orientations")``,
-    drawn in blocks of ``_BATCH``; so a block's rotations are computed ahead, in threads,
-    without changing any draw. Positions are drawn from ``rng`` as particles are placed.
-    """
-    shape = np.array(spec.shape, dtype=np.int64)
-    attempts = spec.sample.placement_attempts
-    target = spec.sample.resolved_occupancy()
-    out: list[_Particle] = []
-    covered = 0
-    orient_rng = keyed_rng(spec.seed, spec.sample_id, "orientations")
-    class_rng = keyed_rng(spec.seed, spec.sample_id, "classes")
-
-    def place_one(ci: int, q: np.ndarray, box: RotatedBox, exact: bool) -> bool:
-        nonlocal covered
-        c = classes[ci]
-        low = -box.offset
-        high = shape - (box.offset + np.array(box.shape))
-        if np.any(high < low):
-            raise InputError(
-                f"particle class {c.name!r} ({box.shape} voxels when rotated) does not fit in "
-                f"the {tuple(spec.shape)} volume; use a smaller template or a thicker sample"
-            )
-        probe = _nearest_inside(box)
-        placed = _place(
-            occ, rng, lambda p: [(p + box.offset, box.mask)], low, high, probe, attempts
-        )
-        if placed is None:
-            if exact:
-                raise InputError(
-                    f"could not place particle {sum(1 for p in out if p.class_id == ci + 1) + 1}"
-                    f" of class {c.name!r} without overlap after {attempts} tries; lower the "
-                    "counts or sample.occupancy, or enlarge the volume"
-                )
-            return False
-        index = len(out)
-        part = _Particle(
-            index=index,
-            class_id=ci + 1,
-            template=templates[c.name],
-            quaternion=q,
-            position=placed[0],
-            box_offset=box.offset,
-            box_shape=np.array(box.shape, dtype=np.int64),
-            cache=cache,
-            voxels=int(box.mask.sum()),
-        )
-        cache.put(index, box)
-        covered += part.voxels
-        out.append(part)
-        return True
-
-    def block(cis: list[int]) -> list[tuple[int, np.ndarray, RotatedBox]]:
-        qs = random_quaternions(orient_rng, _BATCH)[: len(cis)]
-        boxes = _rotate_many(
-            [(templates[classes[ci].name], q) for ci, q in zip(cis, qs, strict=True)]
-        )
-        return list(zip(cis, qs, boxes, strict=True))
-
-    # exact counts first, larger templates first
-    counted = [i for i, c in enumerate(classes) if c.count]
-    counted.sort(key=lambda i: -templates[classes[i].name].volume_voxels)
-    plan = [ci for ci in counted for _ in range(int(classes[ci].count or 0))]
-    for k in range(0, len(plan), _BATCH):
-        for ci, q, box in block(plan[k : k + _BATCH]):
-            place_one(ci, q, box, exact=True)
-    # then fill to the target occupancy by abundance
-    loose = [i for i, c in enumerate(classes) if c.count is None]
-    info["jammed"] = False
-    if target is not None and target > 0 and loose:
-        weights = np.array([classes[i].abundance or 1.0 for i in loose], dtype=np.float64)
-        cum = np.cumsum(weights / weights.sum())
-        goal = target * float(np.prod(shape))
-        while covered < goal and not info["jammed"]:
-            picks = np.minimum(
-                np.searchsorted(cum, class_rng.random(_BATCH), side="right"), len(loose) - 1
-            )
-            for ci, q, box in block([loose[int(j)] for j in picks]):
-                if covered >= goal:
-                    break
-                if not place_one(ci, q, box, exact=False):
-                    info["jammed"] = True
-                    warnings.warn(
-                        f"sample {spec.sample_id}: occupancy stopped at "
-                        f"{covered / np.prod(shape):.3f} of the {target} asked: a "
-                        f"{classes[ci].name!r} particle found no free place; lower "
-                        "sample.occupancy",
-                        stacklevel=2,
-                    )
-                    break
-    info["particle_occupancy"] = covered / float(np.prod(shape))
-    return out
-
-
 def build_layout(spec: SampleSpec) -> SampleLayout | GrandModelLayout:
     """Draw a sample's objects and particle table (no volume is rendered).
 
@@ -532,12 +399,12 @@ def build_layout(spec: SampleSpec) -> SampleLayout | GrandModelLayout:
     fiducial_id = len(classes) + 2
     templates = _load_templates(spec, classes)
     rng = keyed_rng(spec.seed, spec.sample_id, "sample")
-    occ = _Occupancy(spec.shape)
+    occ = OccupancyGrid(spec.shape)
     cache = _BoxCache()
-    info: dict[str, Any] = {"occupancy_grid_factor": occ.b}
+    info: dict[str, Any] = {"builder": BUILDER_VERSION, "occupancy_grid_factor": occ.b}
     membranes = _draw_membranes(spec, rng, occ, membrane_id)
     beads = _draw_beads(spec, rng, occ, fiducial_id)
-    parts = _draw_particles(spec, rng, occ, classes, templates, cache, info)
+    parts = draw_particles(spec, rng, occ, (classes, templates), cache, info, _rotate_many)
     del occ
     objects: list[_Object] = [*parts, *membranes, *beads]
     n = len(objects)
@@ -584,46 +451,3 @@ def build_layout(spec: SampleSpec) -> SampleLayout | GrandModelLayout:
     )
     layout._index()
     return layout
-
-
-def _solvent_rows(layout: SampleLayout, y0: int, y1: int) -> np.ndarray:
-    """Solvent density for rows ``[y0, y1)``: trilinear noise on a coarse lattice.
-
-    Lattice planes at ``y = k * s`` (``s`` = correlation length in voxels) are drawn from
-    streams keyed by ``(seed, sample_id, "solvent", k)``; every voxel is an elementwise
-    interpolation of its neighbours, so any slab gives the same bytes as the whole.
-    """
-    nz, _, nx = layout.shape
-    level, rel, corr = layout.solvent
-    out = np.zeros((nz, y1 - y0, nx), dtype=np.float32)
-    if level <= 0:
-        return out
-    if rel <= 0:
-        out[...] = np.float32(level)
-        return out
-    spec = layout.spec
-    seed, sid = (0, 0) if spec is None else (spec.seed, spec.sample_id)
-    s = max(1, round(corr / layout.pixel_spacing))
-    nzc, nxc = (nz - 1) // s + 2, (nx - 1) // s + 2
-    iz, tz = np.divmod(np.arange(nz), s)
-    ix, tx = np.divmod(np.arange(nx), s)
-    fz = (tz / s)[:, None]
-    fx = (tx / s)[None, :]
-
-    planes: dict[int, np.ndarray] = {}
-
-    def plane(k: int) -> np.ndarray:
-        if k not in planes:
-            p = keyed_rng(seed, sid, "solvent", k).standard_normal((nzc, nxc))
-            a = (1.0 - fz) * p[iz] + fz * p[iz + 1]  # (nz, nxc)
-            planes[k] = (1.0 - fx) * a[:, ix] + fx * a[:, ix + 1]  # (nz, nx)
-        return planes[k]
-
-    for j, y in enumerate(range(y0, y1)):
-        k, ty = divmod(y, s)
-        fy = ty / s
-        v = (1.0 - fy) * plane(k) + fy * plane(k + 1)
-        out[:, j, :] = np.clip(level * (1.0 + rel * v), 0.0, None)
-        for old in [key for key in planes if key < k]:
-            del planes[old]
-    return out

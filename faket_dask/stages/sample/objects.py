@@ -1,6 +1,7 @@
 """The objects a sample holds and the grids that place them.
 
-Particles, vesicles, discs and beads; the occupancy grid (no overlap) and the rotated-box cache.
+Particles, vesicles, discs and beads; the occupancy grid's budget (the grid and the placement
+are in :mod:`~faket_dask.stages.sample.placement`) and the rotated-box cache.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class _Particle(_Object):
     box_shape: np.ndarray
     cache: _BoxCache
     voxels: int = 0
+    shared: RotatedBox | None = None  # its box on the class's orientation grid
     kind: str = "particle"
 
     def __post_init__(self) -> None:
@@ -90,6 +92,8 @@ class _Particle(_Object):
         self.hi = self.lo + self.box_shape
 
     def box(self) -> RotatedBox:
+        if self.shared is not None:
+            return self.shared
         box = self.cache.get(self.index)
         if box is None:
             box = rotate_template(self.template, quaternions_to_matrices(self.quaternion)[0])
@@ -223,60 +227,6 @@ class _BoxCache:
     def clear(self) -> None:
         self._boxes.clear()
         self.nbytes = 0
-
-
-class _Occupancy:
-    """Voxels (or b^3 blocks of voxels) already taken, for overlap-free placement."""
-
-    def __init__(self, shape: tuple[int, int, int], budget: int | None = None) -> None:
-        budget = OCCUPANCY_GRID_BYTES if budget is None else budget
-        self.shape = np.array(shape, dtype=np.int64)
-        b = 1
-        while int(np.prod(-(-self.shape // b))) > budget:
-            b += 1
-        self.b = b
-        self.grid = np.zeros(tuple(int(v) for v in -(-self.shape // b)), dtype=bool)
-
-    def _coarse(self, lo: np.ndarray, mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
-        b = self.b
-        if b == 1:
-            return tuple(
-                slice(int(a), int(a + s)) for a, s in zip(lo, mask.shape, strict=True)
-            ), mask
-        clo = lo // b
-        chi = (lo + np.array(mask.shape) - 1) // b + 1
-        before = lo - clo * b
-        padded = np.zeros(tuple(int(v) for v in (chi - clo) * b), dtype=bool)
-        padded[
-            tuple(slice(int(a), int(a + s)) for a, s in zip(before, mask.shape, strict=True))
-        ] = mask
-        n = chi - clo
-        coarse = padded.reshape(int(n[0]), b, int(n[1]), b, int(n[2]), b).any(axis=(1, 3, 5))
-        return tuple(slice(int(a), int(c)) for a, c in zip(clo, chi, strict=True)), coarse
-
-    def taken(self, points: np.ndarray) -> np.ndarray:
-        """Whether each voxel of ``points`` (N, 3) lies in a taken cell."""
-        c = points // self.b
-        return self.grid[c[:, 0], c[:, 1], c[:, 2]]
-
-    def free(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> bool:
-        for lo, mask in pieces:
-            sl, m = self._coarse(lo, mask)
-            if np.any(self.grid[sl] & m):
-                return False
-        return True
-
-    def mark(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        for lo, mask in pieces:
-            sl, m = self._coarse(lo, mask)
-            self.grid[sl] |= m
-
-
-def _nearest_inside(box: RotatedBox) -> np.ndarray:
-    """Offset (from the particle position) of the mask voxel closest to the position."""
-    idx = np.argwhere(box.mask)
-    rel = idx + box.offset
-    return rel[np.argmin((rel**2).sum(axis=1))]
 
 
 def _count_voxels(obj: _Object) -> int:

@@ -1,0 +1,524 @@
+"""Batched, vectorised placement of particles against an occupancy grid.
+
+Every round gives each pending particle (the first unplaced ones of the sequence, in order,
+at most ``WINDOW``) one or more candidate positions drawn at once from the sample's stream
+(more per particle when few candidates were free in the last round); all candidates are
+tested together against the occupancy grid (a gather of their cells) and each particle keeps
+its first free one. The kept ones are then tested against each other by bounding spheres (a
+k-d tree of their positions), an earlier particle winning over a later one; a loser tries
+again in the next round.
+
+A particle still unplaced after ``attempts`` candidates takes back the particles placed
+ahead of it and, on small grids, searches every position exhaustively (an FFT correlation
+of the grid with its cells; one free position drawn uniformly). If none is free
+it is exhausted: the placed prefix of the sequence ends before it. Each grid cell belongs to
+one object, so taking a particle back (unmarking its cells) is exact.
+
+Grid cells: with one cell per voxel (``b == 1``) a particle's cells are its mask voxels. With
+``b x b x b`` voxels per cell, the cells of a voxel ``p + o`` are ``P + floor((r + o) / b)``
+with ``p = b P + r``: a candidate is first tested against its cells at phase 0 dilated by one
+cell forward on every axis (a superset for any phase), and only when one of those is taken
+against the exact cells of its voxels; it marks the exact cells. The grid carries one spare
+cell past the volume on every axis.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.signal import correlate
+from scipy.spatial import cKDTree
+
+from faket_dask.config import ParticleClassConfig
+from faket_dask.errors import InputError
+from faket_dask.stages.particles import random_quaternions
+from faket_dask.stages.sample import objects
+from faket_dask.stages.sample.objects import _BoxCache, _Particle
+from faket_dask.stages.sample.spec import SampleSpec, keyed_rng
+from faket_dask.stages.templates import RotatedBox, Template
+
+#: Rotates ``(template, quaternion)`` pairs into boxes (the layout's threaded rotation).
+Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[RotatedBox]]
+
+__all__ = [
+    "WINDOW",
+    "Footprint",
+    "OccupancyGrid",
+    "draw_particles",
+    "footprint",
+    "place_sequence",
+]
+
+#: Unplaced particles considered per round (in sequence order).
+WINDOW = 2048
+#: Grid cells gathered per chunk of a round's test (bounds the transient memory).
+GATHER_CELLS = 1 << 22
+#: Candidate cells tested per round (more candidates per particle when few are pending).
+ROUND_CELLS = 1 << 23
+#: Largest grid (cells) searched exhaustively for a particle whose random tries all failed.
+SEARCH_CELLS = 1 << 24
+#: Largest number of candidates per particle and round.
+MAX_CANDIDATES = 64
+
+
+class OccupancyGrid:
+    """Voxels (or ``b^3`` blocks of voxels) already taken, with one spare cell per high face.
+
+    Parameters
+    ----------
+    shape
+        ``(Z, Y, X)`` of the volume.
+    budget
+        Largest number of cells (one byte each); ``b`` grows until the grid fits. Default:
+        :data:`~faket_dask.stages.sample.objects.OCCUPANCY_GRID_BYTES`.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], budget: int | None = None) -> None:
+        budget = objects.OCCUPANCY_GRID_BYTES if budget is None else budget
+        self.shape = np.array(shape, dtype=np.int64)
+        b = 1
+        while int(np.prod(-(-self.shape // b))) > budget:
+            b += 1
+        self.b = b
+        cells = -(-self.shape // b) + 1
+        self.grid = np.zeros(tuple(int(v) for v in cells), dtype=bool)
+        self.strides = np.array([cells[1] * cells[2], cells[2], 1], dtype=np.int64)
+        self.flat = self.grid.reshape(-1)
+
+    def _coarse(self, lo: np.ndarray, mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+        """The grid slices and cell mask of a voxel mask placed at ``lo`` (z, y, x)."""
+        b = self.b
+        if b == 1:
+            sl = tuple(slice(int(a), int(a + s)) for a, s in zip(lo, mask.shape, strict=True))
+            return sl, mask
+        clo = lo // b
+        chi = (lo + np.array(mask.shape) - 1) // b + 1
+        before = lo - clo * b
+        padded = np.zeros(tuple(int(v) for v in (chi - clo) * b), dtype=bool)
+        padded[
+            tuple(slice(int(a), int(a + s)) for a, s in zip(before, mask.shape, strict=True))
+        ] = mask
+        n = chi - clo
+        coarse = padded.reshape(int(n[0]), b, int(n[1]), b, int(n[2]), b).any(axis=(1, 3, 5))
+        return tuple(slice(int(a), int(c)) for a, c in zip(clo, chi, strict=True)), coarse
+
+    def free(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+        """Whether no voxel of the ``(lo, mask)`` pieces lies in a taken cell."""
+        for lo, mask in pieces:
+            sl, m = self._coarse(lo, mask)
+            if np.any(self.grid[sl] & m):
+                return False
+        return True
+
+    def mark(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Take the cells of the ``(lo, mask)`` pieces."""
+        for lo, mask in pieces:
+            sl, m = self._coarse(lo, mask)
+            self.grid[sl] |= m
+
+    def taken(self, points: np.ndarray) -> np.ndarray:
+        """Whether each voxel of ``points`` (N, 3) lies in a taken cell."""
+        return self.flat[(points // self.b) @ self.strides]
+
+
+@dataclass(frozen=True, eq=False)
+class Footprint:
+    """A rotated particle as placement sees it; ``(z, y, x)`` offsets from its position.
+
+    Attributes
+    ----------
+    low_offset, high_offset
+        ``(3,)`` first voxel of its box and one past the last (the box's extent).
+    voxels
+        ``(m, 3)`` int64 offsets of its mask voxels.
+    test_cells
+        ``(c, 3)`` int64 cell offsets from its position's cell that hold it at any phase.
+    test_flat
+        ``(c,)`` the same as flat offsets on the grid (its mask voxels' when ``b == 1``).
+    radius
+        Largest distance (voxels) from the position to a mask voxel.
+    """
+
+    low_offset: np.ndarray
+    high_offset: np.ndarray
+    voxels: np.ndarray
+    test_cells: np.ndarray
+    test_flat: np.ndarray
+    radius: float
+
+    @property
+    def count(self) -> int:
+        """Mask voxels."""
+        return len(self.voxels)
+
+
+def footprint(box: RotatedBox, occ: OccupancyGrid) -> Footprint:
+    """The :class:`Footprint` of a rotated box on an occupancy grid."""
+    b = occ.b
+    vox = np.argwhere(box.mask) + np.asarray(box.offset, dtype=np.int64)
+    if b == 1:
+        cells = vox
+    else:
+        base = np.unique(vox // b, axis=0)
+        step = np.array([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+        cells = np.unique((base[:, None, :] + step[None]).reshape(-1, 3), axis=0)
+    radius = float(np.sqrt((vox.astype(np.float64) ** 2).sum(axis=1)).max())
+    lo = np.asarray(box.offset, dtype=np.int64)
+    high = lo + np.array(box.shape, dtype=np.int64)
+    return Footprint(lo, high, vox, cells, cells @ occ.strides, radius)
+
+
+def _ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for every pair (int64)."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    shift = np.repeat(starts - (ends - counts), counts)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+class _Bank:
+    """Flat cell offsets of a window's footprints, concatenated."""
+
+    def __init__(self, occ: OccupancyGrid, fps: list[Footprint]) -> None:
+        self.counts = np.array([len(f.test_cells) for f in fps], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+        self.cells = np.concatenate([f.test_flat for f in fps])
+
+    def free(self, occ: OccupancyGrid, which: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Whether candidate ``j`` (footprint ``which[j]`` at cell ``cells[j]``) is free."""
+        out = np.zeros(len(which), dtype=bool)
+        lens = self.counts[which]
+        ends = np.cumsum(lens)
+        j0 = 0
+        while j0 < len(which):  # chunks of about GATHER_CELLS cells
+            base = int(ends[j0] - lens[j0])
+            j1 = max(j0 + 1, int(np.searchsorted(ends, base + GATHER_CELLS, side="right")))
+            idx = _ragged(self.starts[which[j0:j1]], lens[j0:j1])
+            flat = np.repeat(cells[j0:j1] @ occ.strides, lens[j0:j1]) + self.cells[idx]
+            hits = np.logical_or.reduceat(occ.flat[flat], (ends[j0:j1] - lens[j0:j1]) - base)
+            out[j0:j1] = ~hits
+            j0 = j1
+        return out
+
+
+def _exact_free(
+    occ: OccupancyGrid, fps: list[Footprint], which: np.ndarray, positions: np.ndarray
+) -> np.ndarray:
+    """Whether footprint ``fps[which[j]]`` at ``positions[j]`` has none of its cells taken."""
+    out = np.zeros(len(which), dtype=bool)
+    for j0 in range(0, len(which), 256):
+        sel = which[j0 : j0 + 256]
+        counts = np.array([fps[int(i)].count for i in sel], dtype=np.int64)
+        vox = np.concatenate([fps[int(i)].voxels for i in sel])
+        vox += np.repeat(positions[j0 : j0 + 256], counts, axis=0)
+        taken = occ.flat[(vox // occ.b) @ occ.strides]
+        out[j0 : j0 + 256] = ~np.logical_or.reduceat(taken, np.cumsum(counts) - counts)
+    return out
+
+
+def _mark(occ: OccupancyGrid, fps: list[Footprint], positions: np.ndarray, value: bool) -> None:
+    """Set (or clear) the exact cells of footprints at ``positions`` (N, 3)."""
+    for k0 in range(0, len(fps), 256):
+        part = fps[k0 : k0 + 256]
+        counts = np.array([f.count for f in part], dtype=np.int64)
+        if occ.b == 1:  # the test cells are the voxels
+            base = np.repeat(positions[k0 : k0 + 256] @ occ.strides, counts)
+            occ.flat[base + np.concatenate([f.test_flat for f in part])] = value
+            continue
+        vox = np.concatenate([f.voxels for f in part]) + np.repeat(
+            positions[k0 : k0 + 256], counts, axis=0
+        )
+        occ.flat[(vox // occ.b) @ occ.strides] = value
+
+
+def _resolve(positions: np.ndarray, radii: np.ndarray, slack: float) -> np.ndarray:
+    """Keep candidates (in order) whose bounding spheres meet no earlier kept one's."""
+    keep = np.ones(len(positions), dtype=bool)
+    if len(positions) < 2:
+        return keep
+    tree = cKDTree(positions.astype(np.float64))
+    pairs = tree.query_pairs(2.0 * float(radii.max()) + slack, output_type="ndarray")
+    if not len(pairs):
+        return keep
+    d = np.sqrt(((positions[pairs[:, 0]] - positions[pairs[:, 1]]) ** 2).sum(axis=1))
+    pairs = pairs[d <= radii[pairs[:, 0]] + radii[pairs[:, 1]] + slack]
+    pairs = np.sort(pairs, axis=1)
+    for i, j in pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]:  # by later index, then earlier
+        if keep[i]:
+            keep[j] = False
+    return keep
+
+
+def _search(occ: OccupancyGrid, rng: np.random.Generator, fp: Footprint) -> np.ndarray | None:
+    """A free position of ``fp`` drawn uniformly among all of them, or None.
+
+    The last resort after ``attempts`` random tries, on grids of at most ``SEARCH_CELLS``
+    cells: an FFT correlation of the grid with the particle's test cells gives every free
+    cell; one is drawn, then a position in it (on coarse grids, the conservative cells).
+    """
+    if occ.grid.size > SEARCH_CELLS:
+        return None
+    low, high = -fp.low_offset, occ.shape - fp.high_offset
+    cmin = fp.test_cells.min(axis=0)
+    kernel = np.zeros(tuple(int(v) for v in fp.test_cells.max(axis=0) - cmin + 1), np.float32)
+    kernel[tuple((fp.test_cells - cmin).T)] = 1.0
+    hits = correlate(occ.grid.astype(np.float32), kernel, mode="valid", method="fft")
+    cells = np.argwhere(hits < 0.5) - cmin  # free position cells
+    lo_cell, hi_cell = low // occ.b, high // occ.b
+    cells = cells[((cells >= lo_cell) & (cells <= hi_cell)).all(axis=1)]
+    while len(cells):
+        k = int(rng.integers(len(cells)))
+        first = np.maximum(cells[k] * occ.b, low)
+        last = np.minimum(cells[k] * occ.b + occ.b - 1, high)
+        if (first <= last).all():
+            return rng.integers(first, last + 1)
+        cells = np.delete(cells, k, axis=0)
+    return None
+
+
+def place_sequence(
+    occ: OccupancyGrid,
+    rng: np.random.Generator,
+    fps: list[Footprint],
+    attempts: int,
+) -> tuple[np.ndarray, int]:
+    """Place footprints in order, in batched rounds; positions of the placed prefix.
+
+    Parameters
+    ----------
+    occ
+        The occupancy grid (marked in place).
+    rng
+        The sample's stream (every candidate position is drawn from it).
+    fps
+        The sequence to place.
+    attempts
+        Candidate positions per particle before it is exhausted.
+
+    Returns
+    -------
+    positions, placed
+        ``(placed, 3)`` int64 ``(z, y, x)`` positions of particles ``0 .. placed - 1``, all of
+        the sequence unless particle ``placed`` was exhausted (its successors are unmarked).
+    """
+    n = len(fps)
+    pos = np.zeros((n, 3), dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    tries = np.zeros(n, dtype=np.int64)
+    stop, first_open, wanted = n, 0, 1
+    slack = 0.0 if occ.b == 1 else float(np.sqrt(3.0) * (occ.b - 1))
+    while True:
+        while first_open < stop and done[first_open]:
+            first_open += 1
+        pending = first_open + np.flatnonzero(~done[first_open:stop])[:WINDOW]
+        if not len(pending):
+            break
+        window = [fps[int(i)] for i in pending]
+        bank = _Bank(occ, window)
+        k = int(np.clip(ROUND_CELLS // max(1, int(bank.counts.sum())), 1, wanted))
+        k = max(1, int(min(k, attempts - tries[pending].max())))
+        low = np.stack([-f.low_offset for f in window])
+        high = occ.shape - np.stack([f.high_offset for f in window])
+        if np.any(high < low):
+            raise ValueError("a footprint does not fit in the volume")
+        cand = rng.integers(low[:, None], high[:, None] + 1, size=(len(window), k, 3))
+        which = np.repeat(np.arange(len(window)), k)
+        flat_cand = cand.reshape(-1, 3)
+        ok = bank.free(occ, which, flat_cand // occ.b)
+        if occ.b > 1 and not ok.all():  # the dilated cells are taken: test the exact ones
+            again = np.flatnonzero(~ok)
+            ok[again] = _exact_free(occ, window, which[again], flat_cand[again])
+        ok = ok.reshape(len(window), k)
+        found = ok.any(axis=1)
+        rate = max(float(ok.mean()), 1.0 / MAX_CANDIDATES)  # free candidates: fewer, more tries
+        wanted = 1 if rate > 0.9 else int(min(MAX_CANDIDATES, np.ceil(3.0 / rate)))
+        first = np.argmax(ok, axis=1)
+        chosen = cand[np.arange(len(window)), first]
+        radii = np.array([f.radius for f in window])
+        keep = np.zeros(len(window), dtype=bool)
+        keep[found] = _resolve(chosen[found], radii[found], slack)
+        tries[pending] += np.where(found, first + 1, k)  # candidates up to the kept one
+        stuck = np.flatnonzero((~keep) & (tries[pending] >= attempts))
+        acc = pending[keep]
+        _mark(occ, [fps[int(i)] for i in acc], chosen[keep], True)
+        pos[acc] = chosen[keep]
+        done[acc] = True
+        if len(stuck):
+            i = int(pending[stuck[0]])
+            late = np.flatnonzero(done[i + 1 :]) + i + 1  # placed ahead of it: taken back
+            _mark(occ, [fps[int(j)] for j in late], pos[late], False)
+            done[late] = False
+            spot = _search(occ, rng, fps[i])
+            if spot is None:
+                stop = i
+            else:
+                _mark(occ, [fps[i]], spot[None], True)
+                pos[i], done[i] = spot, True
+    late = np.flatnonzero(done[stop:]) + stop
+    if len(late):  # placed after an exhausted particle: not part of the sample
+        _mark(occ, [fps[int(i)] for i in late], pos[late], False)
+    return pos[:stop], stop
+
+
+# --------------------------------------------------------------------------- particles
+
+
+def _orientation_boxes(
+    spec: SampleSpec, classes: list[ParticleClassConfig], templates: dict[str, Template],
+    rotate: Rotate,
+) -> list[tuple[np.ndarray, list[RotatedBox]]]:
+    """Per class: ``orientation_grid`` uniform random quaternions and their rotated boxes.
+
+    The quaternions of class ``ci`` come from a stream keyed by ``(seed, sample_id,
+    "orientation_grid", ci)``.
+    """
+    out = []
+    g = int(spec.sample.orientation_grid or 0)
+    for ci, c in enumerate(classes):
+        qs = random_quaternions(keyed_rng(spec.seed, spec.sample_id, "orientation_grid", ci), g)
+        out.append((qs, rotate([(templates[c.name], q) for q in qs])))
+    return out
+
+
+class _Sequence:
+    """Classes, orientations and rotated boxes of particles, drawn block by block in order."""
+
+    def __init__(
+        self,
+        spec: SampleSpec,
+        classes: list[ParticleClassConfig],
+        templates: dict[str, Template],
+        occ: OccupancyGrid,
+        rotate: Rotate,
+    ) -> None:
+        self.classes, self.templates, self.occ, self.rotate = classes, templates, occ, rotate
+        self.orient_rng = keyed_rng(spec.seed, spec.sample_id, "orientations")
+        grid = spec.sample.orientation_grid is not None
+        self.grid = _orientation_boxes(spec, classes, templates, rotate) if grid else None
+        self.fps: dict[tuple[int, int], Footprint] = {}
+
+    def block(self, cis: list[int]) -> list[tuple[int, np.ndarray, RotatedBox, Footprint]]:
+        """Particles of classes ``cis``: orientation, rotated box and footprint each."""
+        if self.grid is None:
+            qs = random_quaternions(self.orient_rng, len(cis))
+            boxes = self.rotate(
+                [(self.templates[self.classes[ci].name], q) for ci, q in zip(cis, qs, strict=True)]
+            )
+            return [
+                (ci, q, box, footprint(box, self.occ))
+                for ci, q, box in zip(cis, qs, boxes, strict=True)
+            ]
+        picks = self.orient_rng.integers(0, len(self.grid[0][0]), size=len(cis))
+        out = []
+        for ci, k in zip(cis, picks, strict=True):
+            qs, boxes = self.grid[ci]
+            key = (ci, int(k))
+            if key not in self.fps:
+                self.fps[key] = footprint(boxes[int(k)], self.occ)
+            out.append((ci, qs[int(k)], boxes[int(k)], self.fps[key]))
+        return out
+
+
+def draw_particles(
+    spec: SampleSpec,
+    rng: np.random.Generator,
+    occ: OccupancyGrid,
+    kinds: tuple[list[ParticleClassConfig], dict[str, Template]],
+    cache: _BoxCache,
+    info: dict[str, Any],
+    rotate: Rotate,
+) -> list[_Particle]:
+    """Particles: classes and orientations from their own streams, positions from ``rng``.
+
+    Particle ``i``'s class (occupancy mode) and orientation are the ``i``-th draws of streams
+    keyed by ``(seed, sample_id, "classes")`` and ``(seed, sample_id, "orientations")``
+    (with ``sample.orientation_grid``: an index into the class's grid of rotations). Blocks of
+    particles are placed in batched rounds (:func:`place_sequence`); with an occupancy
+    target, a block ends at the particle whose voxels reach it.
+    """
+    classes, templates = kinds
+    target = spec.sample.resolved_occupancy()
+    seq = _Sequence(spec, classes, templates, occ, rotate)
+    out: list[_Particle] = []
+    shared = seq.grid is not None
+
+    def place(items: list[tuple[int, np.ndarray, RotatedBox, Footprint]]) -> int:
+        for ci, _, box, fp in items:
+            if np.any(fp.high_offset - fp.low_offset > occ.shape):
+                raise InputError(
+                    f"particle class {classes[ci].name!r} ({box.shape} voxels when rotated) does "
+                    f"not fit in the {tuple(spec.shape)} volume; use a smaller template or a "
+                    "thicker sample"
+                )
+        pos, placed = place_sequence(
+            occ, rng, [it[3] for it in items], spec.sample.placement_attempts
+        )
+        for (ci, q, box, fp), p in zip(items[:placed], pos, strict=True):
+            part = _Particle(
+                index=len(out),
+                class_id=ci + 1,
+                template=templates[classes[ci].name],
+                quaternion=q,
+                position=p,
+                box_offset=np.asarray(box.offset, np.int64),
+                box_shape=np.array(box.shape, dtype=np.int64),
+                cache=cache,
+                voxels=fp.count,
+                shared=box if shared else None,
+            )
+            if not shared:
+                cache.put(part.index, box)
+            out.append(part)
+        return placed
+
+    # exact counts first, larger templates first
+    counted = [i for i, c in enumerate(classes) if c.count]
+    counted.sort(key=lambda i: -templates[classes[i].name].volume_voxels)
+    plan = [ci for ci in counted for _ in range(int(classes[ci].count or 0))]
+    for k in range(0, len(plan), WINDOW):
+        items = seq.block(plan[k : k + WINDOW])
+        placed = place(items)
+        if placed < len(items):
+            ci = items[placed][0]
+            raise InputError(
+                f"could not place particle {sum(1 for p in out if p.class_id == ci + 1) + 1} of "
+                f"class {classes[ci].name!r} without overlap after "
+                f"{spec.sample.placement_attempts} tries; lower the counts or "
+                "sample.occupancy, or enlarge the volume"
+            )
+    covered = sum(p.voxels for p in out)
+    info["jammed"] = False
+    loose = [i for i, c in enumerate(classes) if c.count is None]
+    volume = float(np.prod(spec.shape))
+    if target is not None and target > 0 and loose:
+        class_rng = keyed_rng(spec.seed, spec.sample_id, "classes")
+        weights = np.array([classes[i].abundance or 1.0 for i in loose], dtype=np.float64)
+        cum = np.cumsum(weights / weights.sum())
+        goal = target * volume
+        while covered < goal:
+            picks = np.minimum(
+                np.searchsorted(cum, class_rng.random(WINDOW), side="right"), len(loose) - 1
+            )
+            items = seq.block([loose[int(j)] for j in picks])
+            sums = covered + np.cumsum([it[3].count for it in items])
+            items = items[: int(np.searchsorted(sums, goal, side="left")) + 1]
+            items.sort(key=lambda it: -it[3].count)  # larger first: smaller ones fill the gaps
+            placed = place(items)
+            covered += sum(it[3].count for it in items[:placed])
+            if placed < len(items):
+                info["jammed"] = True
+                warnings.warn(
+                    f"sample {spec.sample_id}: occupancy stopped at {covered / volume:.3f} of "
+                    f"the {target} asked: a {classes[items[placed][0]].name!r} particle found no "
+                    "free place; lower sample.occupancy",
+                    stacklevel=2,
+                )
+                break
+    info["particle_occupancy"] = covered / volume
+    return out

@@ -1,0 +1,89 @@
+"""Batched placement: against a brute-force check of the occupancy grid, coarse grids, give-ups."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from faket_dask.stages.particles import quaternions_to_matrices, random_quaternions
+from faket_dask.stages.sample.placement import OccupancyGrid, footprint, place_sequence
+from faket_dask.stages.templates import builtin_template, rotate_template
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _footprints(occ: OccupancyGrid, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    tpls = [builtin_template(s, 10.0, scale=0.6) for s in ("rod", "lshape", "sphere")]
+    qs = random_quaternions(rng, n)
+    boxes = [rotate_template(tpls[i % 3], quaternions_to_matrices(q)[0]) for i, q in enumerate(qs)]
+    return boxes, [footprint(box, occ) for box in boxes]
+
+
+def _cells(occ: OccupancyGrid, fp, pos) -> np.ndarray:
+    """Brute force: the flat grid cells of a footprint's voxels at ``pos``."""
+    return np.unique(((fp.voxels + pos) // occ.b) @ occ.strides)
+
+
+@pytest.mark.parametrize(("b_budget", "n"), [(10**9, 30), (4000, 12)])
+def test_placed_particles_take_free_cells_only_and_all_of_theirs(b_budget, n):
+    occ = OccupancyGrid((20, 40, 40), b_budget)
+    for z, y, x in np.random.default_rng(1).integers(0, 36, size=(6, 3)):  # taken blocks
+        occ.mark([(np.array([z % 16, y, x]), np.ones((4, 4, 4), bool))])
+    before = occ.flat.copy()
+    boxes, fps = _footprints(occ, n)
+    pos, placed = place_sequence(occ, np.random.default_rng(2), fps, attempts=500)
+    assert placed == n and pos.shape == (n, 3)
+    owner = np.zeros(occ.flat.size, dtype=np.int64)
+    for k, (fp, p, box) in enumerate(zip(fps, pos, boxes, strict=True)):
+        lo = p + box.offset  # the whole box lies inside the volume
+        assert (lo >= 0).all() and (lo + np.array(box.shape) <= occ.shape).all()
+        cells = _cells(occ, fp, p)
+        assert not before[cells].any()  # free before
+        assert (owner[cells] == 0).all()  # and no two particles share a cell
+        owner[cells] = k + 1
+    # the grid now holds exactly the old cells plus every particle's own cells
+    np.testing.assert_array_equal(occ.flat, before | (owner > 0))
+
+
+def test_coarse_test_cells_cover_every_phase():
+    occ = OccupancyGrid((30, 30, 30), 300)
+    assert occ.b >= 3
+    _, fps = _footprints(occ, 6, seed=4)
+    for fp in fps:
+        test = {tuple(c) for c in fp.test_cells}
+        for r in np.ndindex(occ.b, occ.b, occ.b):
+            p = np.array(r) + 3 * occ.b
+            exact = (fp.voxels + p) // occ.b - p // occ.b
+            assert {tuple(c) for c in exact} <= test
+
+
+def test_a_particle_that_finds_no_place_ends_the_prefix():
+    occ = OccupancyGrid((20, 24, 24), 10**9)
+    _, fps = _footprints(occ, 200, seed=3)
+    pos, placed = place_sequence(occ, np.random.default_rng(0), fps, attempts=50)
+    assert 0 < placed < 200 and len(pos) == placed
+    # exactly the placed prefix is marked (later particles placed ahead were taken back)
+    expect = np.zeros_like(occ.flat)
+    for fp, p in zip(fps[:placed], pos, strict=True):
+        expect[_cells(occ, fp, p)] = True
+    np.testing.assert_array_equal(occ.flat, expect)
+    # and the exhaustive search confirms that the next one has no free place
+    k = placed
+    fp = fps[k]
+    low, high = -fp.low_offset, occ.shape - fp.high_offset
+    free = [
+        p
+        for p in np.ndindex(*(high - low + 1))
+        if not occ.flat[_cells(occ, fp, np.array(p) + low)].any()
+    ]
+    assert free == []
+
+
+def test_same_stream_same_positions():
+    _, fps = _footprints(OccupancyGrid((20, 40, 40), 10**9), 40)
+    runs = []
+    for _ in range(2):
+        occ = OccupancyGrid((20, 40, 40), 10**9)
+        runs.append(place_sequence(occ, np.random.default_rng(9), fps, attempts=100)[0])
+    np.testing.assert_array_equal(runs[0], runs[1])
