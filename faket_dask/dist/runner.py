@@ -49,6 +49,7 @@ from faket_dask.dist.plugins import WorkerSetup
 from faket_dask.errors import ClusterError, InputError
 from faket_dask.io import store as st
 from faket_dask.pipeline.inputs import WeightsFallbackWarning
+from faket_dask.stages.sample import BUILDER_VERSION
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -270,6 +271,7 @@ class _Run:
             {
                 "tool": "faket-dask",
                 "tool_version": __version__,
+                "sample_builder": BUILDER_VERSION,
                 "config": self.config.to_dict(),
                 "config_digest": self.config.digest(),
                 "dataset_digest": dataset_digest(self.config),

@@ -95,6 +95,7 @@ def test_twenty_samples_complete_store_opens_with_labels(two_runs):
             assert parts.sizes["particle"] == n_inst == 3
     attrs = st.read_store_attrs(store)
     assert attrs["weights"]["name"] == "random" and len(attrs["style_references"]) == 2
+    assert attrs["sample_builder"] == 2  # the builder version behind the sample bytes
 
 
 def test_two_runs_give_identical_checksums(two_runs):
