@@ -17,10 +17,10 @@ import warnings
 
 import numpy as np
 import torch
-from faket_dask.projection import Projector
-from faket_dask.sample import SampleSpec, build_layout, render_slab
 
 from faket_dask.config import config_from_dict
+from faket_dask.stages.projection import Projector
+from faket_dask.stages.sample import SampleSpec, build_layout, render_slab
 
 
 def peak_rss_gib() -> float:

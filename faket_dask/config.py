@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from faket_dask.angles import parse_angles
 from faket_dask.errors import InputError
 
 Modality = Literal["styled", "noisy", "content", "baseline", "noiseless"]
@@ -60,7 +62,6 @@ class TiltConfig(StrictModel):
     @field_validator("angles")
     @classmethod
     def _angles_parse(cls, v: str | list[float]) -> str | list[float]:
-        from faket_dask.angles import parse_angles
 
         if isinstance(v, str) and v.lower().endswith((".tlt", ".rawtlt")):
             return v  # a file is read when the simulation starts
@@ -162,7 +163,7 @@ class SampleConfig(StrictModel):
     An empty ``particles`` list builds the demo mix: the six built-in shapes in equal
     abundance at ``occupancy`` (default 0.1; ``occupancy: 0`` for no particles at all).
     ``occupancy`` is the fraction of the volume's voxels covered by particles (membranes and
-    fiducials excluded). See :mod:`faket_dask.sample` for how samples are drawn.
+    fiducials excluded). See :mod:`faket_dask.stages.sample` for how samples are drawn.
     """
 
     thickness: int = Field(64, ge=4, description="Volume Z extent in voxels.")
@@ -458,3 +459,15 @@ def load_config(path: str | Path) -> SimulationConfig:
 def save_config(config: SimulationConfig, path: str | Path) -> None:
     """Write a config as YAML that :func:`load_config` reads back to an equal model."""
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def angle_specs(config: SimulationConfig) -> list[Any]:
+    """The tilt-angle specs that samples draw from (one unless ``tilts.angle_choices``)."""
+    return list(config.tilts.angle_choices) or [config.tilts.angles]
+
+
+def union_angles(config: SimulationConfig) -> np.ndarray:
+    """All tilt angles any sample may use (sorted, unique): the demo inputs cover them."""
+    specs = angle_specs(config)
+    allv = np.concatenate([np.asarray(parse_angles(s), dtype=np.float64) for s in specs])
+    return np.unique(np.round(allv, 6))
