@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,10 @@ class Footprint:
         ``(c,)`` the same as flat offsets on the grid (its mask voxels' when ``b == 1``).
     radius
         Largest distance (voxels) from the position to a mask voxel.
+    mask
+        Its rotated box's mask (the box starts at ``low_offset``).
+    phases
+        Coarse grids: flat offsets of its exact cells by phase ``p mod b`` (filled lazily).
     """
 
     low_offset: np.ndarray
@@ -149,11 +153,22 @@ class Footprint:
     test_cells: np.ndarray
     test_flat: np.ndarray
     radius: float
+    mask: np.ndarray = field(repr=False)
+    phases: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def count(self) -> int:
         """Mask voxels."""
         return len(self.voxels)
+
+
+def _cell_set(cells: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """The distinct ``(k, 3)`` cells of ``cells + s`` for every shift ``s`` (dense, sorted)."""
+    lo = cells.min(axis=0)
+    dense = np.zeros(tuple(int(v) for v in cells.max(axis=0) - lo + shifts.max(axis=0) + 1), bool)
+    for sh in shifts:
+        dense[tuple((cells - lo + sh).T)] = True
+    return np.argwhere(dense) + lo
 
 
 def footprint(box: RotatedBox, occ: OccupancyGrid) -> Footprint:
@@ -162,14 +177,32 @@ def footprint(box: RotatedBox, occ: OccupancyGrid) -> Footprint:
     vox = np.argwhere(box.mask) + np.asarray(box.offset, dtype=np.int64)
     if b == 1:
         cells = vox
-    else:
-        base = np.unique(vox // b, axis=0)
+    else:  # phase 0 cells, dilated one cell forward on every axis
         step = np.array([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)])
-        cells = np.unique((base[:, None, :] + step[None]).reshape(-1, 3), axis=0)
+        cells = _cell_set(vox // b, step)
     radius = float(np.sqrt((vox.astype(np.float64) ** 2).sum(axis=1)).max())
     lo = np.asarray(box.offset, dtype=np.int64)
     high = lo + np.array(box.shape, dtype=np.int64)
-    return Footprint(lo, high, vox, cells, cells @ occ.strides, radius)
+    return Footprint(lo, high, vox, cells, cells @ occ.strides, radius, box.mask)
+
+
+def _cells_at(occ: OccupancyGrid, fp: Footprint, position: np.ndarray) -> np.ndarray:
+    """Flat offsets, from the position's cell, of the exact cells of ``fp`` at ``position``."""
+    if occ.b == 1:
+        return fp.test_flat
+    b = occ.b
+    key = tuple(int(v) for v in position % b)
+    if key not in fp.phases:  # the box's mask in b^3 blocks, as the old grid did
+        lo = fp.low_offset + np.array(key)
+        clo = lo // b
+        before = lo - clo * b
+        n = -(-(before + np.array(fp.mask.shape)) // b)
+        padded = np.zeros(tuple(int(v) for v in n * b), dtype=bool)
+        inner = zip(before, fp.mask.shape, strict=True)
+        padded[tuple(slice(int(a), int(a + m)) for a, m in inner)] = fp.mask
+        blocks = padded.reshape(int(n[0]), b, int(n[1]), b, int(n[2]), b).any(axis=(1, 3, 5))
+        fp.phases[key] = (np.argwhere(blocks) + clo) @ occ.strides
+    return fp.phases[key]
 
 
 def _ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -211,30 +244,21 @@ def _exact_free(
     occ: OccupancyGrid, fps: list[Footprint], which: np.ndarray, positions: np.ndarray
 ) -> np.ndarray:
     """Whether footprint ``fps[which[j]]`` at ``positions[j]`` has none of its cells taken."""
-    out = np.zeros(len(which), dtype=bool)
-    for j0 in range(0, len(which), 256):
-        sel = which[j0 : j0 + 256]
-        counts = np.array([fps[int(i)].count for i in sel], dtype=np.int64)
-        vox = np.concatenate([fps[int(i)].voxels for i in sel])
-        vox += np.repeat(positions[j0 : j0 + 256], counts, axis=0)
-        taken = occ.flat[(vox // occ.b) @ occ.strides]
-        out[j0 : j0 + 256] = ~np.logical_or.reduceat(taken, np.cumsum(counts) - counts)
-    return out
+    cells = [_cells_at(occ, fps[int(i)], p) for i, p in zip(which, positions, strict=True)]
+    counts = np.array([len(c) for c in cells], dtype=np.int64)
+    base = np.repeat((positions // occ.b) @ occ.strides, counts)
+    taken = occ.flat[base + np.concatenate(cells)]
+    return ~np.logical_or.reduceat(taken, np.cumsum(counts) - counts)
 
 
 def _mark(occ: OccupancyGrid, fps: list[Footprint], positions: np.ndarray, value: bool) -> None:
     """Set (or clear) the exact cells of footprints at ``positions`` (N, 3)."""
-    for k0 in range(0, len(fps), 256):
-        part = fps[k0 : k0 + 256]
-        counts = np.array([f.count for f in part], dtype=np.int64)
-        if occ.b == 1:  # the test cells are the voxels
-            base = np.repeat(positions[k0 : k0 + 256] @ occ.strides, counts)
-            occ.flat[base + np.concatenate([f.test_flat for f in part])] = value
-            continue
-        vox = np.concatenate([f.voxels for f in part]) + np.repeat(
-            positions[k0 : k0 + 256], counts, axis=0
-        )
-        occ.flat[(vox // occ.b) @ occ.strides] = value
+    if not len(fps):
+        return
+    cells = [_cells_at(occ, fp, p) for fp, p in zip(fps, positions, strict=True)]
+    base = (positions // occ.b) @ occ.strides
+    counts = np.array([len(c) for c in cells], dtype=np.int64)
+    occ.flat[np.repeat(base, counts) + np.concatenate(cells)] = value
 
 
 def _resolve(positions: np.ndarray, radii: np.ndarray, slack: float) -> np.ndarray:
