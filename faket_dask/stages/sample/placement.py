@@ -306,6 +306,24 @@ def _search(occ: OccupancyGrid, rng: np.random.Generator, fp: Footprint) -> np.n
     return None
 
 
+def _candidates(
+    occ: OccupancyGrid, rng: np.random.Generator, window: list[Footprint], bank: _Bank, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` candidate positions per footprint ``(W, k, 3)`` and whether each is free."""
+    low = np.stack([-f.low_offset for f in window])
+    high = occ.shape - np.stack([f.high_offset for f in window])
+    if np.any(high < low):
+        raise ValueError("a footprint does not fit in the volume")
+    cand = rng.integers(low[:, None], high[:, None] + 1, size=(len(window), k, 3))
+    which = np.repeat(np.arange(len(window)), k)
+    flat_cand = cand.reshape(-1, 3)
+    ok = bank.free(occ, which, flat_cand // occ.b)
+    if occ.b > 1 and not ok.all():  # the dilated cells are taken: test the exact ones
+        again = np.flatnonzero(~ok)
+        ok[again] = _exact_free(occ, window, which[again], flat_cand[again])
+    return cand, ok.reshape(len(window), k)
+
+
 def place_sequence(
     occ: OccupancyGrid,
     rng: np.random.Generator,
@@ -347,18 +365,7 @@ def place_sequence(
         bank = _Bank(occ, window)
         k = int(np.clip(ROUND_CELLS // max(1, int(bank.counts.sum())), 1, wanted))
         k = max(1, int(min(k, attempts - tries[pending].max())))
-        low = np.stack([-f.low_offset for f in window])
-        high = occ.shape - np.stack([f.high_offset for f in window])
-        if np.any(high < low):
-            raise ValueError("a footprint does not fit in the volume")
-        cand = rng.integers(low[:, None], high[:, None] + 1, size=(len(window), k, 3))
-        which = np.repeat(np.arange(len(window)), k)
-        flat_cand = cand.reshape(-1, 3)
-        ok = bank.free(occ, which, flat_cand // occ.b)
-        if occ.b > 1 and not ok.all():  # the dilated cells are taken: test the exact ones
-            again = np.flatnonzero(~ok)
-            ok[again] = _exact_free(occ, window, which[again], flat_cand[again])
-        ok = ok.reshape(len(window), k)
+        cand, ok = _candidates(occ, rng, window, bank, k)
         found = ok.any(axis=1)
         rate = max(float(ok.mean()), 1.0 / MAX_CANDIDATES)  # free candidates: fewer, more tries
         wanted = 1 if rate > 0.9 else int(min(MAX_CANDIDATES, np.ceil(3.0 / rate)))
@@ -449,77 +456,63 @@ class _Sequence:
         return out
 
 
-def draw_particles(
-    spec: SampleSpec,
-    rng: np.random.Generator,
-    occ: OccupancyGrid,
-    kinds: tuple[list[ParticleClassConfig], dict[str, Template]],
-    cache: _BoxCache,
-    info: dict[str, Any],
-    rotate: Rotate,
-) -> list[_Particle]:
-    """Particles: classes and orientations from their own streams, positions from ``rng``.
+_Item = tuple[int, np.ndarray, RotatedBox, Footprint]
 
-    Particle ``i``'s class (occupancy mode) and orientation are the ``i``-th draws of streams
-    keyed by ``(seed, sample_id, "classes")`` and ``(seed, sample_id, "orientations")``
-    (with ``sample.orientation_grid``: an index into the class's grid of rotations). Blocks of
-    particles are placed in batched rounds (:func:`place_sequence`); with an occupancy
-    target, a block ends at the particle whose voxels reach it.
-    """
-    classes, templates = kinds
-    target = spec.sample.resolved_occupancy()
-    seq = _Sequence(spec, classes, templates, occ, rotate)
-    out: list[_Particle] = []
-    shared = seq.grid is not None
 
-    def place(items: list[tuple[int, np.ndarray, RotatedBox, Footprint]]) -> int:
+class _Placer:
+    """Places blocks of the particle sequence and keeps the placed particles, in order."""
+
+    def __init__(
+        self,
+        spec: SampleSpec,
+        rng: np.random.Generator,
+        occ: OccupancyGrid,
+        seq: _Sequence,
+        cache: _BoxCache,
+    ) -> None:
+        self.spec, self.rng, self.occ, self.seq, self.cache = spec, rng, occ, seq, cache
+        self.out: list[_Particle] = []
+
+    def place(self, items: list[_Item]) -> int:
+        """Place a block; how many of it (a prefix) were placed."""
+        classes, shared = self.seq.classes, self.seq.grid is not None
         for ci, _, box, fp in items:
-            if np.any(fp.high_offset - fp.low_offset > occ.shape):
+            if np.any(fp.high_offset - fp.low_offset > self.occ.shape):
                 raise InputError(
                     f"particle class {classes[ci].name!r} ({box.shape} voxels when rotated) does "
-                    f"not fit in the {tuple(spec.shape)} volume; use a smaller template or a "
-                    "thicker sample"
+                    f"not fit in the {tuple(self.spec.shape)} volume; use a smaller template or "
+                    "a thicker sample"
                 )
         pos, placed = place_sequence(
-            occ, rng, [it[3] for it in items], spec.sample.placement_attempts
+            self.occ, self.rng, [it[3] for it in items], self.spec.sample.placement_attempts
         )
         for (ci, q, box, fp), p in zip(items[:placed], pos, strict=True):
             part = _Particle(
-                index=len(out),
+                index=len(self.out),
                 class_id=ci + 1,
-                template=templates[classes[ci].name],
+                template=self.seq.templates[classes[ci].name],
                 quaternion=q,
                 position=p,
                 box_offset=np.asarray(box.offset, np.int64),
                 box_shape=np.array(box.shape, dtype=np.int64),
-                cache=cache,
+                cache=self.cache,
                 voxels=fp.count,
                 shared=box if shared else None,
             )
             if not shared:
-                cache.put(part.index, box)
-            out.append(part)
+                self.cache.put(part.index, box)
+            self.out.append(part)
         return placed
 
-    # exact counts first, larger templates first
-    counted = [i for i, c in enumerate(classes) if c.count]
-    counted.sort(key=lambda i: -templates[classes[i].name].volume_voxels)
-    plan = [ci for ci in counted for _ in range(int(classes[ci].count or 0))]
-    for k in range(0, len(plan), WINDOW):
-        items = seq.block(plan[k : k + WINDOW])
-        placed = place(items)
-        if placed < len(items):
-            ci = items[placed][0]
-            raise InputError(
-                f"could not place particle {sum(1 for p in out if p.class_id == ci + 1) + 1} of "
-                f"class {classes[ci].name!r} without overlap after "
-                f"{spec.sample.placement_attempts} tries; lower the counts or "
-                "sample.occupancy, or enlarge the volume"
-            )
-    covered = sum(p.voxels for p in out)
-    info["jammed"] = False
-    loose = [i for i, c in enumerate(classes) if c.count is None]
+
+def _fill(placer: _Placer, info: dict[str, Any]) -> None:
+    """Add particles of the classes without a count until the occupancy target is covered."""
+    spec, seq = placer.spec, placer.seq
+    classes, target = seq.classes, spec.sample.resolved_occupancy()
+    covered = sum(p.voxels for p in placer.out)
     volume = float(np.prod(spec.shape))
+    loose = [i for i, c in enumerate(classes) if c.count is None]
+    info["jammed"] = False
     if target is not None and target > 0 and loose:
         class_rng = keyed_rng(spec.seed, spec.sample_id, "classes")
         weights = np.array([classes[i].abundance or 1.0 for i in loose], dtype=np.float64)
@@ -533,7 +526,7 @@ def draw_particles(
             sums = covered + np.cumsum([it[3].count for it in items])
             items = items[: int(np.searchsorted(sums, goal, side="left")) + 1]
             items.sort(key=lambda it: -it[3].count)  # larger first: smaller ones fill the gaps
-            placed = place(items)
+            placed = placer.place(items)
             covered += sum(it[3].count for it in items[:placed])
             if placed < len(items):
                 info["jammed"] = True
@@ -541,8 +534,46 @@ def draw_particles(
                     f"sample {spec.sample_id}: occupancy stopped at {covered / volume:.3f} of "
                     f"the {target} asked: a {classes[items[placed][0]].name!r} particle found no "
                     "free place; lower sample.occupancy",
-                    stacklevel=2,
+                    stacklevel=4,
                 )
                 break
     info["particle_occupancy"] = covered / volume
-    return out
+
+
+def draw_particles(
+    spec: SampleSpec,
+    rng: np.random.Generator,
+    occ: OccupancyGrid,
+    kinds: tuple[list[ParticleClassConfig], dict[str, Template]],
+    cache: _BoxCache,
+    info: dict[str, Any],
+    rotate: Rotate,
+) -> list[_Particle]:
+    """Particles: classes and orientations from their own streams, positions from ``rng``.
+
+    Particle ``i``'s class (occupancy mode) and orientation are the ``i``-th draws of streams
+    keyed by ``(seed, sample_id, "classes")`` and ``(seed, sample_id, "orientations")``
+    (with ``sample.orientation_grid``: an index into the class's grid of rotations). Counted
+    classes come first (larger templates first), then, with an occupancy target, blocks of
+    the sequence up to the particle whose voxels reach it, each placed larger particles first.
+    Blocks are placed in batched rounds (:func:`place_sequence`).
+    """
+    classes, templates = kinds
+    seq = _Sequence(spec, classes, templates, occ, rotate)
+    placer = _Placer(spec, rng, occ, seq, cache)
+    counted = [i for i, c in enumerate(classes) if c.count]
+    counted.sort(key=lambda i: -templates[classes[i].name].volume_voxels)
+    plan = [ci for ci in counted for _ in range(int(classes[ci].count or 0))]
+    for k in range(0, len(plan), WINDOW):
+        items = seq.block(plan[k : k + WINDOW])
+        placed = placer.place(items)
+        if placed < len(items):
+            ci = items[placed][0]
+            done = sum(1 for p in placer.out if p.class_id == ci + 1)
+            raise InputError(
+                f"could not place particle {done + 1} of class {classes[ci].name!r} without "
+                f"overlap after {spec.sample.placement_attempts} tries; lower the counts or "
+                "sample.occupancy, or enlarge the volume"
+            )
+    _fill(placer, info)
+    return placer.out
