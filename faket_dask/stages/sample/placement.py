@@ -55,6 +55,8 @@ __all__ = [
 
 #: Unplaced particles considered per round (in sequence order).
 WINDOW = 2048
+#: Particles drawn (and rotated) at a time while a block is filled up to the occupancy target.
+PART = 256
 #: Grid cells gathered per chunk of a round's test (bounds the transient memory).
 GATHER_CELLS = 1 << 22
 #: Candidate cells tested per round (more candidates per particle when few are pending).
@@ -519,10 +521,12 @@ def _fill(placer: _Placer, info: dict[str, Any]) -> None:
         cum = np.cumsum(weights / weights.sum())
         goal = target * volume
         while covered < goal:
-            picks = np.minimum(
-                np.searchsorted(cum, class_rng.random(WINDOW), side="right"), len(loose) - 1
-            )
-            items = seq.block([loose[int(j)] for j in picks])
+            items: list[_Item] = []
+            while len(items) < WINDOW and covered + sum(it[3].count for it in items) < goal:
+                picks = np.minimum(  # rotated a part at a time: few beyond the goal
+                    np.searchsorted(cum, class_rng.random(PART), side="right"), len(loose) - 1
+                )
+                items += seq.block([loose[int(j)] for j in picks])
             sums = covered + np.cumsum([it[3].count for it in items])
             items = items[: int(np.searchsorted(sums, goal, side="left")) + 1]
             items.sort(key=lambda it: -it[3].count)  # larger first: smaller ones fill the gaps
