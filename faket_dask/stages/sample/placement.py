@@ -67,6 +67,11 @@ SEARCH_CELLS = 1 << 24
 MAX_CANDIDATES = 64
 
 
+def _flat(cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
+    """Flat indices (int64) of ``(n, 3)`` cells (NumPy's integer matmul has no fast path)."""
+    return cells[:, 0] * strides[0] + cells[:, 1] * strides[1] + cells[:, 2] * strides[2]
+
+
 class OccupancyGrid:
     """Voxels (or ``b^3`` blocks of voxels) already taken, with one spare cell per high face.
 
@@ -124,7 +129,7 @@ class OccupancyGrid:
 
     def taken(self, points: np.ndarray) -> np.ndarray:
         """Whether each voxel of ``points`` (N, 3) lies in a taken cell."""
-        return self.flat[(points // self.b) @ self.strides]
+        return self.flat[_flat(points // self.b, self.strides)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,10 +187,10 @@ def footprint(box: RotatedBox, occ: OccupancyGrid) -> Footprint:
     else:  # phase 0 cells, dilated one cell forward on every axis
         step = np.array([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)])
         cells = _cell_set(vox // b, step)
-    radius = float(np.sqrt((vox.astype(np.float64) ** 2).sum(axis=1)).max())
+    radius = float(np.sqrt(float((vox * vox).sum(axis=1).max())))
     lo = np.asarray(box.offset, dtype=np.int64)
     high = lo + np.array(box.shape, dtype=np.int64)
-    return Footprint(lo, high, vox, cells, cells @ occ.strides, radius, box.mask)
+    return Footprint(lo, high, vox, cells, _flat(cells, occ.strides), radius, box.mask)
 
 
 def _cells_at(occ: OccupancyGrid, fp: Footprint, position: np.ndarray) -> np.ndarray:
@@ -203,7 +208,7 @@ def _cells_at(occ: OccupancyGrid, fp: Footprint, position: np.ndarray) -> np.nda
         inner = zip(before, fp.mask.shape, strict=True)
         padded[tuple(slice(int(a), int(a + m)) for a, m in inner)] = fp.mask
         blocks = padded.reshape(int(n[0]), b, int(n[1]), b, int(n[2]), b).any(axis=(1, 3, 5))
-        fp.phases[key] = (np.argwhere(blocks) + clo) @ occ.strides
+        fp.phases[key] = _flat(np.argwhere(blocks) + clo, occ.strides)
     return fp.phases[key]
 
 
@@ -235,7 +240,7 @@ class _Bank:
             base = int(ends[j0] - lens[j0])
             j1 = max(j0 + 1, int(np.searchsorted(ends, base + GATHER_CELLS, side="right")))
             idx = _ragged(self.starts[which[j0:j1]], lens[j0:j1])
-            flat = np.repeat(cells[j0:j1] @ occ.strides, lens[j0:j1]) + self.cells[idx]
+            flat = np.repeat(_flat(cells[j0:j1], occ.strides), lens[j0:j1]) + self.cells[idx]
             hits = np.logical_or.reduceat(occ.flat[flat], (ends[j0:j1] - lens[j0:j1]) - base)
             out[j0:j1] = ~hits
             j0 = j1
@@ -248,7 +253,7 @@ def _exact_free(
     """Whether footprint ``fps[which[j]]`` at ``positions[j]`` has none of its cells taken."""
     cells = [_cells_at(occ, fps[int(i)], p) for i, p in zip(which, positions, strict=True)]
     counts = np.array([len(c) for c in cells], dtype=np.int64)
-    base = np.repeat((positions // occ.b) @ occ.strides, counts)
+    base = np.repeat(_flat(positions // occ.b, occ.strides), counts)
     taken = occ.flat[base + np.concatenate(cells)]
     return ~np.logical_or.reduceat(taken, np.cumsum(counts) - counts)
 
@@ -258,7 +263,7 @@ def _mark(occ: OccupancyGrid, fps: list[Footprint], positions: np.ndarray, value
     if not len(fps):
         return
     cells = [_cells_at(occ, fp, p) for fp, p in zip(fps, positions, strict=True)]
-    base = (positions // occ.b) @ occ.strides
+    base = _flat(positions // occ.b, occ.strides)
     counts = np.array([len(c) for c in cells], dtype=np.int64)
     occ.flat[np.repeat(base, counts) + np.concatenate(cells)] = value
 
