@@ -38,6 +38,14 @@ def generate(
     n_samples: Annotated[
         int | None, typer.Option("--n-samples", help="Samples to make (default: the config's).")
     ] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--override",
+            help="KEY=VALUE (YAML value) over the config, repeatable: tilts.shape=[64,64], "
+            "sample.particles.0.count=2.",
+        ),
+    ] = None,
     scheduler: SchedulerOpt = None,
     scheduler_file: SchedulerFileOpt = None,
     cluster_profile: ProfileOpt = None,
@@ -71,7 +79,7 @@ def generate(
     One task per sample; resumable (--resume); a failed sample does not stop the others
     (exit code 1 if any failed; 3 if the cluster cannot be reached).
     """
-    cfg, base_dir = _checked_config(config, demo, output, n_samples, retries)
+    cfg, base_dir = _checked_config(config, demo, output, n_samples, retries, override)
     n_samples = cfg.n_samples if demo else n_samples
     from faket_dask.dist.plan import check_store  # zarr only: --help stays fast
 
@@ -112,11 +120,18 @@ def generate(
 
 
 def _checked_config(
-    config: Path | None, demo: bool, output: Path, n_samples: int | None, retries: int
+    config: Path | None,
+    demo: bool,
+    output: Path,
+    n_samples: int | None,
+    retries: int,
+    override: list[str] | None = None,
 ) -> tuple[SimulationConfig, str | None]:
     """Check the options; the config (-c or --demo) and the folder its paths are relative to."""
     if demo and config is not None:
         raise InputError("give -c CONFIG or --demo, not both")
+    if demo and override:
+        raise InputError("--override changes a config file: give it with -c CONFIG")
     if not demo and config is None:
         raise InputError("give a config with -c CONFIG.yaml (or try --demo)")
     if output.suffix.lower() != ".zarr":
@@ -131,7 +146,7 @@ def _checked_config(
 
     if demo or config is None:
         return demo_config(n_samples), None
-    return load_config(config), str(config.resolve().parent)
+    return load_config(config, override or ()), str(config.resolve().parent)
 
 
 def register(app: typer.Typer) -> None:

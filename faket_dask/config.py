@@ -481,8 +481,64 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Simulat
         raise InputError(format_validation_error(err, SimulationConfig, source)) from None
 
 
-def load_config(path: str | Path) -> SimulationConfig:
-    """Load a YAML (or JSON) config file.
+def _set_key(data: dict[str, Any], dotted: str, value: Any, text: str) -> None:
+    """Set ``data[a][b][i]... = value`` for ``dotted = "a.b.i..."`` (list items by index)."""
+    parts = dotted.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise InputError(
+                    f"--override {text}: {where} is not an item of a {len(node)}-item list"
+                )
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:
+            raise InputError(f"--override {text}: {'.'.join(parts[:depth])} is not a section")
+        if last:
+            node[key] = value
+        else:
+            current = node[key] if isinstance(node, list) else node.get(key)
+            if current is None:
+                node[key] = {}
+            elif not isinstance(current, dict | list):
+                raise InputError(f"--override {text}: {where} is a value, not a section")
+            node = node[key]
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A config dict with ``KEY=VALUE`` overrides applied (``generate --override``).
+
+    ``KEY`` is dotted (``tilts.shape``, ``sample.particles.0.count``: list items by index);
+    ``VALUE`` is YAML (``[64, 64]``, ``0.5``, ``-60:60:30``). The result is validated like a
+    config file, so an unknown key is named.
+
+    Raises
+    ------
+    InputError
+        An override is not ``KEY=VALUE`` or points through a value that is not a section.
+    """
+    out = json.loads(json.dumps(data))
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise InputError(f"--override {text!r}: write KEY=VALUE, e.g. tilts.shape=[64,64]")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise InputError(f"--override {text}: the value is not valid YAML") from None
+        _set_key(out, key, value, text)
+    return out
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> SimulationConfig:
+    """Load a YAML (or JSON) config file, with optional ``KEY=VALUE`` overrides.
 
     Raises
     ------
@@ -498,6 +554,11 @@ def load_config(path: str | Path) -> SimulationConfig:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise InputError(f"{path}: not valid YAML{where}; check the indentation") from None
+    if overrides:
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: a config must be a mapping of keys to values")
+        data = apply_overrides(data, overrides)
+        return config_from_dict(data, source=f"{path} with --override")
     return config_from_dict(data, source=str(path))
 
 
