@@ -351,7 +351,10 @@ class ReconstructionConfig(StrictModel):
 
     enabled: bool = Field(False, description="Reconstruct a tomogram per sample.")
     bin: int = Field(
-        2, ge=1, description="Binning of the tilts before back-projection (block mean, b x b)."
+        2,
+        ge=1,
+        description="Binning of the tilts before back-projection: their cubic spline sampled "
+        "at the centres of b x b blocks (no anti-alias prefilter).",
     )
     filter: Literal["ramp", "approxShrec"] = Field(
         "approxShrec",
