@@ -111,7 +111,14 @@ def generate(
             report = run_generate(cfg, output, client, opts)
     finally:
         view.close()
-    echo(f"next: faket-dask report {output} -o report.html   (gallery, counts, realism figures)")
+    if report.config_error is not None:
+        raise InputError(
+            f"all {report.n_failed} samples failed on the config: {report.config_error}. A "
+            f"rerun fails the same way: change the config, then generate into a new store "
+            f"(or delete {output})"
+        )
+    if report.n_done:
+        echo(f"next: faket-dask report {output} -o report.html   (gallery, counts, realism)")
     if report.n_failed:
         raise SamplesFailedError(
             f"{report.n_failed} of {report.n_samples} samples failed (see above and "

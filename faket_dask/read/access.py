@@ -40,6 +40,7 @@ __all__ = [
     "FaketDataset",
     "assign_split",
     "assign_splits",
+    "dataset_attrs",
     "open_dataset",
     "write_splits",
 ]
@@ -95,7 +96,7 @@ def write_splits(
     ``{"fractions", "seed", "method", "ids": {split: [ids]}}``.
     """
     p = Path(store)
-    attrs = st.read_store_attrs(p)
+    attrs = dataset_attrs(p)
     n = int(attrs.get("n_samples", 0))
     done = st.completed_ids(p, range(n)) if n else st.completed_ids(p)
     f = _check_fractions(fractions)
@@ -209,6 +210,26 @@ def _short(ids: Sequence[int], k: int = 8) -> str:
     return head + (f", ... ({len(ids)} in all)" if len(ids) > k else "")
 
 
+def dataset_attrs(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """The shared metadata of a ``generate`` store (root ``attrs["faket_dask"]``).
+
+    Raises
+    ------
+    InputError
+        Not a faket-dask store, or another kind of faket-dask store (``sample build``'s).
+    """
+    from faket_dask.io import store as st
+
+    attrs = st.read_store_attrs(store)
+    if attrs.get("kind") == "sample":
+        raise InputError(
+            f"{store} is a `faket-dask sample build` store (one labeled volume with its masks "
+            "and particle table), not a dataset from `faket-dask generate`; read it with "
+            f"xarray.open_zarr('{store}', group='volume') or faket_dask.io.open_volume"
+        )
+    return attrs
+
+
 def open_dataset(store: str | os.PathLike[str]) -> FaketDataset:
     """Open a dataset store written by ``faket-dask generate``.
 
@@ -220,7 +241,7 @@ def open_dataset(store: str | os.PathLike[str]) -> FaketDataset:
     p = Path(store)
     if not p.exists():
         raise InputError(f"store {p} does not exist")
-    attrs = st.read_store_attrs(p)
+    attrs = dataset_attrs(p)
     n = int(attrs.get("n_samples", 0))
     ids = sorted(st.completed_ids(p, range(n)) if n else st.completed_ids(p))
     return FaketDataset(path=p, attrs=attrs, ids=ids)

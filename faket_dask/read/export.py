@@ -14,6 +14,7 @@ import numpy as np
 from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, Volume, write_tilt_series, write_volume
 from faket_dask.io import store as st
+from faket_dask.read.access import dataset_attrs
 from faket_dask.stages.particles import COLUMNS, to_star
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def store_info(path: str | os.PathLike[str], *, disk_usage: bool = True) -> dict
     p = Path(path)
     if not p.exists():
         raise InputError(f"store {p} does not exist")
-    attrs = st.read_store_attrs(p)
+    attrs = dataset_attrs(p)
     n = int(attrs.get("n_samples", 0))
     done = st.completed_ids(p, range(n))
     rows = st.read_manifest(p)
@@ -106,6 +107,7 @@ def export_sample(
     written beside the output. Returns the files written.
     """
     p = Path(path)
+    dataset_attrs(p)  # a generate store (a sample build store gets its own message)
     if not st.is_complete(p, sample_id):
         state = "incomplete" if st.read_sample_attrs(p, sample_id) else "not in the store"
         raise InputError(f"sample {sample_id} of {p} is {state}; see `faket-dask info {p}`")

@@ -13,6 +13,7 @@ import html
 import io
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from faket_dask.read.preview import (
     show,
 )
 
-__all__ = ["realism_table", "report"]
+__all__ = ["Throughput", "realism_table", "report", "run_throughput"]
 
 
 def realism_table(
@@ -77,22 +78,57 @@ def _particle_counts(ds: Any, ids: Sequence[int]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _throughput(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    times = []
-    for r in rows:
-        if r.get("status") == "ok" and r.get("finished_at") and not r.get("reused"):
-            try:
-                times.append(_dt.datetime.fromisoformat(str(r["finished_at"])).timestamp())
-            except ValueError:
-                continue
-    t = np.sort(np.asarray(times, dtype=np.float64))
-    if t.size == 0:
-        return t, t
-    durations = [
-        float((r.get("timings") or {}).get("total", 0.0)) for r in rows if r.get("status") == "ok"
+@dataclass(frozen=True)
+class Throughput:
+    """Samples finished over a run's time, from the times the run recorded.
+
+    Attributes
+    ----------
+    minutes
+        `(n,)` minutes from the run's start to each sample's finish, sorted.
+    done
+        `(n,)` samples finished by then (1, 2, ...).
+    per_hour
+        Samples per hour: the run's computed samples over its wall time, the figure
+        ``generate``'s summary prints (0 when unknown).
+    source
+        ``"recorded"`` (the last run's start and wall time) or ``"estimated"`` (an older store
+        without them: the first sample's finish minus the longest sample's duration).
+    """
+
+    minutes: np.ndarray
+    done: np.ndarray
+    per_hour: float
+    source: str
+
+
+def _timestamp(text: Any) -> float | None:
+    try:
+        return _dt.datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        return None
+
+
+def run_throughput(attrs: dict[str, Any], rows: Sequence[dict[str, Any]]) -> Throughput:
+    """The throughput of the store's last run (``attrs``: root attrs; ``rows``: the manifest)."""
+    last = attrs.get("last_run") or {}
+    start = _timestamp(last.get("started_at")) if last.get("started_at") else None
+    ok = [
+        r for r in rows if r.get("status") == "ok" and r.get("finished_at") and not r.get("reused")
     ]
-    start = t[0] - (max(durations) if durations else 0.0)
-    return (t - start) / 60.0, np.arange(1, t.size + 1, dtype=np.float64)
+    if start is not None:
+        ok = [r for r in ok if r.get("run_id") in (None, last.get("run_id"))]
+    t = np.sort(np.asarray([x for r in ok if (x := _timestamp(r["finished_at"]))], dtype=float))
+    done = np.arange(1, t.size + 1, dtype=np.float64)
+    if start is not None:
+        elapsed = float(last.get("elapsed_s") or 0.0)
+        rate = 3600.0 * int(last.get("done") or 0) / elapsed if elapsed > 0 else 0.0
+        return Throughput((t - start) / 60.0, done, rate, "recorded")
+    if t.size == 0:
+        return Throughput(t, t, 0.0, "estimated")
+    longest = max(float((r.get("timings") or {}).get("total", 0.0)) for r in ok)
+    minutes = (t - (t[0] - longest)) / 60.0
+    return Throughput(minutes, done, done[-1] / max(minutes[-1], 1e-9) * 60.0, "estimated")
 
 
 def report(
@@ -125,7 +161,9 @@ def report(
     _gallery(fig, grid, ds, shown[:n_gal], 2 * max(n_gal, 3) // n_gal)
     third = max(n_gal, 3) * 2 // 3
     _counts_panel(fig.add_subplot(grid[1, :third]), counts, len(shown))
-    _throughput_panel(fig.add_subplot(grid[1, third : 2 * third]), *_throughput(ds.manifest()))
+    _throughput_panel(
+        fig.add_subplot(grid[1, third : 2 * third]), run_throughput(ds.attrs, ds.manifest())
+    )
     _realism_panel(fig.add_subplot(grid[1, 2 * third :]), table)
     fig.suptitle(
         f"{Path(store).name}: {len(ds.ids)}/{ds.attrs.get('n_samples')} samples complete",
@@ -169,16 +207,16 @@ def _counts_panel(ax: Any, counts: dict[str, int], n_samples: int) -> None:
     ax.tick_params(labelsize=8)
 
 
-def _throughput_panel(ax: Any, minutes: np.ndarray, done: np.ndarray) -> None:
-    """Samples done over the minutes since the first sample started."""
-    if minutes.size:
-        ax.step(minutes, done, where="post", color="tab:green")
-        ax.plot(minutes, done, ".", color="tab:green")
-        rate = done[-1] / max(minutes[-1], 1e-9) * 60.0
-        ax.set_title(f"throughput: {done[-1]:.0f} samples, {rate:.0f}/h", fontsize=10)
+def _throughput_panel(ax: Any, tp: Throughput) -> None:
+    """Samples done over the minutes since the run started."""
+    if tp.minutes.size:
+        ax.step(tp.minutes, tp.done, where="post", color="tab:green")
+        ax.plot(tp.minutes, tp.done, ".", color="tab:green")
+        note = "" if tp.source == "recorded" else " (estimated)"
+        ax.set_title(f"last run: {tp.done[-1]:.0f} samples, {tp.per_hour:.0f}/h{note}", fontsize=10)
     else:
         ax.set_title("throughput: no manifest rows", fontsize=10)
-    ax.set_xlabel("minutes since the first sample started", fontsize=8)
+    ax.set_xlabel("minutes since the run started", fontsize=8)
     ax.set_ylabel("samples done", fontsize=8)
     ax.tick_params(labelsize=8)
 
