@@ -71,3 +71,15 @@ def test_reference_synth_as_the_readme_writes_it(tmp_path):
         "--angles=-60:60:3", check=False,
     )
     assert_one_line_exit_2(proc, "--shape has 5 tilts but --angles gives 41")
+
+
+def test_small_demo_config_and_its_option_rules():
+    from faket_dask.demo import demo_config
+
+    small, full = demo_config(small=True), demo_config()
+    assert small.n_samples == 2 and small.tilts.shape == (64, 64)
+    assert len(parse_angles(small.tilts.angles)) == 21
+    assert full.n_samples == 4 and full.tilts.shape == (128, 128)
+    assert small.sample.thickness < full.sample.thickness
+    proc = run_cli("generate", "--small", "-o", "x.zarr")
+    assert proc.returncode == 2 and "use it with --demo" in proc.stderr
