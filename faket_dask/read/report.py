@@ -7,13 +7,8 @@ PNG or as HTML (the PNG inlined, plus the numbers as tables).
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import html
-import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +27,8 @@ from faket_dask.read.preview import (
     save_figure,
     show,
 )
+from faket_dask.read.report_html import html_report
+from faket_dask.read.throughput import Throughput, run_throughput
 
 __all__ = ["Throughput", "realism_table", "report", "run_throughput"]
 
@@ -63,7 +60,8 @@ def realism_table(
         for m in (*REALISM_MODALITIES, "noiseless"):
             if m in tilts.data_vars:
                 cand = crop_to(np.asarray(tilts[m].values, dtype=np.float32), hw)
-                out.setdefault(m, []).append({"sample_id": sid, **realism(cand, ref)})
+                row = {"sample_id": sid, "style_reference": ref_idx, **realism(cand, ref)}
+                out.setdefault(m, []).append(row)
     return out
 
 
@@ -76,59 +74,6 @@ def _particle_counts(ds: Any, ids: Sequence[int]) -> dict[str, int]:
         for name, n in table["class_name"].value_counts().items():
             counts[str(name)] = counts.get(str(name), 0) + int(n)
     return dict(sorted(counts.items()))
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """Samples finished over a run's time, from the times the run recorded.
-
-    Attributes
-    ----------
-    minutes
-        `(n,)` minutes from the run's start to each sample's finish, sorted.
-    done
-        `(n,)` samples finished by then (1, 2, ...).
-    per_hour
-        Samples per hour: the run's computed samples over its wall time, the figure
-        ``generate``'s summary prints (0 when unknown).
-    source
-        ``"recorded"`` (the last run's start and wall time) or ``"estimated"`` (an older store
-        without them: the first sample's finish minus the longest sample's duration).
-    """
-
-    minutes: np.ndarray
-    done: np.ndarray
-    per_hour: float
-    source: str
-
-
-def _timestamp(text: Any) -> float | None:
-    try:
-        return _dt.datetime.fromisoformat(str(text)).timestamp()
-    except ValueError:
-        return None
-
-
-def run_throughput(attrs: dict[str, Any], rows: Sequence[dict[str, Any]]) -> Throughput:
-    """The throughput of the store's last run (``attrs``: root attrs; ``rows``: the manifest)."""
-    last = attrs.get("last_run") or {}
-    start = _timestamp(last.get("started_at")) if last.get("started_at") else None
-    ok = [
-        r for r in rows if r.get("status") == "ok" and r.get("finished_at") and not r.get("reused")
-    ]
-    if start is not None:
-        ok = [r for r in ok if r.get("run_id") in (None, last.get("run_id"))]
-    t = np.sort(np.asarray([x for r in ok if (x := _timestamp(r["finished_at"]))], dtype=float))
-    done = np.arange(1, t.size + 1, dtype=np.float64)
-    if start is not None:
-        elapsed = float(last.get("elapsed_s") or 0.0)
-        rate = 3600.0 * int(last.get("done") or 0) / elapsed if elapsed > 0 else 0.0
-        return Throughput((t - start) / 60.0, done, rate, "recorded")
-    if t.size == 0:
-        return Throughput(t, t, 0.0, "estimated")
-    longest = max(float((r.get("timings") or {}).get("total", 0.0)) for r in ok)
-    minutes = (t - (t[0] - longest)) / 60.0
-    return Throughput(minutes, done, done[-1] / max(minutes[-1], 1e-9) * 60.0, "estimated")
 
 
 def report(
@@ -173,11 +118,9 @@ def report(
     if out.suffix.lower() == ".png":
         save_figure(fig, out, dpi)
         return out
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_html(store, ds, buf.getvalue(), counts, table, heldout_table))
+    out.write_text(html_report(store, ds, shown, table, dpi, heldout_table))
     return out
 
 
@@ -236,46 +179,3 @@ def _realism_panel(ax: Any, table: dict[str, list[dict[str, float]]]) -> None:
     ax.tick_params(labelsize=8)
 
 
-def _html(
-    store: Any,
-    ds: Any,
-    png: bytes,
-    counts: dict[str, int],
-    table: dict[str, list[dict[str, float]]],
-    heldout_table: str | None = None,
-) -> str:
-    esc = html.escape
-    heldout = (
-        "<h2>Realism on held-out reference tilts</h2><p>Distance to a reference tilt-series "
-        "the run never saw, beside d(A, B), the distance between the style reference and it; "
-        "ratio 1: as close as two real tilt-series.</p>"
-        f"<pre>{esc(heldout_table)}</pre>"
-        if heldout_table
-        else ""
-    )
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in counts.items())
-    real = ""
-    for m, v in table.items():
-        spec = np.mean([r["spectrum_distance"] for r in v])
-        hist = np.mean([r["histogram_distance"] for r in v])
-        real += (
-            f"<tr><td>{LABELS.get(m, m)}</td><td>{spec:.3f}</td><td>{hist:.3f}</td>"
-            f"<td>{len(v)}</td></tr>"
-        )
-    b64 = base64.b64encode(png).decode()
-    weights = ds.attrs.get("weights") or {}
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>faket-dask report: {esc(Path(store).name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
-        "td,th{padding:2px 10px;text-align:left}</style></head><body>"
-        f"<h1>{esc(Path(store).name)}</h1>"
-        f"<p>{len(ds.ids)} of {ds.attrs.get('n_samples')} samples complete; tool "
-        f"{esc(str(ds.attrs.get('tool_version')))}; weights {esc(str(weights.get('name')))}.</p>"
-        f"<img alt='report' style='width:100%' src='data:image/png;base64,{b64}'>"
-        "<h2>Realism against the style reference</h2><table><tr><th>modality</th>"
-        "<th>spectrum distance (decades)</th><th>histogram distance (JS)</th><th>samples</th></tr>"
-        f"{real}</table>{heldout}"
-        "<h2>Particles per class</h2><table><tr><th>class</th><th>count</th></tr>"
-        f"{rows}</table></body></html>\n"
-    )
