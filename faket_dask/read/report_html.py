@@ -39,23 +39,35 @@ STYLE = (
 
 
 def sample_groups(ds: Any, ids: Sequence[int]) -> dict[str, list[int]]:
-    """``{group label: sample ids}``: samples that drew the same inputs share a group."""
+    """``{group label: sample ids}``: samples styled by the same style reference share a group.
+
+    (One group when the dataset has one reference; the other draws, noise model, angles and
+    particle mix, are listed per sample in each section.)
+    """
     refs = ds.attrs.get("style_references") or []
     groups: dict[str, list[int]] = {}
     for sid in ids:
-        drew = ds.sample_attrs(sid).get("drew") or {}
-        parts = []
-        if (k := drew.get("style_reference")) is not None:
-            spec = refs[k].get("spec") if k < len(refs) else k
-            parts.append(f"style reference {k} ({spec})")
-        if drew.get("noise_model") is not None:
-            parts.append(f"noise model {drew['noise_model']}")
-        if drew.get("angles_spec") is not None:
-            parts.append(f"angles {drew['angles_spec']}")
-        if drew.get("particle_mix") is not None:
-            parts.append(f"particle mix {drew['particle_mix']}")
-        groups.setdefault(", ".join(parts) or "all samples", []).append(sid)
+        k = (ds.sample_attrs(sid).get("drew") or {}).get("style_reference")
+        if k is None:
+            label = "all samples (no style transfer)"
+        else:
+            spec = refs[k].get("spec") if k < len(refs) else "?"
+            label = f"style reference {k}: {spec}"
+        groups.setdefault(label, []).append(sid)
     return groups
+
+
+def _draws(ds: Any, ids: Sequence[int]) -> str:
+    """A table of what each sample drew besides its style reference (empty if nothing varies)."""
+    keys = ("noise_model", "angles_spec", "particle_mix", "snr")
+    rows = []
+    for sid in ids:
+        drew = ds.sample_attrs(sid).get("drew") or {}
+        vals = [drew.get(k, "") for k in keys]
+        rows.append([sid, *(f"{v:.3g}" if isinstance(v, float) else v for v in vals)])
+    if all(len({str(r[i]) for r in rows}) <= 1 for i in range(1, len(keys) + 1)) and len(rows) > 1:
+        return ""
+    return _table(["sample", "noise model", "angles", "particle mix", "SNR"], rows)
 
 
 def _png(fig: Any, dpi: int) -> str:
@@ -171,6 +183,7 @@ def html_report(
               "histogram distance (JS)", "samples"]
     for label, members in sample_groups(ds, ids).items():
         parts.append(f"<section><h2>{esc(label)}</h2><p>samples {esc(str(members))}</p>")
+        parts.append(_draws(ds, members))
         png = _gallery(ds, members[:6], dpi)
         parts.append(f"<img alt='gallery' src='data:image/png;base64,{png}'>")
         parts.append("<h3>Realism against the style reference (lower: closer)</h3>")
