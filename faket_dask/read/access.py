@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from faket_dask.config import config_from_dict
 from faket_dask.errors import InputError
 from faket_dask.io import store as st
-from faket_dask.read.export import read_particle_table
+from faket_dask.read.export import dataset_attrs, read_particle_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -208,26 +208,6 @@ def _short(ids: Sequence[int], k: int = 8) -> str:
         return "none"
     head = ", ".join(str(i) for i in ids[:k])
     return head + (f", ... ({len(ids)} in all)" if len(ids) > k else "")
-
-
-def dataset_attrs(store: str | os.PathLike[str]) -> dict[str, Any]:
-    """The shared metadata of a ``generate`` store (root ``attrs["faket_dask"]``).
-
-    Raises
-    ------
-    InputError
-        Not a faket-dask store, or another kind of faket-dask store (``sample build``'s).
-    """
-    from faket_dask.io import store as st
-
-    attrs = st.read_store_attrs(store)
-    if attrs.get("kind") == "sample":
-        raise InputError(
-            f"{store} is a `faket-dask sample build` store (one labeled volume with its masks "
-            "and particle table), not a dataset from `faket-dask generate`; read it with "
-            f"xarray.open_zarr('{store}', group='volume') or faket_dask.io.open_volume"
-        )
-    return attrs
 
 
 def open_dataset(store: str | os.PathLike[str]) -> FaketDataset:

@@ -14,7 +14,6 @@ import numpy as np
 from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, Volume, write_tilt_series, write_volume
 from faket_dask.io import store as st
-from faket_dask.read.access import dataset_attrs
 from faket_dask.stages.particles import COLUMNS, to_star
 
 if TYPE_CHECKING:
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "dataset_attrs",
     "export_sample",
     "read_particle_table",
     "store_info",
@@ -36,6 +36,24 @@ def _dir_size(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+def dataset_attrs(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """The shared metadata of a ``generate`` store (root ``attrs["faket_dask"]``).
+
+    Raises
+    ------
+    InputError
+        Not a faket-dask store, or another kind of faket-dask store (``sample build``'s).
+    """
+    attrs = st.read_store_attrs(store)
+    if attrs.get("kind") == "sample":
+        raise InputError(
+            f"{store} is a `faket-dask sample build` store (one labeled volume with its masks "
+            "and particle table), not a dataset from `faket-dask generate`; read it with "
+            f"xarray.open_zarr('{store}', group='volume') or faket_dask.io.open_volume"
+        )
+    return attrs
 
 
 def store_info(path: str | os.PathLike[str], *, disk_usage: bool = True) -> dict[str, Any]:
