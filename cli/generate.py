@@ -38,6 +38,14 @@ def generate(
     n_samples: Annotated[
         int | None, typer.Option("--n-samples", help="Samples to make (default: the config's).")
     ] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--override",
+            help="KEY=VALUE (YAML value) over the config, repeatable: tilts.shape=[64,64], "
+            "sample.particles.0.count=2.",
+        ),
+    ] = None,
     scheduler: SchedulerOpt = None,
     scheduler_file: SchedulerFileOpt = None,
     cluster_profile: ProfileOpt = None,
@@ -62,6 +70,13 @@ def generate(
             "and reference (ImageNet weights if available, else random, loudly).",
         ),
     ] = False,
+    small: Annotated[
+        bool,
+        typer.Option(
+            "--small",
+            help="With --demo: 2 samples of 21 tilts at 64^2 (under a minute on 2 cores).",
+        ),
+    ] = False,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
     ] = True,
@@ -71,7 +86,9 @@ def generate(
     One task per sample; resumable (--resume); a failed sample does not stop the others
     (exit code 1 if any failed; 3 if the cluster cannot be reached).
     """
-    cfg, base_dir = _checked_config(config, demo, output, n_samples, retries)
+    if small and not demo:
+        raise InputError("--small sizes the built-in demo: use it with --demo")
+    cfg, base_dir = _checked_config(config, demo, output, n_samples, retries, override, small)
     n_samples = cfg.n_samples if demo else n_samples
     from faket_dask.dist.plan import check_store  # zarr only: --help stays fast
 
@@ -103,7 +120,14 @@ def generate(
             report = run_generate(cfg, output, client, opts)
     finally:
         view.close()
-    echo(f"next: faket-dask report {output} -o report.html   (gallery, counts, realism figures)")
+    if report.config_error is not None:
+        raise InputError(
+            f"all {report.n_failed} samples failed on the config: {report.config_error}. A "
+            f"rerun fails the same way: change the config, then generate into a new store "
+            f"(or delete {output})"
+        )
+    if report.n_done:
+        echo(f"next: faket-dask report {output} -o report.html   (gallery, counts, realism)")
     if report.n_failed:
         raise SamplesFailedError(
             f"{report.n_failed} of {report.n_samples} samples failed (see above and "
@@ -112,11 +136,19 @@ def generate(
 
 
 def _checked_config(
-    config: Path | None, demo: bool, output: Path, n_samples: int | None, retries: int
+    config: Path | None,
+    demo: bool,
+    output: Path,
+    n_samples: int | None,
+    retries: int,
+    override: list[str] | None = None,
+    small: bool = False,
 ) -> tuple[SimulationConfig, str | None]:
     """Check the options; the config (-c or --demo) and the folder its paths are relative to."""
     if demo and config is not None:
         raise InputError("give -c CONFIG or --demo, not both")
+    if demo and override:
+        raise InputError("--override changes a config file: give it with -c CONFIG")
     if not demo and config is None:
         raise InputError("give a config with -c CONFIG.yaml (or try --demo)")
     if output.suffix.lower() != ".zarr":
@@ -130,8 +162,8 @@ def _checked_config(
     from faket_dask.demo import demo_config
 
     if demo or config is None:
-        return demo_config(n_samples), None
-    return load_config(config), str(config.resolve().parent)
+        return demo_config(n_samples, small), None
+    return load_config(config, override or ()), str(config.resolve().parent)
 
 
 def register(app: typer.Typer) -> None:

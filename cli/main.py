@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
+from typing import Any
 
 import typer
+import typer.main
 
 from faket_dask import __version__
 from faket_dask.errors import FaketError
@@ -51,20 +53,46 @@ for module in COMMAND_GROUPS:
     module.register(app)
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: print the version and exit before any command is needed (eager)."""
+    if value:
+        typer.echo(f"faket-dask {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+    ),
 ) -> None:
     """Realistic, fully labeled synthetic cryo-ET tilt-series at scale (FakET on Dask)."""
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit(0)
+
+
+def _without_flag_types(cmd: Any) -> Any:
+    """``cmd`` with on/off flags shown without a type in ``--help`` (typer shows ``<bool>``)."""
+    help_option = cmd.get_help_option(cmd.context_class(cmd))  # cached by the command
+    for param in [*cmd.params, help_option]:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(cmd, "commands", {}).values():
+        _without_flag_types(sub)
+    return cmd
+
+
+def command() -> Any:
+    """The click command of the app, as the console script runs it."""
+    return _without_flag_types(typer.main.get_command(app))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map library errors to exit codes."""
     try:
-        app(args=argv, prog_name="faket-dask")
+        command()(args=argv, prog_name="faket-dask")
     except FaketError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
         sys.exit(err.exit_code)

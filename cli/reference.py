@@ -147,8 +147,12 @@ def synth(
         typer.Option(help="T H W or H W (also 41x256x256); T defaults to the angle count."),
     ] = None,
     angles: Annotated[
-        str, typer.Option(help="START:STOP:STEP (STOP included), a list or a .tlt file.")
-    ] = "-60:60:3",
+        str | None,
+        typer.Option(
+            help="START:STOP:STEP (STOP included), a list or a .tlt file (default: -60:60:3, "
+            "or -60..60 evenly over the tilts that --shape T H W gives)."
+        ),
+    ] = None,
     pixel_spacing: Annotated[float, typer.Option(help="Pixel spacing in Å.")] = 10.0,
     defocus: Annotated[float, typer.Option(help="Underfocus in µm (positive).")] = 3.0,
     voltage: Annotated[float, typer.Option(help="Acceleration voltage in kV.")] = 300.0,
@@ -170,19 +174,25 @@ def synth(
     this is a stand-in. Use a real reference (prepare / from-tomogram) for real work.
     """
     # numpy: loaded when the command runs, so that --help stays fast
-    from faket_dask.angles import parse_angles
+    from faket_dask.angles import even_angles, parse_angles
 
     tokens = ([shape] if shape is not None else []) + list(ctx.args)
     if ctx.args and shape is None:
         raise InputError(f"unexpected arguments {' '.join(ctx.args)!r}; see --help")
     if phantom not in ("cell", "carbon"):
         raise InputError(f"--phantom {phantom!r} is not known; use cell or carbon")
-    tilt_angles = parse_angles(angles)
     dims = _parse_shape(tokens) if tokens else (256, 256)
+    if angles is None:
+        tilt_angles = even_angles(dims[0]) if len(dims) == 3 else parse_angles("-60:60:3")
+    else:
+        tilt_angles = parse_angles(angles)
     if len(dims) == 2:
         dims = (len(tilt_angles), *dims)
     if dims[0] != len(tilt_angles):
-        raise InputError(f"--shape has {dims[0]} tilts but --angles gives {len(tilt_angles)}")
+        raise InputError(
+            f"--shape has {dims[0]} tilts but --angles gives {len(tilt_angles)}; give "
+            "--shape H W to take the angles' count, or leave out --angles"
+        )
     check_output(output, overwrite)
     # torch: loaded when the command runs, so that --help stays fast
     from faket_dask.ops.reference import synth as synth_locally

@@ -23,6 +23,16 @@ def split(
     rec = write_splits(store, fractions, seed)
     counts = ", ".join(f"{k} {len(v)}" for k, v in rec["ids"].items())
     typer.echo(f"recorded splits in {store}: {counts}")
+    n = sum(len(v) for v in rec["ids"].values())
+    for (name, ids), frac in zip(rec["ids"].items(), rec["fractions"], strict=True):
+        if frac > 0 and not ids:
+            typer.secho(
+                f"warning: {name} has no samples: {n} complete samples at fraction {frac:g} "
+                f"leave it empty (expect about {round(1 / frac)} samples per {name} sample); "
+                "generate more samples (--resume with a larger --n-samples) and split again",
+                err=True,
+                fg=typer.colors.YELLOW,
+            )
 
 
 def register(app: typer.Typer) -> None:

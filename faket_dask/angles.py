@@ -129,3 +129,15 @@ def validate_angles(angles_deg: np.ndarray, *, source: str = "angles") -> np.nda
             f"by {angles[i + 1]:g}; sort them (the tilt order of a series follows its angles)"
         )
     return angles
+
+
+def even_angles(n: int, start: float = -60.0, stop: float = 60.0) -> np.ndarray:
+    """`(n,)` angles (deg) evenly from ``start`` to ``stop``, both included (one tilt: 0°).
+
+    ``even_angles(61)`` is ``-60:60:2``, ``even_angles(41)`` is ``-60:60:3``.
+    """
+    if n < 1:
+        raise InputError(f"a tilt-series needs at least one tilt (got {n})")
+    if n == 1:
+        return np.zeros(1)
+    return np.round(np.linspace(start, stop, n), 9)

@@ -121,7 +121,7 @@ class ParticleClassConfig(StrictModel):
 class MembraneConfig(StrictModel):
     """Vesicles (spherical shells) and planar membrane segments (discs), class 'membrane'."""
 
-    vesicles: int = Field(0, ge=0)
+    vesicles: int = Field(0, ge=0, description="Number of vesicles (spherical bilayer shells).")
     vesicle_radius: tuple[float, float] = Field(
         (150.0, 400.0), description="Radius range (mid-bilayer), Å."
     )
@@ -146,7 +146,7 @@ class MembraneConfig(StrictModel):
 class FiducialConfig(StrictModel):
     """Gold fiducials (dense beads), class 'fiducial'."""
 
-    count: int = Field(0, ge=0)
+    count: int = Field(0, ge=0, description="Number of gold beads per sample.")
     radius: float = Field(50.0, gt=0, description="Bead radius in Å.")
     density: float = Field(5.0, gt=0, description="Bead density (protein is about 1).")
 
@@ -167,12 +167,20 @@ class SampleConfig(StrictModel):
     """
 
     thickness: int = Field(64, ge=4, description="Volume Z extent in voxels.")
-    particles: list[ParticleClassConfig] = Field(default_factory=list)
+    particles: list[ParticleClassConfig] = Field(
+        default_factory=list,
+        description="Particle classes (ids 1, 2, ... in this order); empty: the demo mix of the "
+        "six built-in shapes.",
+    )
     occupancy: float | None = Field(
         None, ge=0, lt=0.6, description="Target particle volume fraction (with abundances)."
     )
-    membranes: MembraneConfig = Field(default_factory=MembraneConfig)
-    fiducials: FiducialConfig = Field(default_factory=FiducialConfig)
+    membranes: MembraneConfig = Field(
+        default_factory=MembraneConfig, description="Vesicles and planar membranes."
+    )
+    fiducials: FiducialConfig = Field(
+        default_factory=FiducialConfig, description="Gold fiducial beads."
+    )
     solvent: float = Field(0.0, ge=0, description="Amorphous solvent background density (0: off).")
     solvent_noise: float = Field(
         0.3, ge=0, description="Std of the solvent's density fluctuation, relative to solvent."
@@ -289,7 +297,12 @@ class NoiseConfig(StrictModel):
     snr: float | tuple[float, float] | None = Field(
         None, description="Override the model's r/sigma by an SNR, or an SNR range to draw from."
     )
-    rng: Literal["keyed", "faket"] = "keyed"
+    rng: Literal["keyed", "faket"] = Field(
+        "keyed",
+        description="'keyed': a float32 stream per (seed, sample, tilt), any worker and device "
+        "draws any tilt; 'faket': the reference's numpy default_rng(seed) draw of the whole "
+        "series in float64 (bit-compatible with FakET, slower).",
+    )
     content_factor: float = Field(0.25, gt=0, description="CONTENT noise std relative to NOISY.")
 
     @model_validator(mode="after")
@@ -309,7 +322,9 @@ class NoiseConfig(StrictModel):
 class StyleConfig(StrictModel):
     """FakET's one-step neural style transfer (FakET §1.5)."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True, description="Run the style transfer (needed for the 'styled' modality)."
+    )
     reference: str = Field("demo", description="Style tilt-series (MRC/Zarr), or 'demo'.")
     references: list[str] = Field(
         default_factory=list, description="Domain randomisation: each sample draws one reference."
@@ -318,32 +333,56 @@ class StyleConfig(StrictModel):
     weights_fallback: Literal["error", "random"] = Field(
         "error", description="What to do when ImageNet weights cannot be had."
     )
-    precision: Precision = "fp32"
+    precision: Precision = Field(
+        "fp32",
+        description="Convolution precision: 'fp32' exact, 'tf32' or 'bf16' faster on GPUs "
+        "(docs/performance.md has their fidelity).",
+    )
     deterministic: bool = Field(
         False,
         description="On CUDA: deterministic kernels (identical bytes across runs, slower); "
         "CPU results are deterministic per thread count anyway.",
     )
-    batch_size: int | Literal["auto"] = "auto"
-    device: Device = "auto"
+    batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="Tilts per style batch; 'auto' sizes it from free GPU memory (an "
+        "out-of-memory batch is halved and retried).",
+    )
+    device: Device = Field(
+        "auto", description="Where style transfer runs: 'auto' (CUDA if present), 'cpu', 'cuda'."
+    )
 
 
 class ReconstructionConfig(StrictModel):
     """Optional tomogram by weighted back-projection (FakET §1.6)."""
 
-    enabled: bool = False
-    bin: int = Field(2, ge=1)
-    filter: Literal["ramp", "approxShrec"] = "approxShrec"
+    enabled: bool = Field(False, description="Reconstruct a tomogram per sample.")
+    bin: int = Field(
+        2,
+        ge=1,
+        description="Binning of the tilts before back-projection: their cubic spline sampled "
+        "at the centres of b x b blocks (no anti-alias prefilter).",
+    )
+    filter: Literal["ramp", "approxShrec"] = Field(
+        "approxShrec",
+        description="Weighting filter: 'approxShrec' (FakET's SHREC-like filter) or 'ramp' "
+        "(scikit-image iradon's padded Ram-Lak).",
+    )
     thickness: int | None = Field(None, ge=1, description="Z thickness in binned voxels.")
 
 
 class OutputConfig(StrictModel):
     """What each sample stores."""
 
-    modalities: list[Modality] = Field(default_factory=lambda: ["styled", "noisy", "noiseless"])
+    modalities: list[Modality] = Field(
+        default_factory=lambda: ["styled", "noisy", "noiseless"],
+        description="Tilt stacks stored per sample: styled, noisy, content, baseline, noiseless.",
+    )
     save_volume: bool = Field(True, description="Store class and instance masks.")
     save_density: bool = Field(False, description="Also store the density volume.")
-    dtype: Literal["float32", "float16"] = "float32"
+    dtype: Literal["float32", "float16"] = Field(
+        "float32", description="Data type of the stored tilt stacks and tomograms."
+    )
     tilts_per_shard: int = Field(
         8, ge=1, description="Tilts per Zarr shard (fixed, not the batch)."
     )
@@ -362,14 +401,30 @@ class OutputConfig(StrictModel):
 class SimulationConfig(StrictModel):
     """Everything that defines a dataset: a sample is a pure function of (seed, id, config)."""
 
-    seed: int = Field(0, ge=0)
-    n_samples: int = Field(1, ge=1)
-    tilts: TiltConfig = Field(default_factory=TiltConfig)
-    sample: SampleConfig = Field(default_factory=SampleConfig)
-    noise: NoiseConfig = Field(default_factory=NoiseConfig)
-    style: StyleConfig = Field(default_factory=StyleConfig)
-    reconstruction: ReconstructionConfig = Field(default_factory=ReconstructionConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    seed: int = Field(
+        0, ge=0, description="Dataset seed: with the sample id it keys every random draw."
+    )
+    n_samples: int = Field(
+        1, ge=1, description="Samples in the dataset (ids 0 .. n-1; --n-samples overrides)."
+    )
+    tilts: TiltConfig = Field(
+        default_factory=TiltConfig, description="Tilt angles, detector shape, pixel spacing."
+    )
+    sample: SampleConfig = Field(
+        default_factory=SampleConfig, description="The labeled volume each sample projects."
+    )
+    noise: NoiseConfig = Field(
+        default_factory=NoiseConfig, description="The tilt-dependent noise model."
+    )
+    style: StyleConfig = Field(
+        default_factory=StyleConfig, description="FakET's neural style transfer."
+    )
+    reconstruction: ReconstructionConfig = Field(
+        default_factory=ReconstructionConfig, description="Optional tomogram per sample."
+    )
+    output: OutputConfig = Field(
+        default_factory=OutputConfig, description="What each sample stores, and how."
+    )
 
     @model_validator(mode="after")
     def _styled_needs_style(self) -> SimulationConfig:
@@ -436,8 +491,64 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Simulat
         raise InputError(format_validation_error(err, SimulationConfig, source)) from None
 
 
-def load_config(path: str | Path) -> SimulationConfig:
-    """Load a YAML (or JSON) config file.
+def _set_key(data: dict[str, Any], dotted: str, value: Any, text: str) -> None:
+    """Set ``data[a][b][i]... = value`` for ``dotted = "a.b.i..."`` (list items by index)."""
+    parts = dotted.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise InputError(
+                    f"--override {text}: {where} is not an item of a {len(node)}-item list"
+                )
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:
+            raise InputError(f"--override {text}: {'.'.join(parts[:depth])} is not a section")
+        if last:
+            node[key] = value
+        else:
+            current = node[key] if isinstance(node, list) else node.get(key)
+            if current is None:
+                node[key] = {}
+            elif not isinstance(current, dict | list):
+                raise InputError(f"--override {text}: {where} is a value, not a section")
+            node = node[key]
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A config dict with ``KEY=VALUE`` overrides applied (``generate --override``).
+
+    ``KEY`` is dotted (``tilts.shape``, ``sample.particles.0.count``: list items by index);
+    ``VALUE`` is YAML (``[64, 64]``, ``0.5``, ``-60:60:30``). The result is validated like a
+    config file, so an unknown key is named.
+
+    Raises
+    ------
+    InputError
+        An override is not ``KEY=VALUE`` or points through a value that is not a section.
+    """
+    out = json.loads(json.dumps(data))
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise InputError(f"--override {text!r}: write KEY=VALUE, e.g. tilts.shape=[64,64]")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise InputError(f"--override {text}: the value is not valid YAML") from None
+        _set_key(out, key, value, text)
+    return out
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+) -> SimulationConfig:
+    """Load a YAML (or JSON) config file, with optional ``KEY=VALUE`` overrides.
 
     Raises
     ------
@@ -453,6 +564,11 @@ def load_config(path: str | Path) -> SimulationConfig:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise InputError(f"{path}: not valid YAML{where}; check the indentation") from None
+    if overrides:
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: a config must be a mapping of keys to values")
+        data = apply_overrides(data, overrides)
+        return config_from_dict(data, source=f"{path} with --override")
     return config_from_dict(data, source=str(path))
 
 

@@ -16,21 +16,29 @@ DEMO_REFERENCE_SEED = 0
 DEMO_MAX_SAMPLES = 4
 
 
-def demo_config(n_samples: int | None = None) -> SimulationConfig:
+#: ``generate --demo --small``: 2 samples of 21 tilts at 64², 32 voxels thick (< 1 min, 2 cores).
+SMALL = {"n": 2, "angles": "-60:60:6", "shape": [64, 64], "thickness": 32}
+#: ``generate --demo``: 4 samples of 31 tilts at 128², 48 voxels thick.
+FULL = {"n": DEMO_MAX_SAMPLES, "angles": "-60:60:4", "shape": [128, 128], "thickness": 48}
+
+
+def demo_config(n_samples: int | None = None, small: bool = False) -> SimulationConfig:
     """The ``generate --demo`` job: up to 4 samples of 31 tilts at 128², built-in everything.
 
     Built-in particle mix and templates, the built-in demo reference and noise model, ImageNet
-    weights when cached or downloadable, else random weights (loudly, and recorded).
+    weights when cached or downloadable, else random weights (loudly, and recorded). ``small``:
+    2 samples of 21 tilts at 64² (``--demo --small``).
     """
-    n = DEMO_MAX_SAMPLES if n_samples is None else int(n_samples)
+    size = SMALL if small else FULL
+    n = int(size["n"]) if n_samples is None else int(n_samples)
     if not 1 <= n <= DEMO_MAX_SAMPLES:
         raise InputError(f"--demo makes 1 to {DEMO_MAX_SAMPLES} samples (got --n-samples {n})")
     return config_from_dict(
         {
             "seed": 0,
             "n_samples": n,
-            "tilts": {"angles": "-60:60:4", "shape": [128, 128], "pixel_spacing": 10.0},
-            "sample": {"thickness": 48},
+            "tilts": {"angles": size["angles"], "shape": size["shape"], "pixel_spacing": 10.0},
+            "sample": {"thickness": size["thickness"]},
             "noise": {"model": "demo"},
             "style": {
                 "reference": "demo",

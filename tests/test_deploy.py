@@ -507,3 +507,51 @@ def test_generate_accepts_the_options_the_recipes_use():
 
 def test_weights_fetch_exists():
     _cli_command("weights", "fetch")
+
+
+# ------------------------------------------------------------------------------------------
+# Cluster profiles shown in the docs
+# ------------------------------------------------------------------------------------------
+
+
+def _doc_profiles() -> list[tuple[str, str]]:
+    """(where, YAML text) of every ```yaml block in the README and docs that names a cluster."""
+    found = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        blocks = re.findall(r"```yaml\n(.*?)```", page.read_text(), re.DOTALL)
+        for k, text in enumerate(blocks):
+            if re.search(r"^cluster:", text, re.MULTILINE):
+                found.append((f"{page.name} block {k}", text))
+    return found
+
+
+def test_docs_show_the_cluster_profiles():
+    where = [w for w, _ in _doc_profiles()]
+    assert any(w.startswith("generate.md") for w in where)
+    assert any(w.startswith("clusters.md") for w in where)
+
+
+@pytest.mark.parametrize("where,text", _doc_profiles(), ids=[w for w, _ in _doc_profiles()])
+def test_every_profile_in_the_docs_renders(where, text, tmp_path, monkeypatch):
+    """Each profile loads as the CLI loads it; a dask-jobqueue one renders a sound job script:
+    one thread per dask-cuda GPU worker, and worker lifetime keys that reach the script."""
+    from faket_dask.dist.cluster import load_profile
+
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    prof = load_profile(path)
+    if not prof["cluster"].startswith("dask_jobqueue."):
+        return  # e.g. dask_kubernetes' KubeCluster: it needs a Kubernetes API to build
+    lifetime_in_client = [k for k in prof.get("dask_config") or {} if "lifetime" in k]
+    assert not lifetime_in_client, (
+        f"{where}: dask_config {lifetime_in_client} is set in the client and never reaches "
+        "the workers' job script; export it in job_script_prologue"
+    )
+    kwargs = prof["kwargs"]
+    script = _slurm_job_script(kwargs, tmp_path, monkeypatch)
+    if kwargs.get("worker_command") == "dask_cuda.cli":
+        assert "--nthreads 1 " in _worker_command(script), f"{where}: one task per GPU"
+        assert "#SBATCH --gres=gpu:1" in script
+    exports = _exports(script)
+    if any(k.startswith(LIFETIME) for k in exports) or where.startswith("generate.md"):
+        _assert_lifetime_before(exports, _seconds(kwargs["walltime"]), where)

@@ -57,6 +57,19 @@ class RunReport:
         return self.n_failed == 0 and not self.interrupted
 
     @property
+    def config_error(self) -> str | None:
+        """The error when every computed sample failed on bad input (``None`` otherwise).
+
+        Such a failure (an :class:`~faket_dask.errors.InputError` inside the sample, e.g. a
+        particle that cannot be placed) is deterministic: ``--resume`` would fail the same way.
+        """
+        if self.n_done or not self.n_failed or self.interrupted:
+            return None
+        if not all(f.get("input_error") for f in self.failures):
+            return None
+        return str(self.failures[0].get("error", "")).removeprefix("InputError: ")
+
+    @property
     def samples_per_hour(self) -> float:
         """Computed samples per hour of wall time."""
         return 3600.0 * self.n_done / self.elapsed_s if self.elapsed_s > 0 else 0.0

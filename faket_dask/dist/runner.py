@@ -21,6 +21,7 @@ done, failed, skipped, warnings, finished, with timings) and the CLI renders the
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import os
 import shutil
 import time
@@ -240,6 +241,7 @@ class _Run:
     opts: GenerateOptions
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     report: RunReport = field(init=False)
+    started_at: str | None = None  # ISO time (UTC) when the samples started to be submitted
 
     def __post_init__(self) -> None:
         self.report = RunReport(
@@ -313,6 +315,7 @@ class _Run:
             )
         fault = _parse_fault()
         t0 = time.perf_counter()
+        self.started_at = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
         try:
             _SampleLoop(client, self, lambda sid: self.spec(inputs, fault, sid)).run(todo)
         except ClusterError:
@@ -344,6 +347,9 @@ class _Run:
                 "skipped": r.n_skipped,
                 "failed": r.n_failed,
                 "elapsed_s": round(r.elapsed_s, 3),
+                # the report's throughput uses these, so that it agrees with generate's
+                "started_at": self.started_at,
+                "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
             },
         )
         st.consolidate(self.store)
@@ -526,6 +532,8 @@ def _summary_of(fut: Future, sid: int) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             err = fut.exception(timeout=5)
         summary = {"sample_id": sid, "status": "failed", "error": _error_text(err)}
+        # bad input inside the sample (a particle that cannot be placed): a rerun fails again
+        summary["input_error"] = isinstance(err, InputError)
     summary.setdefault("sample_id", sid)
     summary.setdefault("status", "ok")
     return summary

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,6 +207,7 @@ def style_zarr(opts: StyleOptions, client: Client) -> dict[str, Any]:
     # 3. region writes: each block into its own shard
     t0 = time.perf_counter()
     client.compute(da.store(styled, target, lock=False, compute=False), sync=True)
+    _consolidate(opts.output)
     t_style = time.perf_counter() - t0
     return {
         "output": str(opts.output),
@@ -261,6 +263,21 @@ def _create_output(out: OutputArray) -> Any:
     )
 
 
+def _consolidate(path: str | os.PathLike[str]) -> None:
+    """Consolidate a standalone output store's metadata, as the local path's ``to_zarr`` does.
+
+    Then ``xarray.open_zarr`` opens it without a warning. A group inside a bigger store is left
+    as it is (its store's owner consolidates).
+    """
+    root, group = split_zarr_path(Path(path))
+    if group:
+        return
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not in the v3 spec; xarray relies on it
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        zarr.consolidate_metadata(str(root))
+
+
 def _project_block(slab: np.ndarray, *, angles: list[float], width: int, device: str) -> np.ndarray:
     """Project one Y-slab `(Z, y, X)` to `(T, y, W)` on the worker's device."""
     dev = resolve_device(device)
@@ -305,6 +322,7 @@ def project_zarr(opts: ProjectOptions, client: Client) -> dict[str, Any]:
     )
     target = _create_output(out)
     client.compute(da.store(tilts, target, lock=False, compute=False), sync=True)
+    _consolidate(opts.output)
     return {
         "output": str(opts.output),
         "n_blocks": int(tilts.numblocks[1]),
@@ -378,6 +396,8 @@ def noise_zarr(opts: NoiseOptions, client: Client) -> dict[str, Any]:
         out = OutputArray(path, modality, shape, angles, spacing, layout, opts.overwrite)
         stores.append(da.store(block, _create_output(out), lock=False, compute=False))
     client.compute(stores, sync=True)
+    for path in {str(p) for p in opts.outputs.values()}:
+        _consolidate(path)
     return {
         "outputs": {k: str(v) for k, v in opts.outputs.items()},
         "n_blocks": int(x.numblocks[0]),

@@ -21,8 +21,11 @@ lists the three levels in the group's multiscale. The pyramid and label helpers
 export.
 
 OME readers open the primary array and ignore the siblings; xarray ignores the ``ome`` attribute
-(and the subgroups) and sees every modality. Another modality opens in napari with
-``napari.view_image(zarr.open_array(store, path=".../tilts/noisy"))``. (Per-modality OME
+(and the subgroups) and sees every modality. The primary array opens with the napari-ome-zarr
+reader plugin, ``napari --plugin napari-ome-zarr store.zarr/samples/000000/tilts``; another
+modality opens from Python with
+``napari.Viewer().add_image(zarr.open_array(store, path=".../tilts/noisy"))`` (napari >= 0.6
+has no ``view_image``). (Per-modality OME
 subgroups would have broken the one-dataset-per-grid xarray layout; several ``multiscales``
 entries in one group are schema-valid, but readers show only the first, so they would promise
 what no viewer delivers.)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from faket_dask.config import config_from_dict
 from faket_dask.errors import InputError
 from faket_dask.io import store as st
-from faket_dask.read.export import read_particle_table
+from faket_dask.read.export import dataset_attrs, read_particle_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +40,7 @@ __all__ = [
     "FaketDataset",
     "assign_split",
     "assign_splits",
+    "dataset_attrs",
     "open_dataset",
     "write_splits",
 ]
@@ -95,7 +96,7 @@ def write_splits(
     ``{"fractions", "seed", "method", "ids": {split: [ids]}}``.
     """
     p = Path(store)
-    attrs = st.read_store_attrs(p)
+    attrs = dataset_attrs(p)
     n = int(attrs.get("n_samples", 0))
     done = st.completed_ids(p, range(n)) if n else st.completed_ids(p)
     f = _check_fractions(fractions)
@@ -220,7 +221,7 @@ def open_dataset(store: str | os.PathLike[str]) -> FaketDataset:
     p = Path(store)
     if not p.exists():
         raise InputError(f"store {p} does not exist")
-    attrs = st.read_store_attrs(p)
+    attrs = dataset_attrs(p)
     n = int(attrs.get("n_samples", 0))
     ids = sorted(st.completed_ids(p, range(n)) if n else st.completed_ids(p))
     return FaketDataset(path=p, attrs=attrs, ids=ids)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "dataset_attrs",
     "export_sample",
     "read_particle_table",
     "store_info",
@@ -37,12 +38,30 @@ def _dir_size(path: Path) -> int:
     return total
 
 
+def dataset_attrs(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """The shared metadata of a ``generate`` store (root ``attrs["faket_dask"]``).
+
+    Raises
+    ------
+    InputError
+        Not a faket-dask store, or another kind of faket-dask store (``sample build``'s).
+    """
+    attrs = st.read_store_attrs(store)
+    if attrs.get("kind") == "sample":
+        raise InputError(
+            f"{store} is a `faket-dask sample build` store (one labeled volume with its masks "
+            "and particle table), not a dataset from `faket-dask generate`; read it with "
+            f"xarray.open_zarr('{store}', group='volume') or faket_dask.io.open_volume"
+        )
+    return attrs
+
+
 def store_info(path: str | os.PathLike[str], *, disk_usage: bool = True) -> dict[str, Any]:
     """What a store holds: shared metadata, complete/failed/missing samples, size on disk."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"store {p} does not exist")
-    attrs = st.read_store_attrs(p)
+    attrs = dataset_attrs(p)
     n = int(attrs.get("n_samples", 0))
     done = st.completed_ids(p, range(n))
     rows = st.read_manifest(p)
@@ -106,6 +125,7 @@ def export_sample(
     written beside the output. Returns the files written.
     """
     p = Path(path)
+    dataset_attrs(p)  # a generate store (a sample build store gets its own message)
     if not st.is_complete(p, sample_id):
         state = "incomplete" if st.read_sample_attrs(p, sample_id) else "not in the store"
         raise InputError(f"sample {sample_id} of {p} is {state}; see `faket-dask info {p}`")

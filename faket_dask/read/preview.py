@@ -9,6 +9,7 @@ Numerics live in :mod:`faket_dask.read.metrics`; this module only reads the stor
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,13 @@ from faket_dask.errors import InputError
 from faket_dask.io import read_tilt_series
 from faket_dask.io import store as st
 from faket_dask.read.access import open_dataset
+from faket_dask.read.labels import (
+    add_legend,
+    add_scale_bar,
+    class_colors,
+    draw_outlines,
+    projected_class_map,
+)
 from faket_dask.read.metrics import radial_power_spectrum
 from faket_dask.stages.reference import demo_reference
 
@@ -139,6 +147,58 @@ def save_figure(fig: Any, output: Path, dpi: int) -> None:
     pyplot().close(fig)
 
 
+def _sample_labels(ds: Any, sample_id: int) -> tuple[np.ndarray | None, dict[int, str]]:
+    """The sample's `(Z, Y, X)` class mask and ``{id: name}`` (``None`` if not stored)."""
+    try:
+        vol = ds.sample(sample_id, "volume")
+    except InputError:
+        return None, {}
+    if "class_mask" not in vol.data_vars:
+        return None, {}
+    classes = {int(k): str(v) for k, v in (vol.attrs.get("classes") or {}).items()}
+    return np.asarray(vol["class_mask"].values), classes
+
+
+def _tomogram_panels(
+    axes: Sequence[Any], ds: Any, sample_id: int, colors: dict[int, Any], ps: float
+) -> None:
+    """The central tomogram slice with its class mask outlined, and the mask itself."""
+    try:
+        tomo = ds.sample(sample_id, "tomogram")
+    except InputError:
+        tomo = None
+    if tomo is None or "tomogram" not in tomo.data_vars:
+        for ax in axes:
+            ax.axis("off")
+        axes[0].set_title("no tomogram stored", fontsize=9)
+        return
+    z = tomo.sizes["z"] // 2
+    img = np.asarray(tomo["tomogram"].values[z], dtype=np.float32)
+    show(axes[0], img, f"tomogram, slice z={z}")
+    tps = float(tomo.attrs.get("pixel_spacing") or ps)
+    add_scale_bar(axes[0], img.shape[1], img.shape[0], tps)
+    if "class_mask" in tomo.data_vars:
+        mask = np.asarray(tomo["class_mask"].values[z])
+        draw_outlines(axes[0], mask, colors)
+        rgb = np.zeros((*mask.shape, 3))
+        for cid, color in colors.items():
+            rgb[mask == cid] = color
+        axes[1].imshow(rgb, interpolation="nearest")
+        axes[1].set_title("its class mask", fontsize=9)
+    axes[1].set_xticks([])
+    axes[1].set_yticks([])
+
+
+def _spectra(ax: Any, images: dict[str, np.ndarray], r: int, ps: float, colors: list) -> None:
+    """Radially averaged power spectra of row ``r`` of each image stack (unit variance)."""
+    for c, name in enumerate(images):
+        freq, power = radial_power_spectrum(_unit(images[name][r]))
+        label = LABELS.get(name, "reference")
+        ax.semilogy(freq[1:] / ps, power[1:], lw=1.2, color=colors[c % len(colors)], label=label)
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("spatial frequency (1/Å)", fontsize=7)
+
+
 def preview(
     store: str | os.PathLike[str],
     sample_id: int,
@@ -146,11 +206,13 @@ def preview(
     *,
     dpi: int = 80,
 ) -> Path:
-    """Write a PNG of one sample's modalities and style reference at three tilts.
+    """Write a PNG of one sample's modalities, labels and style reference at three tilts.
 
-    Columns: NOISELESS, NOISY, (BASELINE,) FAKET, the style reference's matching tilt, and the
-    radially averaged power spectra of those images (each standardised to unit variance, so
-    the curves compare shapes; x in 1/Å). Rows: the lowest, nearest-zero and highest tilt.
+    Columns: NOISELESS, NOISY, (BASELINE,) FAKET, the style reference's matching tilt, FAKET
+    with the class mask outlined in class colours (:mod:`faket_dask.read.labels`; a scale bar
+    in nm), the radially averaged power spectra (each image standardised to unit variance; x
+    in 1/Å), then the central tomogram slice with its class mask and the class legend. Rows:
+    the lowest, nearest-zero and highest tilt (-60°/0°/+60° for FakET's range).
     """
     ds = open_dataset(store)
     tilts = ds.sample(sample_id, "tilts")
@@ -160,41 +222,38 @@ def preview(
     angles = np.asarray(tilts.tilt_angle.values, dtype=np.float64)
     rows = tilt_indices(angles)
     ps = float(tilts.attrs.get("pixel_spacing") or 1.0)
-    try:
-        ref, ref_angles = load_reference(store, sample_id)
-        ref_rows = crop_to(
-            match_reference(ref, ref_angles, angles[rows]), tilts[mods[0]].shape[1:]
-        )
-    except InputError:
-        ref_rows = None
     images = {m: np.asarray(tilts[m].values[rows], dtype=np.float32) for m in mods}
-    if ref_rows is not None:
-        images["reference"] = ref_rows
-    names = list(images)
+    with contextlib.suppress(InputError):
+        ref, ref_angles = load_reference(store, sample_id)
+        images["reference"] = crop_to(
+            match_reference(ref, ref_angles, angles[rows]), images[mods[0]].shape[1:]
+        )
+    mask, classes = _sample_labels(ds, sample_id)
+    colors = class_colors(classes)
+    h, w = images[mods[0]].shape[1:]
+    labels = None
+    if mask is not None:
+        labels = projected_class_map(mask, angles[rows], w, sorted(classes))
     plt = pyplot()
-    ncol = len(names) + 1
+    ncol = len(images) + 3
     fig, axes = plt.subplots(3, ncol, figsize=(2.1 * ncol + 0.8, 6.6), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    top = mods[-1]
     for r, t in enumerate(rows):
-        for c, name in enumerate(names):
+        for c, name in enumerate(images):
             title = LABELS.get(name, "style reference") if r == 0 else None
             show(axes[r, c], images[name][r], title)
         axes[r, 0].set_ylabel(f"tilt {angles[t]:+.0f}°", fontsize=9)
-        ax = axes[r, -1]
-        for c, name in enumerate(names):
-            freq, power = radial_power_spectrum(_unit(images[name][r]))
-            ax.semilogy(
-                freq[1:] / ps,
-                power[1:],
-                lw=1.2,
-                color=colors[c % len(colors)],
-                label=LABELS.get(name, "reference"),
-            )
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("spatial frequency (1/Å)", fontsize=7)
-        if r == 0:
-            ax.set_title("radial power spectra", fontsize=9)
-            ax.legend(fontsize=6, frameon=False)
+        lab = axes[r, len(images)]
+        show(lab, images[top][r], f"{LABELS[top]} + class mask" if r == 0 else None)
+        add_scale_bar(lab, w, h, ps)
+        if labels is not None:
+            draw_outlines(lab, labels[r], colors)
+        _spectra(axes[r, len(images) + 1], images, r, ps, cycle)
+    axes[0, len(images) + 1].set_title("radial power spectra", fontsize=9)
+    axes[0, len(images) + 1].legend(fontsize=6, frameon=False)
+    _tomogram_panels(axes[:2, -1], ds, sample_id, colors, ps)
+    add_legend(axes[2, -1], classes, colors)
     weights = (ds.attrs.get("weights") or {}).get("name")
     fig.suptitle(
         f"{Path(store).name}  sample {sample_id}  ({len(angles)} tilts, {ps:g} Å/px"

@@ -7,10 +7,6 @@ PNG or as HTML (the PNG inlined, plus the numbers as tables).
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import html
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +27,10 @@ from faket_dask.read.preview import (
     save_figure,
     show,
 )
+from faket_dask.read.report_html import html_report
+from faket_dask.read.throughput import Throughput, run_throughput
 
-__all__ = ["realism_table", "report"]
+__all__ = ["Throughput", "realism_table", "report", "run_throughput"]
 
 
 def realism_table(
@@ -62,7 +60,8 @@ def realism_table(
         for m in (*REALISM_MODALITIES, "noiseless"):
             if m in tilts.data_vars:
                 cand = crop_to(np.asarray(tilts[m].values, dtype=np.float32), hw)
-                out.setdefault(m, []).append({"sample_id": sid, **realism(cand, ref)})
+                row = {"sample_id": sid, "style_reference": ref_idx, **realism(cand, ref)}
+                out.setdefault(m, []).append(row)
     return out
 
 
@@ -75,24 +74,6 @@ def _particle_counts(ds: Any, ids: Sequence[int]) -> dict[str, int]:
         for name, n in table["class_name"].value_counts().items():
             counts[str(name)] = counts.get(str(name), 0) + int(n)
     return dict(sorted(counts.items()))
-
-
-def _throughput(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    times = []
-    for r in rows:
-        if r.get("status") == "ok" and r.get("finished_at") and not r.get("reused"):
-            try:
-                times.append(_dt.datetime.fromisoformat(str(r["finished_at"])).timestamp())
-            except ValueError:
-                continue
-    t = np.sort(np.asarray(times, dtype=np.float64))
-    if t.size == 0:
-        return t, t
-    durations = [
-        float((r.get("timings") or {}).get("total", 0.0)) for r in rows if r.get("status") == "ok"
-    ]
-    start = t[0] - (max(durations) if durations else 0.0)
-    return (t - start) / 60.0, np.arange(1, t.size + 1, dtype=np.float64)
 
 
 def report(
@@ -125,7 +106,9 @@ def report(
     _gallery(fig, grid, ds, shown[:n_gal], 2 * max(n_gal, 3) // n_gal)
     third = max(n_gal, 3) * 2 // 3
     _counts_panel(fig.add_subplot(grid[1, :third]), counts, len(shown))
-    _throughput_panel(fig.add_subplot(grid[1, third : 2 * third]), *_throughput(ds.manifest()))
+    _throughput_panel(
+        fig.add_subplot(grid[1, third : 2 * third]), run_throughput(ds.attrs, ds.manifest())
+    )
     _realism_panel(fig.add_subplot(grid[1, 2 * third :]), table)
     fig.suptitle(
         f"{Path(store).name}: {len(ds.ids)}/{ds.attrs.get('n_samples')} samples complete",
@@ -135,11 +118,9 @@ def report(
     if out.suffix.lower() == ".png":
         save_figure(fig, out, dpi)
         return out
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_html(store, ds, buf.getvalue(), counts, table, heldout_table))
+    out.write_text(html_report(store, ds, shown, table, dpi, heldout_table))
     return out
 
 
@@ -169,16 +150,16 @@ def _counts_panel(ax: Any, counts: dict[str, int], n_samples: int) -> None:
     ax.tick_params(labelsize=8)
 
 
-def _throughput_panel(ax: Any, minutes: np.ndarray, done: np.ndarray) -> None:
-    """Samples done over the minutes since the first sample started."""
-    if minutes.size:
-        ax.step(minutes, done, where="post", color="tab:green")
-        ax.plot(minutes, done, ".", color="tab:green")
-        rate = done[-1] / max(minutes[-1], 1e-9) * 60.0
-        ax.set_title(f"throughput: {done[-1]:.0f} samples, {rate:.0f}/h", fontsize=10)
+def _throughput_panel(ax: Any, tp: Throughput) -> None:
+    """Samples done over the minutes since the run started."""
+    if tp.minutes.size:
+        ax.step(tp.minutes, tp.done, where="post", color="tab:green")
+        ax.plot(tp.minutes, tp.done, ".", color="tab:green")
+        note = "" if tp.source == "recorded" else " (estimated)"
+        ax.set_title(f"last run: {tp.done[-1]:.0f} samples, {tp.per_hour:.0f}/h{note}", fontsize=10)
     else:
         ax.set_title("throughput: no manifest rows", fontsize=10)
-    ax.set_xlabel("minutes since the first sample started", fontsize=8)
+    ax.set_xlabel("minutes since the run started", fontsize=8)
     ax.set_ylabel("samples done", fontsize=8)
     ax.tick_params(labelsize=8)
 
@@ -198,46 +179,3 @@ def _realism_panel(ax: Any, table: dict[str, list[dict[str, float]]]) -> None:
     ax.tick_params(labelsize=8)
 
 
-def _html(
-    store: Any,
-    ds: Any,
-    png: bytes,
-    counts: dict[str, int],
-    table: dict[str, list[dict[str, float]]],
-    heldout_table: str | None = None,
-) -> str:
-    esc = html.escape
-    heldout = (
-        "<h2>Realism on held-out reference tilts</h2><p>Distance to a reference tilt-series "
-        "the run never saw, beside d(A, B), the distance between the style reference and it; "
-        "ratio 1: as close as two real tilt-series.</p>"
-        f"<pre>{esc(heldout_table)}</pre>"
-        if heldout_table
-        else ""
-    )
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in counts.items())
-    real = ""
-    for m, v in table.items():
-        spec = np.mean([r["spectrum_distance"] for r in v])
-        hist = np.mean([r["histogram_distance"] for r in v])
-        real += (
-            f"<tr><td>{LABELS.get(m, m)}</td><td>{spec:.3f}</td><td>{hist:.3f}</td>"
-            f"<td>{len(v)}</td></tr>"
-        )
-    b64 = base64.b64encode(png).decode()
-    weights = ds.attrs.get("weights") or {}
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>faket-dask report: {esc(Path(store).name)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
-        "td,th{padding:2px 10px;text-align:left}</style></head><body>"
-        f"<h1>{esc(Path(store).name)}</h1>"
-        f"<p>{len(ds.ids)} of {ds.attrs.get('n_samples')} samples complete; tool "
-        f"{esc(str(ds.attrs.get('tool_version')))}; weights {esc(str(weights.get('name')))}.</p>"
-        f"<img alt='report' style='width:100%' src='data:image/png;base64,{b64}'>"
-        "<h2>Realism against the style reference</h2><table><tr><th>modality</th>"
-        "<th>spectrum distance (decades)</th><th>histogram distance (JS)</th><th>samples</th></tr>"
-        f"{real}</table>{heldout}"
-        "<h2>Particles per class</h2><table><tr><th>class</th><th>count</th></tr>"
-        f"{rows}</table></body></html>\n"
-    )

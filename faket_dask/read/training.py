@@ -85,7 +85,13 @@ class PatchDataset(Dataset):
             raise InputError(f"grid {grid!r}: use tomogram, volume or tilts")
         self.ids = self.dataset.split_ids(split)
         if not self.ids:
-            raise InputError(f"split {split!r} of {self.path} has no complete samples")
+            rec = (self.dataset.splits or {}).get("ids") or {}
+            have = ", ".join(f"{k} {len(v)}" for k, v in rec.items()) or "none recorded"
+            raise InputError(
+                f"split {split!r} of {self.path} has no complete samples (splits: {have}); "
+                f"generate more samples and run `faket-dask split` again, or use "
+                f"split='train' or split='all'"
+            )
         self.patches_per_sample = int(patches_per_sample)
         if self.patches_per_sample < 1:
             raise InputError("patches_per_sample must be at least 1")

@@ -87,3 +87,12 @@ def test_project_on_a_cluster_equals_single_process(tmp_path: Path, dask_cluster
     np.testing.assert_array_equal(remote.data, local.data)
     np.testing.assert_allclose(remote.angles_deg, local.angles_deg)
 
+    # the cluster's store is consolidated like the local one: xarray opens it without a warning
+    import warnings
+
+    import xarray as xr
+
+    for name in ("nl_local.zarr", "nl_cluster.zarr"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            xr.open_zarr(tmp_path / name).close()

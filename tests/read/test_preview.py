@@ -29,8 +29,8 @@ def test_tilt_indices_pick_lowest_zero_highest():
 def test_preview_png_has_the_expected_size_and_draws_every_panel(store, tmp_path):
     out = pv.preview(store, 1, tmp_path / "p.png", dpi=50)
     with Image.open(out) as im:
-        # 4 modalities + reference + spectra = 6 columns: (2.1 * 6 + 0.8) x 6.6 inches
-        assert im.size == (round((2.1 * 6 + 0.8) * 50), round(6.6 * 50))
+        # 4 modalities + reference + labels + spectra + tomogram = 8 columns
+        assert im.size == (round((2.1 * 8 + 0.8) * 50), round(6.6 * 50))
         px = np.asarray(im.convert("L"), dtype=np.float64)
     assert px.std() > 20  # not blank
 
