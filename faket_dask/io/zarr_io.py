@@ -11,11 +11,14 @@ from __future__ import annotations
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from faket_dask.errors import InputError
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 TILT_DIMS = ("tilt", "y", "x")
 VOLUME_DIMS = ("z", "y", "x")
@@ -37,6 +40,8 @@ def split_zarr_path(path: str | Path) -> tuple[Path, str | None]:
 
 def open_group_dataset(path: str | Path) -> xr.Dataset:
     """Open the group that a path names as a lazy xarray dataset."""
+    import xarray as xr  # heavy (~1 s): on first use, so `import faket_dask` stays light
+
     root, group = split_zarr_path(path)
     if not (root / "zarr.json").is_file():
         raise InputError(f"{root} is not a Zarr v3 store (no zarr.json); check the path")
@@ -97,6 +102,8 @@ def write_dataset(
     overwrite: bool = False,
 ) -> None:
     """Write arrays sharing ``dims`` as one xarray-readable Zarr v3 group."""
+    import xarray as xr  # heavy (~1 s): on first use, so `import faket_dask` stays light
+
     root, group, mode = _prepare_target(Path(path), overwrite)
     ds = xr.Dataset(
         {name: (dims, np.asarray(a)) for name, a in arrays.items()},
