@@ -16,7 +16,7 @@ from rich.table import Table
 from faket_dask.dist.plan import RunReport, fmt_duration
 
 if TYPE_CHECKING:
-    from faket_dask.dist.runner import RunEvent
+    from faket_dask.dist.plan import RunEvent
 
 
 def print_plan(console: Console, plan: dict[str, Any]) -> None:

@@ -90,22 +90,19 @@ def generate(
         raise InputError("--small sizes the built-in demo: use it with --demo")
     cfg, base_dir = _checked_config(config, demo, output, n_samples, retries, override, small)
     n_samples = cfg.n_samples if demo else n_samples
-    from faket_dask.dist.plan import check_store  # zarr only: --help stays fast
-
-    check_store(output, cfg, resume)  # before any cluster starts (and before torch loads)
-    # torch, dask: loaded once the input is checked, so that bad input fails fast
+    # zarr, dask: loaded when the command runs, so that --help stays fast
     from faket_dask.dist.cluster import connect, resolve_source
-    from faket_dask.dist.runner import GenerateOptions
-    from faket_dask.dist.runner import generate as run_generate
+    from faket_dask.dist.plan import GenerateOptions, check_store, plan_run
 
     from ._progress import GenerateView, print_plan
 
+    check_store(output, cfg, resume)  # before any cluster starts
     console = Console(stderr=True, highlight=False)
     cluster = (scheduler, scheduler_file, cluster_profile)
     if dry_run:
         where = resolve_source(*cluster, n_workers, threads_per_worker).describe()
         plan = GenerateOptions(n_samples, resume=resume, dry_run=True, cluster_description=where)
-        print_plan(console, run_generate(cfg, output, None, plan).plan)
+        print_plan(console, plan_run(cfg, output, plan).plan)
         return
     view = GenerateView(console, progress)
     opts = GenerateOptions(
@@ -117,6 +114,9 @@ def generate(
         with connect(
             *cluster, worker_timeout, n_workers, threads_per_worker=threads_per_worker, echo=echo
         ) as client:
+            # torch and the pipeline: loaded once a cluster answers (an unreachable one fails fast)
+            from faket_dask.dist.runner import generate as run_generate
+
             report = run_generate(cfg, output, client, opts)
     finally:
         view.close()

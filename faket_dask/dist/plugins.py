@@ -5,10 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import torch
 from distributed.diagnostics.plugin import WorkerPlugin
-
-from faket_dask.pipeline import get_style_model
 
 __all__ = ["WorkerSetup"]
 
@@ -46,6 +43,11 @@ class WorkerSetup(WorkerPlugin):
 
     def setup(self, worker: Any = None) -> None:
         """Run on each worker when it registers (and on workers that join later)."""
+        # torch and the pipeline load here, on the worker: the client only ships the plugin
+        import torch
+
+        from faket_dask.pipeline import get_style_model
+
         if self.torch_threads:
             torch.set_num_threads(int(self.torch_threads))
         if self.weights:

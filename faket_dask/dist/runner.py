@@ -38,12 +38,15 @@ from faket_dask import __version__
 from faket_dask import pipeline as pl
 from faket_dask.config import SimulationConfig
 from faket_dask.dist.plan import (
+    GenerateOptions,
+    RunEvent,
     RunReport,
     changed_keys,
     check_store,
+    checked_run,
     dataset_digest,
     estimate_sample_bytes,
-    make_plan,
+    plan_run,
     task_key,
 )
 from faket_dask.dist.plugins import WorkerSetup
@@ -70,101 +73,6 @@ __all__ = [
 
 ENV_FAULT = "FAKET_DASK_FAULT"
 """Fault-injection hook for tests (read by the client, applied in the task; see pipeline)."""
-
-EVENT_KINDS = (
-    "alert",
-    "skipped",
-    "started",
-    "done",
-    "failed",
-    "warning",
-    "rescheduled",
-    "finished",
-    "interrupted",
-)
-
-
-@dataclass(frozen=True)
-class RunEvent:
-    """One thing that happened in a run, for whoever displays it.
-
-    Attributes
-    ----------
-    kind
-        ``alert`` (a loud note before the run, e.g. a fallback to random weights), ``skipped``
-        (samples already complete), ``started`` (the first tasks are submitted), ``done`` or
-        ``failed`` (one sample; ``message`` is the error), ``warning``, ``rescheduled`` (a new
-        scheduler gets the samples in flight again), ``finished`` (also when a
-        :class:`~faket_dask.errors.ClusterError` stops the run) or ``interrupted`` (Ctrl-C).
-    report
-        The run's counts so far (the final report for ``finished`` and ``interrupted``).
-    sample_id
-        The sample of a ``done`` or ``failed`` event.
-    message
-        Plain text (no markup).
-    elapsed_s
-        Seconds since the first submission (``done``, ``failed``).
-    """
-
-    kind: str
-    report: RunReport
-    sample_id: int | None = None
-    message: str = ""
-    elapsed_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class GenerateOptions:
-    """How :func:`generate` runs: everything but the config, the store and the client.
-
-    Attributes
-    ----------
-    n_samples
-        Samples in the store (default ``config.n_samples``).
-    resume
-        Continue an existing store: skip complete samples, redo the rest; ``n_samples`` may
-        grow; any other config change is refused, naming the changed keys.
-    retries
-        Retries of a sample that raised (worker deaths count against
-        ``distributed.scheduler.allowed-failures`` instead).
-    window
-        Tasks in flight (default: 3 per worker thread, refreshed as workers join).
-    dry_run
-        Plan only (samples, bytes per sample and in total, the cluster): ``report.plan``.
-    cluster_description
-        How the plan names the cluster (a dry run contacts none).
-    task
-        The per-sample function (default :func:`faket_dask.pipeline.simulate_sample`).
-    preload_model
-        Register a :class:`~faket_dask.dist.plugins.WorkerSetup` plugin that loads VGG-19 once on
-        every worker (present and future) before its first sample.
-    base_dir
-        Folder that relative paths in the config (templates, imports) are resolved against
-        (the config file's folder).
-    scheduler_timeout
-        Seconds the client may stay disconnected from the scheduler (it reconnects by itself
-        meanwhile) before the run stops with a :class:`~faket_dask.errors.ClusterError`.
-    on_event
-        Called with every :class:`RunEvent` (default: nothing is displayed).
-    """
-
-    n_samples: int | None = None
-    resume: bool = False
-    retries: int = 0
-    window: int | None = None
-    dry_run: bool = False
-    cluster_description: str | None = None
-    task: Callable[..., dict[str, Any]] | None = None
-    preload_model: bool = True
-    base_dir: str | None = None
-    scheduler_timeout: float = 60.0
-    on_event: Callable[[RunEvent], None] | None = None
-
-    def emit(self, kind: str, report: RunReport, **fields: Any) -> None:
-        """Send one event to ``on_event`` (if any)."""
-        if self.on_event is not None:
-            self.on_event(RunEvent(kind, report, **fields))
-
 
 def _parse_fault() -> str | None:
     value = os.environ.get(ENV_FAULT, "").strip()
@@ -203,17 +111,10 @@ def generate(
         The store is not visible from every worker, or the scheduler is gone too long.
     """
     opts = options or GenerateOptions()
-    n = int(opts.n_samples if opts.n_samples is not None else config.n_samples)
-    if n < 1:
-        raise InputError("--n-samples must be at least 1")
-    store_path = Path(store).expanduser().resolve()
-    exists, attrs = check_store(store_path, config, opts.resume)
-    done = st.completed_ids(store_path, range(n)) if exists else set()
     if opts.dry_run:
-        plan = make_plan(config, store_path, n, done, opts.cluster_description)
-        return RunReport(
-            store=str(store_path), n_samples=n, n_skipped=len(done), dry_run=True, plan=plan
-        )
+        return plan_run(config, store, opts)
+    n, store_path, exists, attrs = checked_run(config, store, opts)
+    done = st.completed_ids(store_path, range(n)) if exists else set()
     if client is None:
         raise ValueError("generate needs a connected client unless dry_run=True")
     run = _Run(config, store_path, n, done, opts)
