@@ -40,6 +40,7 @@ from faket_dask.config import SimulationConfig
 from faket_dask.dist.plan import (
     RunReport,
     changed_keys,
+    check_shared_filesystem,
     check_store,
     dataset_digest,
     estimate_sample_bytes,
@@ -218,7 +219,7 @@ def generate(
         raise ValueError("generate needs a connected client unless dry_run=True")
     run = _Run(config, store_path, n, done, opts)
     inputs = run.open_store(exists, attrs)
-    st.check_shared_filesystem(client, store_path)
+    check_shared_filesystem(client, store_path)
     if opts.preload_model and config.style.enabled:
         client.register_plugin(
             WorkerSetup(

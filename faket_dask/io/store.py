@@ -46,12 +46,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from faket_dask.errors import ClusterError, InputError
+from faket_dask.errors import InputError
 from faket_dask.io.ome import grid_ome_attrs
 
 if TYPE_CHECKING:
     import zarr
-    from distributed import Client
 
 __all__ = [
     "ATTRS_KEY",
@@ -59,7 +58,6 @@ __all__ = [
     "GridWriter",
     "TiltsWriter",
     "array_checksum",
-    "check_shared_filesystem",
     "completed_ids",
     "consolidate",
     "create_store",
@@ -224,38 +222,6 @@ def remove_partial_files(path: str | os.PathLike[str]) -> int:
                         os.remove(entry.path)
                         n += 1
     return n
-
-
-def check_shared_filesystem(client: Client, path: str | os.PathLike[str]) -> None:
-    """Check that every worker sees the store: write a token here, read it on each worker.
-
-    Raises
-    ------
-    ClusterError
-        Some worker cannot read the token (the store is on a disk only this machine sees).
-    """
-    p = Path(path).resolve()
-    token = uuid.uuid4().hex
-    token_file = p / f".faket-fs-check-{token}"
-    token_file.write_text(token)
-    try:
-        result = client.run(_read_token, str(token_file), token)
-    finally:
-        with contextlib.suppress(OSError):
-            token_file.unlink()
-    bad = sorted(w for w, ok in result.items() if not ok)
-    if bad:
-        raise ClusterError(
-            f"store {p} is not visible from {len(bad)} worker(s) (e.g. {bad[0]}): put the store "
-            "on a filesystem every worker mounts at the same path"
-        )
-
-
-def _read_token(path: str, token: str) -> bool:
-    try:
-        return Path(path).read_text() == token
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------------------------

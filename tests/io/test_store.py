@@ -142,9 +142,3 @@ def test_consolidate_and_unconsolidate(tmp_path):
     assert "consolidated_metadata" not in meta and meta["attributes"]["faket_dask"]["x"] == 1
     (path / "zarr.json.1.partial").write_text("x")
     assert st.remove_partial_files(path) == 1
-
-
-def test_shared_filesystem_check(tmp_path, dask_client):
-    st.check_shared_filesystem(dask_client, tmp_path)
-    assert not list(tmp_path.iterdir())  # the token file is removed
-    assert st._read_token(str(tmp_path / "nothing"), "t") is False
