@@ -655,12 +655,11 @@ def write_zarr(path: Path, styled: torch.Tensor, angles: np.ndarray) -> int:
     """Write the styled stack with the project's TiltsWriter (shards of 8 tilts)."""
     import zarr
 
-    from faket_dask.io.store import TiltsWriter
+    from faket_dask.io.writers import TiltLayout, TiltsWriter
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    writer = TiltsWriter(
-        group, ["styled"], tuple(styled.shape), angles, 10.0, tilts_per_shard=8, chunk=512
-    )
+    layout = TiltLayout(tilts_per_shard=8, chunk=512)
+    writer = TiltsWriter(group, ["styled"], tuple(styled.shape), angles, 10.0, layout)
     data = styled.detach().cpu().numpy()
     writer.write_all("styled", data)
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

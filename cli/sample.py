@@ -56,7 +56,7 @@ def build(
     cfg = load_config(config)
 
     from faket_dask import __version__
-    from faket_dask.io.sample_store import write_sample_store
+    from faket_dask.ops.sample_build import write_sample_store
     from faket_dask.stages.particles import to_csv, to_shrec, to_star
     from faket_dask.stages.sample import SampleSpec, build_layout
 
