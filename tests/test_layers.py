@@ -82,7 +82,6 @@ SOURCES = sorted([*ROOT.joinpath("faket_dask").rglob("*.py"), *ROOT.joinpath("cl
 # entry must go the moment its file is mended.
 KNOWN_UPWARD = {
     "faket_dask/pipeline/worker_cache.py",
-    "faket_dask/stages/sample/grand_model.py",
 }
 
 

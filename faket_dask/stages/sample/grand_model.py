@@ -5,24 +5,20 @@ A volume MRC, optional class and instance masks and a particle list.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from faket_dask.errors import InputError
+from faket_dask.io.mrc import read_mrc_header, read_mrc_rows
 from faket_dask.stages.particles import (
     empty_table,
     read_particle_list,
 )
 from faket_dask.stages.sample.spec import SampleSpec, _check_rows
-
-if TYPE_CHECKING:
-
-    pass
 
 
 @dataclass(eq=False)
@@ -46,20 +42,19 @@ class GrandModelLayout:
 
     def render(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows ``[y0, y1)`` read from the MRC files (memory-mapped)."""
-        import mrcfile
-
         nz, ny, nx = self.shape
         y0, y1 = _check_rows(y0, y1, ny)
-        with mrcfile.mmap(self.volume_path, mode="r", permissive=True) as m:
-            density = np.array(m.data[:, y0:y1, :], dtype=np.float32)
+        density = np.asarray(read_mrc_rows(self.volume_path, y0, y1), dtype=np.float32)
         classes = np.zeros((nz, y1 - y0, nx), dtype=self.class_dtype)
         instances = np.zeros((nz, y1 - y0, nx), dtype=np.uint32)
         if self.class_mask_path:
-            with mrcfile.mmap(self.class_mask_path, mode="r", permissive=True) as m:
-                classes[...] = np.rint(np.asarray(m.data[:, y0:y1, :])).astype(self.class_dtype)
+            classes[...] = np.rint(read_mrc_rows(self.class_mask_path, y0, y1)).astype(
+                self.class_dtype
+            )
         if self.instance_mask_path:
-            with mrcfile.mmap(self.instance_mask_path, mode="r", permissive=True) as m:
-                instances[...] = np.rint(np.asarray(m.data[:, y0:y1, :])).astype(np.uint32)
+            instances[...] = np.rint(read_mrc_rows(self.instance_mask_path, y0, y1)).astype(
+                np.uint32
+            )
         return density, classes, instances
 
     def summary(self) -> dict[str, Any]:
@@ -74,21 +69,12 @@ class GrandModelLayout:
 
 
 def _mrc_header(path: str) -> tuple[tuple[int, int, int], float | None]:
-    import mrcfile
-
     if not Path(path).is_file():
         raise InputError(f"grand model file {path} does not exist; check the path")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.mmap(path, mode="r", permissive=True) as m:
-                shape = tuple(int(s) for s in m.data.shape)
-                voxel = float(m.voxel_size.x)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"{path} is not a readable MRC file ({err})") from None
+    shape, voxel = read_mrc_header(path)
     if len(shape) != 3:
         raise InputError(f"{path}: a grand model must be a 3-D (Z, Y, X) volume, got {shape}")
-    return shape, (voxel if voxel > 0 else None)  # type: ignore[return-value]
+    return (shape[0], shape[1], shape[2]), voxel
 
 
 def _has_text(path: Path, probe: int = 1 << 16) -> bool:
@@ -167,12 +153,9 @@ def import_grand_model(
         )
     names.update(class_names or {})
     if class_mask is not None:
-        import mrcfile
-
         top = 0
-        with mrcfile.mmap(str(class_mask), mode="r", permissive=True) as m:
-            for y0 in range(0, shape[1], 64):
-                top = max(top, int(np.rint(np.asarray(m.data[:, y0 : y0 + 64]).max())))
+        for y0 in range(0, shape[1], 64):
+            top = max(top, int(np.rint(read_mrc_rows(class_mask, y0, y0 + 64).max())))
         for k in range(1, top + 1):
             names.setdefault(k, f"class{k}")
     return GrandModelLayout(
