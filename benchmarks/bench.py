@@ -373,12 +373,12 @@ def run_case(
     volume = noiseless = None
     # ---------------------------------------------------------------- build
     if "build" in want and fits("build"):
-        from faket_dask.stages.sample import SampleSpec, build_layout, build_sample
+        from faket_dask.stages.sample import BuildSpec, build_layout, build_sample
 
         rec: dict[str, Any] = {}
         with clock.stage(rec), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            spec = SampleSpec.from_config(sample_config(case))
+            spec = BuildSpec.from_config(sample_config(case))
             t0 = time.perf_counter()
             layout = build_layout(spec)
             rec["layout_s"] = round(time.perf_counter() - t0, 4)

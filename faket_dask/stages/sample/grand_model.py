@@ -18,7 +18,7 @@ from faket_dask.stages.particles import (
     empty_table,
     read_particle_list,
 )
-from faket_dask.stages.sample.spec import SampleSpec, _check_rows
+from faket_dask.stages.sample.spec import BuildSpec, _check_rows
 
 
 @dataclass(eq=False)
@@ -33,7 +33,7 @@ class GrandModelLayout:
     class_mask_path: str | None = None
     instance_mask_path: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    spec: SampleSpec | None = None
+    spec: BuildSpec | None = None
 
     @property
     def class_dtype(self) -> np.dtype:
