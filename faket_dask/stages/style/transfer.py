@@ -70,7 +70,7 @@ import numpy as np
 import torch
 
 from faket_dask.errors import InputError
-from faket_dask.stages.noise import match_mean_std
+from faket_dask.stages._stats import match_mean_std
 from faket_dask.stages.style.vgg import (
     _CFG,
     CONTENT_LAYER,
