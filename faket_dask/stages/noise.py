@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from faket_dask import __version__
 from faket_dask.angles import validate_angles
 from faket_dask.errors import InputError
+from faket_dask.io.jsonable import jsonable
 from faket_dask.stages._stats import match_mean_std
 
 __all__ = [
@@ -404,7 +405,7 @@ def _build_model(
         "n_tilts": len(angles),
         **extra,
     }
-    prov.update(_jsonable(provenance or {}))
+    prov.update(jsonable(provenance or {}))
     prov["method"] = method
     try:
         return NoiseModel(
@@ -699,19 +700,6 @@ def _first_error(e: ValidationError) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     return f"{loc}: {msg}" if loc else msg
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert provenance values to plain JSON types (numpy scalars/arrays, paths, ...)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray | np.generic):
-        return _jsonable(obj.tolist())
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    return str(obj)
 
 
 def _fmt(values: np.ndarray, limit: int = 5) -> str:
