@@ -21,7 +21,9 @@ import pytest
 import torch
 
 from faket_dask.errors import InputError
-from faket_dask.stages.style import transfer as S
+from faket_dask.stages import style as S
+from faket_dask.stages.style import losses, transfer
+from faket_dask.stages.style.tiled import loss_gradient_tiled
 from faket_dask.stages.style.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19Features
 
 pytestmark = pytest.mark.timeout(120)
@@ -420,8 +422,8 @@ def saved_bytes(model, precision, h, w, channels_last=False):
     target = torch.rand(1, 128, h // 2, w // 2)
     grams = [torch.rand(1, c, c) for c in (64, 128, 256, 512, 512)]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        feats = S._features(model, x, S._ALL_LAYERS, precision, channels_last)
-        S._total_loss(feats, target, grams)
+        feats = losses.activations(model, x, losses.ALL_LAYERS, precision, channels_last)
+        losses.total_loss(feats, target, grams)
     return sum(storages.values())
 
 
@@ -488,13 +490,13 @@ def test_tiled_gradient_equals_untiled(model):
         model64, cn, sn, x0 = tiled_case(model, h, w, seed=h)
         grams = S.style_grams(model64, sn)
         assert grams[0].dtype == torch.float64
-        whole = S._loss_gradient(model64, cn, x0, grams, "fp32")
-        tiled = S._loss_gradient_tiled(model64, cn, x0, grams, "fp32", tile, S.default_halo())
+        whole = losses.loss_gradient(model64, cn, x0, grams, "fp32")
+        tiled = loss_gradient_tiled(model64, cn, x0, grams, "fp32", tile, S.default_halo())
         err = float((tiled - whole).abs().max() / whole.std())
         print(f"{h}x{w} tiles of {tile} (float64): max |diff| = {err:.1e} x gradient std")
         assert err < 1e-9
         if h > w:  # a halo below the receptive margin is not exact
-            short = S._loss_gradient_tiled(model64, cn, x0, grams, "fp32", tile, 48)
+            short = loss_gradient_tiled(model64, cn, x0, grams, "fp32", tile, 48)
             assert float((short - whole).abs().max() / whole.std()) > 1e-4
             for a, b in zip(S.style_grams(model64, sn, tile=tile), grams, strict=True):
                 assert float((a - b).abs().max() / b.abs().max()) < 1e-12
@@ -546,7 +548,7 @@ def test_per_batch_statistics_match_as_on_a_gpu(model, monkeypatch):
     """The GPU's per-batch std/mean match (here forced on the CPU) equals the whole-stack one."""
     content, style, init = make_stacks(t=3)
     whole = S.style_transfer(content, style, init, model, batch_size=2)
-    monkeypatch.setattr(S, "_match_per_batch", lambda device: True)
+    monkeypatch.setattr(transfer, "_match_per_batch", lambda device: True)
     batched = S.style_transfer(content, style, init, model, batch_size=2)
     assert torch.allclose(batched, whole, rtol=1e-6, atol=1e-6 * float(whole.abs().max()))
 

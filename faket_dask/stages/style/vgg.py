@@ -50,6 +50,7 @@ from torch import nn
 from faket_dask.errors import InputError
 
 __all__ = [
+    "CFG",
     "CONTENT_LAYER",
     "CONV_INDICES",
     "IMAGENET_MEAN",
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 # torchvision's VGG-19 ("E") configuration: channels per conv, "M" for a 2x2 max pool.
-_CFG: tuple[int | str, ...] = (
+CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
     512, 512, 512, 512, "M",
 )  # fmt: skip
@@ -125,7 +126,7 @@ def _build_layers() -> list[nn.Module]:
     """Torchvision's ``vgg19().features[:30]``, without initialising (or drawing) any weights."""
     layers: list[nn.Module] = []
     in_ch = 3
-    for v in _CFG:
+    for v in CFG:
         if v == "M":
             layers.append(MaxPool2x2())
         else:
@@ -141,7 +142,7 @@ def _build_layers() -> list[nn.Module]:
 
 def _conv_indices() -> tuple[int, ...]:
     out, i = [], 0
-    for v in _CFG:
+    for v in CFG:
         if v != "M":
             out.append(i)
         i += 1 if v == "M" else 2  # a pool, or a conv and its ReLU
