@@ -395,29 +395,6 @@ class BackProjector:
         return out.view(self.thickness, self.width, n_y).permute(0, 2, 1)
 
 
-def backproject_slab(
-    filtered: torch.Tensor,
-    angles_deg: Sequence[float] | np.ndarray,
-    thickness: int,
-    z_centre: float | None = None,
-    x_centre: float | None = None,
-    det_centre: float | None = None,
-    width: int | None = None,
-) -> torch.Tensor:
-    """Back-project (already filtered) rows: `(T, y, W)` → `(thickness, y, X)`, unscaled.
-
-    One-shot form of :class:`BackProjector` (see there for the geometry).
-    """
-    n_t, _, n_w = filtered.shape
-    angles = np.asarray(angles_deg, dtype=np.float64)
-    if angles.shape != (n_t,):
-        raise InputError(f"{n_t} tilts but {angles.size} angles; give one angle per tilt")
-    bp = BackProjector(
-        angles, thickness, n_w, z_centre, x_centre, det_centre, width, filtered.device
-    )
-    return bp(filtered)
-
-
 def _centres(
     thickness: int,
     width_unbinned: int,
