@@ -30,6 +30,7 @@ import json
 import math
 import operator
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +52,7 @@ __all__ = [
     "STATS",
     "Curves",
     "NoiseModel",
+    "NoiseOptions",
     "apply_noise",
     "fit_noise_model",
     "fit_noise_model_from_reference",
@@ -507,16 +509,83 @@ def _faket_tilts(seed: int, shape_hw: tuple[int, int]) -> Iterator[np.ndarray]:
 # ------------------------------------------------------------------------------ applying
 
 
+@dataclass(frozen=True)
+class NoiseOptions:
+    """Which modalities :func:`apply_noise` makes and how it draws their noise.
+
+    Attributes
+    ----------
+    rng
+        ``"keyed"``: ``noise_field`` per tilt, computed in float32. ``"faket"``: the
+        reference's float64 numpy draw, computed in float64, then cast.
+    modalities
+        Which of ``"noisy"``, ``"content"``, ``"baseline"`` to return.
+    content_factor
+        CONTENT's noise std relative to NOISY's (FakET: 0.25).
+    tilt_offset
+        Index of the first given tilt in its whole series, so a block of tilts draws the keyed
+        streams of its own tilts (``rng="keyed"`` only; used by the distributed path).
+    """
+
+    rng: Literal["keyed", "faket"] = "keyed"
+    modalities: Sequence[str] = MODALITIES
+    content_factor: float = CONTENT_FACTOR
+    tilt_offset: int = 0
+
+    def check(self) -> tuple[str, ...]:
+        """Raise :class:`InputError` for options that cannot work; return the modalities."""
+        mods = tuple(self.modalities)
+        unknown = [m for m in mods if m not in MODALITIES]
+        if unknown or not mods or len(set(mods)) != len(mods):
+            raise InputError(
+                f"modalities must be distinct names among {', '.join(MODALITIES)}, got {mods}"
+            )
+        cf = self.content_factor
+        if not (math.isfinite(cf) and cf >= 0):
+            raise InputError(f"content_factor must be finite and >= 0, got {cf}")
+        if self.rng not in ("keyed", "faket"):
+            raise InputError(f"rng must be 'keyed' or 'faket', got {self.rng!r}")
+        if self.tilt_offset and self.rng == "faket":
+            raise InputError(
+                "rng='faket' draws the whole series in order; use rng='keyed' for blocks"
+            )
+        return mods
+
+
+def _modality_curves(
+    model: NoiseModel, angles: np.ndarray, mods: Sequence[str], content_factor: float
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per modality, ``(r, sigma, mean, std)`` at ``angles``, each ``(T,)``."""
+    params: dict[str, tuple[np.ndarray, ...]] = {}
+    if "noisy" in mods or "content" in mods:
+        r, sigma, mean, std = model.curves(angles)
+        if "noisy" in mods:
+            params["noisy"] = (r, sigma, mean, std)
+        if "content" in mods:
+            params["content"] = (r, sigma * content_factor, mean, std)
+    if "baseline" in mods:
+        params["baseline"] = model.curves(angles, baseline=True)
+    return params
+
+
+def _standardised(p: torch.Tensor, t: int) -> torch.Tensor:
+    """Tilt ``t`` (``p``, ``(H, W)``) minus its mean, over its population std."""
+    sd, mu = torch.std_mean(p, correction=0)
+    sd_f, mu_f = float(sd), float(mu)
+    if not (math.isfinite(sd_f) and math.isfinite(mu_f)):
+        raise InputError(f"noiseless tilt {t} contains NaN or Inf values")
+    if sd_f == 0:
+        raise InputError(f"noiseless tilt {t} is constant (std 0); it cannot be standardised")
+    return (p - mu) / sd
+
+
 def apply_noise(
     noiseless: torch.Tensor,
     model: NoiseModel,
     angles_deg: Sequence[float] | np.ndarray,
     seed: int,
     sample_id: int = 0,
-    rng: Literal["keyed", "faket"] = "keyed",
-    modalities: Sequence[str] = MODALITIES,
-    content_factor: float = CONTENT_FACTOR,
-    tilt_offset: int = 0,
+    options: NoiseOptions = NoiseOptions(),
 ) -> dict[str, torch.Tensor]:
     """Make NOISY, CONTENT and/or BASELINE from a noiseless tilt-series.
 
@@ -539,16 +608,8 @@ def apply_noise(
     seed, sample_id
         Key of the noise streams. ``rng="faket"`` uses ``default_rng(seed)`` and ignores
         ``sample_id`` (the reference used ``seed = tomogram index``).
-    rng
-        ``"keyed"``: ``noise_field`` per tilt, computed in float32. ``"faket"``: the
-        reference's float64 numpy draw, computed in float64, then cast.
-    modalities
-        Which of ``"noisy"``, ``"content"``, ``"baseline"`` to return.
-    content_factor
-        CONTENT's noise std relative to NOISY's (FakET: 0.25).
-    tilt_offset
-        Index of the first given tilt in its whole series, so a block of tilts draws the keyed
-        streams of its own tilts (``rng="keyed"`` only; used by the distributed path).
+    options
+        The modalities, the noise draw, CONTENT's factor, the tilt offset (:class:`NoiseOptions`).
 
     Returns
     -------
@@ -560,46 +621,18 @@ def apply_noise(
     angles = _as_angle_array(angles_deg)
     if angles.size != n:
         raise InputError(f"noiseless has {n} tilts but {angles.size} angles were given")
-    mods = tuple(modalities)
-    unknown = [m for m in mods if m not in MODALITIES]
-    if unknown or not mods or len(set(mods)) != len(mods):
-        raise InputError(
-            f"modalities must be distinct names among {', '.join(MODALITIES)}, got {mods}"
-        )
-    if not (math.isfinite(content_factor) and content_factor >= 0):
-        raise InputError(f"content_factor must be finite and >= 0, got {content_factor}")
-    if rng not in ("keyed", "faket"):
-        raise InputError(f"rng must be 'keyed' or 'faket', got {rng!r}")
-    if tilt_offset and rng == "faket":
-        raise InputError("rng='faket' draws the whole series in order; use rng='keyed' for blocks")
-
-    params: dict[str, tuple[np.ndarray, ...]] = {}
-    if "noisy" in mods or "content" in mods:
-        r, sigma, mean, std = model.curves(angles)
-        if "noisy" in mods:
-            params["noisy"] = (r, sigma, mean, std)
-        if "content" in mods:
-            params["content"] = (r, sigma * content_factor, mean, std)
-    if "baseline" in mods:
-        params["baseline"] = model.curves(angles, baseline=True)
-
-    dtype = torch.float64 if rng == "faket" else torch.float32
+    mods = options.check()
+    params = _modality_curves(model, angles, mods, options.content_factor)
+    dtype = torch.float64 if options.rng == "faket" else torch.float32
     device = x.device
     out = {m: torch.empty((n, h, w), dtype=torch.float32, device=device) for m in mods}
-    faket = _faket_tilts(seed, (h, w)) if rng == "faket" else None
+    faket = _faket_tilts(seed, (h, w)) if options.rng == "faket" else None
     for t in range(n):
-        p = x[t].to(dtype)
-        sd, mu = torch.std_mean(p, correction=0)
-        sd_f, mu_f = float(sd), float(mu)
-        if not (math.isfinite(sd_f) and math.isfinite(mu_f)):
-            raise InputError(f"noiseless tilt {t} contains NaN or Inf values")
-        if sd_f == 0:
-            raise InputError(f"noiseless tilt {t} is constant (std 0); it cannot be standardised")
-        z = (p - mu) / sd
+        z = _standardised(x[t].to(dtype), t)
         if faket is not None:
             eps = torch.from_numpy(next(faket)).to(device)
         else:
-            eps = noise_field((h, w), seed, sample_id, tilt_offset + t, device)
+            eps = noise_field((h, w), seed, sample_id, options.tilt_offset + t, device)
         for m in mods:
             r_m, s_m, mean_m, std_m = params[m]
             y = z * float(r_m[t]) + eps * float(s_m[t])

@@ -42,7 +42,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -75,7 +75,14 @@ from faket_dask.stages.style.tiled import (
 )
 from faket_dask.stages.style.vgg import STYLE_LAYERS, VGG19Features
 
-__all__ = ["ENV_FAULT_OOM", "GramCache", "style_grams", "style_step", "style_transfer"]
+__all__ = [
+    "ENV_FAULT_OOM",
+    "GramCache",
+    "StyleOptions",
+    "style_grams",
+    "style_step",
+    "style_transfer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -346,26 +353,111 @@ def _inject_oom(n: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class StyleOptions:
+    """How :func:`style_transfer` runs: speed, memory and rounding, never the algorithm.
+
+    Attributes
+    ----------
+    precision
+        ``'fp32'`` (exact), ``'tf32'`` or ``'bf16'`` (see :func:`precision_mode`).
+    batch_size
+        Tilts per batch, or ``'auto'`` (:func:`pick_batch_size`: from free CUDA memory, or
+        :data:`CPU_BATCH_SIZE` on the CPU). On ``torch.OutOfMemoryError`` the batch is halved
+        and retried, down to one tilt (then the error is raised); later batches keep the
+        smaller size.
+    tile
+        Tile core size (a multiple of 16) for the exact two-pass tiled gradient, which bounds
+        memory by one ``(tile + 160)^2`` window instead of the whole tilt (equal to the
+        untiled result up to float rounding; about 1.1-1.6x the work). ``'auto'``:
+        :func:`pick_tile` from free CUDA memory (``None`` on the CPU). Default: whole tilts.
+    channels_last, cudnn_benchmark
+        NHWC activations and cuDNN autotuning; ``None`` means on for CUDA, off otherwise.
+        Both change only the rounding.
+    memory_limit
+        Bytes the ``'auto'`` choices may plan for (at most the free CUDA memory); e.g. to
+        leave room for other work on the GPU.
+    """
+
+    precision: str = "fp32"
+    batch_size: int | Literal["auto"] = 4
+    tile: int | Literal["auto"] | None = None
+    channels_last: bool | None = None
+    cudnn_benchmark: bool | None = None
+    memory_limit: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`InputError` for a precision, batch size or tile that cannot work."""
+        check_precision(self.precision)
+        bs = self.batch_size
+        if bs != "auto" and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
+            raise InputError(f"batch_size must be a positive integer or 'auto', got {bs!r}")
+        tile = self.tile
+        if tile is not None and tile != "auto":
+            if isinstance(tile, bool) or not isinstance(tile, int):
+                raise InputError(
+                    f"tile must be a multiple of {TILE_ALIGN}, 'auto' or None: {tile!r}"
+                )
+            tile_spans(1, tile, default_halo())
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The choices of one :func:`style_transfer` call, resolved for its device and tilt size."""
+
+    device: torch.device
+    precision: str
+    batch_size: int
+    tile: int | None
+    channels_last: bool
+    cudnn_benchmark: bool
+
+
+def _plan(options: StyleOptions, device: torch.device, n_tilts: int, hw: tuple[int, int]) -> _Plan:
+    """Resolve ``'auto'`` and ``None`` choices for ``n_tilts`` tilts of ``hw`` on ``device``."""
+    cuda = device.type == "cuda"
+    h, w = hw
+    free = free_device_bytes(device)
+    if free is not None and options.memory_limit is not None:
+        free = min(free, int(options.memory_limit))
+    tile = options.tile
+    if tile == "auto":
+        tile = pick_tile(h, w, options.precision, free)
+    batch_size = options.batch_size
+    if batch_size == "auto":
+        batch_size = pick_batch_size(h, w, options.precision, free, device=device, tile=tile)
+        n_batches = max(1, -(-n_tilts // batch_size))
+        batch_size = max(1, -(-n_tilts // n_batches))  # balanced: 61 = 21 + 21 + 19
+        log.info("style: %d tilts per batch (tile %s)", batch_size, tile)
+    return _Plan(
+        device=device,
+        precision=options.precision,
+        batch_size=batch_size,
+        tile=tile,
+        channels_last=cuda if options.channels_last is None else bool(options.channels_last),
+        cudnn_benchmark=cuda if options.cudnn_benchmark is None else bool(options.cudnn_benchmark),
+    )
+
+
 def _batch_grams(
     model: VGG19Features,
     style: torch.Tensor,
     idx: range,
     r: tuple[float, float],
-    precision: str,
-    device: torch.device,
+    plan: _Plan,
     cache: GramCache | None,
     tilt_ids: Sequence[str] | None,
-    tile: int | None = None,
-    channels_last: bool = False,
 ) -> list[torch.Tensor]:
     """Gram matrices (per layer, (B, C, C)) of the style tilts ``idx``, from the cache if any."""
-    opts = {"tile": tile, "channels_last": channels_last}
+    opts = {"tile": plan.tile, "channels_last": plan.channels_last}
+    precision, device = plan.precision, plan.device
     if cache is None or tilt_ids is None:
         tilts = normalize(style[idx.start : idx.stop].to(device), *r)
         return style_grams(model, tilts, precision, **opts)
     weights_id = getattr(model, "weights_id", None) or str(id(model))
     # Tiling and the memory format change the matrices' rounding: they are part of the key.
-    variant = (tile, channels_last) if tile is not None or channels_last else None
+    tiled = plan.tile is not None or plan.channels_last
+    variant = (plan.tile, plan.channels_last) if tiled else None
     keys = [(tilt_ids[t], r, precision, weights_id, str(device), variant) for t in idx]
     per_tilt: list[list[torch.Tensor] | None] = [cache.get(k) for k in keys]
     missing = [j for j, v in enumerate(per_tilt) if v is None]
@@ -381,75 +473,25 @@ def _batch_grams(
     ]
 
 
-def style_transfer(
+@dataclass(frozen=True)
+class _Stacks:
+    """The validated float32 stacks of one call, their normalisation ranges and style ids."""
+
+    content: torch.Tensor
+    style: torch.Tensor
+    init: torch.Tensor
+    ranges: _Ranges
+    tilt_ids: list[str] | None
+
+
+def _stacks(
     content: torch.Tensor | np.ndarray,
     style: torch.Tensor | np.ndarray,
     init: torch.Tensor | np.ndarray,
-    model: VGG19Features,
-    *,
-    precision: str = "fp32",
-    batch_size: int | Literal["auto"] = 4,
-    ranges: Mapping[str, Sequence[float]] | None = None,
-    gram_cache: GramCache | None = None,
-    style_key: str | None = None,
-    tile: int | Literal["auto"] | None = None,
-    channels_last: bool | None = None,
-    cudnn_benchmark: bool | None = None,
-    memory_limit: int | None = None,
-) -> torch.Tensor:
-    """FakET's style transfer of whole tilt stacks (FAKET modality); returns (T, H, W) float32.
-
-    Parameters
-    ----------
-    content, init
-        (T, H, W) CONTENT and NOISY stacks (raw values), same shape.
-    style
-        (T, H', W') raw style stack; tilt ``i`` styles tilt ``i``. It may have another size.
-    model
-        :class:`~.vgg.VGG19Features`; the work runs on its device, tilts are moved
-        there a batch at a time and the result returns to ``content``'s device.
-    precision
-        ``'fp32'`` (exact), ``'tf32'`` or ``'bf16'`` (see :func:`precision_mode`).
-    batch_size
-        Tilts per batch, or ``'auto'`` (:func:`pick_batch_size`: from free CUDA memory, or
-        :data:`CPU_BATCH_SIZE` on the CPU). On ``torch.OutOfMemoryError`` the batch is halved
-        and retried, down to one tilt (then the error is raised); later batches keep the
-        smaller size.
-    ranges
-        ``{'content': (min, max), 'style': ..., 'init': ...}``: the whole stacks' ranges, for a
-        caller holding only some of the tilts. Default: the ranges of the given stacks.
-    gram_cache, style_key
-        Reuse style Gram matrices across calls (keyed by style tilt, the style range, the
-        precision, the model's ``weights_id`` and the device). ``style_key`` names the style
-        stack *as passed*, its tilt ``i`` becoming ``f"{style_key}#{i}"``: give a part of a
-        stack a key of its own. Without it each style tilt is identified by a BLAKE2b checksum
-        of its bytes (about 1 GB/s of hashing per call).
-    tile
-        Tile core size (a multiple of 16) for the exact two-pass tiled gradient, which bounds
-        memory by one ``(tile + 160)^2`` window instead of the whole tilt (equal to the
-        untiled result up to float rounding; about 1.1-1.6x the work). ``'auto'``:
-        :func:`pick_tile` from free CUDA memory (``None`` on the CPU). Default: whole tilts.
-    channels_last, cudnn_benchmark
-        NHWC activations and cuDNN autotuning; ``None`` means on for CUDA, off otherwise.
-        Both change only the rounding.
-    memory_limit
-        Bytes the ``'auto'`` choices may plan for (at most the free CUDA memory); e.g. to
-        leave room for other work on the GPU.
-
-    Returns
-    -------
-    torch.Tensor
-        Styled tilts, each matched (std, then mean) to the raw style tilt with its index.
-    """
-    check_precision(precision)
-    if batch_size != "auto" and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise InputError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
-    if tile is not None and tile != "auto":
-        if isinstance(tile, bool) or not isinstance(tile, int):
-            raise InputError(f"tile must be a multiple of {TILE_ALIGN}, 'auto' or None: {tile!r}")
-        tile_spans(1, tile, default_halo())
+    ranges: Mapping[str, Sequence[float]] | None,
+    tilt_ids: Callable[[torch.Tensor], list[str] | None],
+) -> _Stacks:
+    """Validate the three stacks against each other and resolve their ranges."""
     content, content_range = _as_stack(content, "content")
     style, style_range = _as_stack(style, "style")
     init, init_range = _as_stack(init, "init")
@@ -465,68 +507,113 @@ def style_transfer(
     r = _resolve_ranges(
         {"content": content_range, "style": style_range, "init": init_range}, ranges
     )
-    device = _model_device(model)
-    cuda = device.type == "cuda"
-    channels_last = cuda if channels_last is None else bool(channels_last)
-    cudnn_benchmark = cuda if cudnn_benchmark is None else bool(cudnn_benchmark)
-    h, w = content.shape[-2:]
-    free = free_device_bytes(device)
-    if free is not None and memory_limit is not None:
-        free = min(free, int(memory_limit))
-    if tile == "auto":
-        tile = pick_tile(h, w, precision, free)
-    if batch_size == "auto":
-        batch_size = pick_batch_size(h, w, precision, free, device=device, tile=tile)
-        n_batches = max(1, -(-content.shape[0] // batch_size))
-        batch_size = max(1, -(-content.shape[0] // n_batches))  # balanced: 61 = 21 + 21 + 19
-        log.info("style: %d tilts per batch (tile %s)", batch_size, tile)
-    tilt_ids = None
-    if gram_cache is not None:
-        if style_key is not None:
-            tilt_ids = [f"{style_key}#{t}" for t in range(style.shape[0])]
-        else:
-            tilt_ids = [_checksum(t) for t in style]
+    return _Stacks(content, style, init, r, tilt_ids(style))
 
-    # The raw style tilts' statistics, in float64 one tilt at a time (on the model's device:
-    # for stacks held in host memory the GPU does it in a fraction of the CPU's time).
+
+def _style_stats(style: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(std, mean)`` of each raw style tilt, (T,) float64, one tilt at a time on ``device``.
+
+    On the model's device: for stacks held in host memory the GPU does it in a fraction of the
+    CPU's time.
+    """
     stats = [
         torch.std_mean(t.to(device=device, dtype=torch.float64), dim=None, correction=0)
         for t in style
     ]
     std = torch.tensor([float(sd) for sd, _ in stats], dtype=torch.float64)
     mean = torch.tensor([float(m) for _, m in stats], dtype=torch.float64)
+    return std, mean
+
+
+def _style_batch(
+    model: VGG19Features,
+    stacks: _Stacks,
+    idx: range,
+    plan: _Plan,
+    gram_cache: GramCache | None,
+    target: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """Style tilts ``idx``; with ``target`` (their ``(std, mean)``) matched on the device."""
+    start, stop = idx.start, idx.stop
+    r = stacks.ranges
+    cudnn = cudnn_benchmark_mode(plan.cudnn_benchmark) if plan.device.type == "cuda" else None
+    with cudnn or contextlib.nullcontext():
+        grams = _batch_grams(model, stacks.style, idx, r.style, plan, gram_cache, stacks.tilt_ids)
+        c = normalize(stacks.content[start:stop].to(plan.device), *r.content)
+        x = normalize(stacks.init[start:stop].to(plan.device), *r.init)
+        y = style_step(
+            c, x, grams, model, plan.precision, tile=plan.tile, channels_last=plan.channels_last
+        )
+        if target is not None:
+            std, mean = target
+            y = match_mean_std(y, mean[start:stop], std[start:stop])
+    return y
+
+
+def style_transfer(
+    content: torch.Tensor | np.ndarray,
+    style: torch.Tensor | np.ndarray,
+    init: torch.Tensor | np.ndarray,
+    model: VGG19Features,
+    options: StyleOptions = StyleOptions(),
+    *,
+    ranges: Mapping[str, Sequence[float]] | None = None,
+    gram_cache: GramCache | None = None,
+    style_key: str | None = None,
+) -> torch.Tensor:
+    """FakET's style transfer of whole tilt stacks (FAKET modality); returns (T, H, W) float32.
+
+    Parameters
+    ----------
+    content, init
+        (T, H, W) CONTENT and NOISY stacks (raw values), same shape.
+    style
+        (T, H', W') raw style stack; tilt ``i`` styles tilt ``i``. It may have another size.
+    model
+        :class:`~.vgg.VGG19Features`; the work runs on its device, tilts are moved
+        there a batch at a time and the result returns to ``content``'s device.
+    options
+        Precision, batch size, tiling, memory format (:class:`StyleOptions`).
+    ranges
+        ``{'content': (min, max), 'style': ..., 'init': ...}``: the whole stacks' ranges, for a
+        caller holding only some of the tilts. Default: the ranges of the given stacks.
+    gram_cache, style_key
+        Reuse style Gram matrices across calls (keyed by style tilt, the style range, the
+        precision, the model's ``weights_id`` and the device). ``style_key`` names the style
+        stack *as passed*, its tilt ``i`` becoming ``f"{style_key}#{i}"``: give a part of a
+        stack a key of its own. Without it each style tilt is identified by a BLAKE2b checksum
+        of its bytes (about 1 GB/s of hashing per call).
+
+    Returns
+    -------
+    torch.Tensor
+        Styled tilts, each matched (std, then mean) to the raw style tilt with its index.
+    """
+    options.check()
+
+    def tilt_ids(style: torch.Tensor) -> list[str] | None:
+        if gram_cache is None:
+            return None
+        if style_key is not None:
+            return [f"{style_key}#{t}" for t in range(style.shape[0])]
+        return [_checksum(t) for t in style]
+
+    stacks = _stacks(content, style, init, ranges, tilt_ids)
+    device = _model_device(model)
+    n_tilts = stacks.content.shape[0]
+    plan = _plan(options, device, n_tilts, tuple(stacks.content.shape[-2:]))
+    std, mean = _style_stats(stacks.style, device)
     # On a GPU each batch is matched there before it goes back; on the CPU the whole stack is
     # matched at the end (the reference's order, bit for bit).
     match_batches = _match_per_batch(device)
-
-    n_tilts = content.shape[0]
-    out = torch.empty(content.shape, dtype=torch.float32, device=content.device)
-    start, size = 0, batch_size
+    target = (std, mean) if match_batches else None
+    out = torch.empty(stacks.content.shape, dtype=torch.float32, device=stacks.content.device)
+    start, size = 0, plan.batch_size
     while start < n_tilts:
         n = min(size, n_tilts - start)
-        idx = range(start, start + n)
         try:
             _inject_oom(n)
-            with cudnn_benchmark_mode(cudnn_benchmark) if cuda else contextlib.nullcontext():
-                grams = _batch_grams(
-                    model,
-                    style,
-                    idx,
-                    r.style,
-                    precision,
-                    device,
-                    gram_cache,
-                    tilt_ids,
-                    tile,
-                    channels_last,
-                )
-                c = normalize(content[start : start + n].to(device), *r.content)
-                x = normalize(init[start : start + n].to(device), *r.init)
-                y = style_step(
-                    c, x, grams, model, precision, tile=tile, channels_last=channels_last
-                )
-                if match_batches:
-                    y = match_mean_std(y, mean[start : start + n], std[start : start + n])
+            y = _style_batch(model, stacks, range(start, start + n), plan, gram_cache, target)
             out[start : start + n] = y.to(out.device)
         except torch.OutOfMemoryError:
             if n == 1:
