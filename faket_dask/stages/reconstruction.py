@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -65,7 +66,6 @@ import torch
 from faket_dask.errors import InputError
 from faket_dask.stages.projection import operator_cache_bytes
 
-FilterName = Literal["ramp", "approxShrec", "none"]
 FILTERS: tuple[str, ...] = ("ramp", "approxShrec", "none")
 
 # Cubic B-spline prefilter (inverse of the sampled kernel [1, 4, 1]/6): h[k] = √3·z1^|k| with
@@ -395,16 +395,33 @@ class BackProjector:
         return out.view(self.thickness, self.width, n_y).permute(0, 2, 1)
 
 
+@dataclass(frozen=True)
+class Centring:
+    """Where the tomogram's centre lies in the unbinned frame (both matter for odd sizes only).
+
+    Attributes
+    ----------
+    unbinned_thickness
+        Depth of the unbinned volume the tomogram is centred on (default ``bin · thickness``);
+        only matters for odd sizes with ``bin > 2``.
+    detector_centre
+        Unbinned detector column where the volume's centre projects (default ``W // 2``; the
+        tomogram's X centre stays at ``W // 2``). ``project`` puts it at ``W // 2`` except
+        for an odd ``W`` with an even padded size ``P`` (skimage's ``// 2`` centres; see
+        :func:`faket_dask.stages.projection.detector_position`), where it is ``W // 2 + 1``: pass
+        ``detector_position(Z // 2, X // 2, 0, (Z, X), W)`` to be exact for any shape.
+    """
+
+    unbinned_thickness: int | None = None
+    detector_centre: float | None = None
+
+
 def _centres(
-    thickness: int,
-    width_unbinned: int,
-    b: int,
-    unbinned_thickness: int | None,
-    detector_centre: float | None,
+    thickness: int, width_unbinned: int, b: int, centring: Centring
 ) -> tuple[float, float, float]:
     """Binned-grid coordinates of the unbinned centres: volume Z, volume X, detector."""
-    n_z = b * thickness if unbinned_thickness is None else unbinned_thickness
-    det_u = width_unbinned // 2 if detector_centre is None else detector_centre
+    n_z = b * thickness if centring.unbinned_thickness is None else centring.unbinned_thickness
+    det_u = width_unbinned // 2 if centring.detector_centre is None else centring.detector_centre
 
     def binned(c: float) -> float:
         return (c - (b - 1) / 2) / b
@@ -446,8 +463,7 @@ def iter_reconstruct_slabs(
     filter: str = "ramp",
     slab_size: int | None = None,
     device: torch.device | str | None = None,
-    unbinned_thickness: int | None = None,
-    detector_centre: float | None = None,
+    centring: Centring = Centring(),
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``(y0, y1, slab)`` with slab `(thickness, y1 − y0, X)` float32, Y slab by slab.
 
@@ -455,7 +471,7 @@ def iter_reconstruct_slabs(
     without holding the whole tomogram.
     """
     filtered, angles, width_u = _prepare(tilts, angles_deg, thickness, bin, filter, device)
-    z_c, x_c, det_c = _centres(thickness, width_u, bin, unbinned_thickness, detector_centre)
+    z_c, x_c, det_c = _centres(thickness, width_u, bin, centring)
     scale = _filter_scale(filter, len(angles))
     _, n_y, n_w = filtered.shape
     bp = BackProjector(angles, thickness, n_w, z_c, x_c, det_c, device=filtered.device)
@@ -476,8 +492,7 @@ def reconstruct(
     filter: str = "ramp",
     slab_size: int | None = None,
     device: torch.device | str | None = None,
-    unbinned_thickness: int | None = None,
-    detector_centre: float | None = None,
+    centring: Centring = Centring(),
 ) -> torch.Tensor:
     """Weighted back-projection of a tilt-series into a tomogram.
 
@@ -499,15 +514,8 @@ def reconstruct(
         result does not depend on it.
     device
         Where to compute (default: the input tensor's device; arrays go to CPU).
-    unbinned_thickness
-        Depth of the unbinned volume the tomogram is centred on (default ``bin · thickness``);
-        only matters for odd sizes with ``bin > 2``.
-    detector_centre
-        Unbinned detector column where the volume's centre projects (default ``W // 2``; the
-        tomogram's X centre stays at ``W // 2``). ``project`` puts it at ``W // 2`` except
-        for an odd ``W`` with an even padded size ``P`` (skimage's ``// 2`` centres; see
-        :func:`faket_dask.stages.projection.detector_position`), where it is ``W // 2 + 1``: pass
-        ``detector_position(Z // 2, X // 2, 0, (Z, X), W)`` to be exact for any shape.
+    centring
+        Where the unbinned volume's centre lies (:class:`Centring`; matters for odd sizes).
 
     Returns
     -------
@@ -525,8 +533,7 @@ def reconstruct(
             filter,
             slab_size,
             device,
-            unbinned_thickness,
-            detector_centre,
+            centring,
         )
     ]
     return torch.cat(slabs, dim=1)
