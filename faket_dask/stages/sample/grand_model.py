@@ -83,6 +83,69 @@ def _has_text(path: Path, probe: int = 1 << 16) -> bool:
         return bool(f.read(probe).strip())
 
 
+def _pixel_spacing(volume: str, header: float | None, configured: float | None) -> float:
+    """The header's voxel size, else the configured one; both given, they agree within 1%."""
+    ps = header if header is not None else configured
+    if ps is None:
+        raise InputError(f"{volume}: the MRC header has no voxel size; set tilts.pixel_spacing")
+    if header is not None and configured is not None and abs(header - configured) > 0.01 * header:
+        raise InputError(
+            f"{volume}: voxel size {header:g} Å differs from tilts.pixel_spacing "
+            f"{configured:g} Å; set tilts.pixel_spacing to {header:g}"
+        )
+    return float(ps)
+
+
+def _particle_table(
+    particles: str | Path,
+    pixel_spacing: float,
+    shape: tuple[int, int, int],
+    class_names: dict[int, str] | None,
+) -> pd.DataFrame:
+    """The grand model's particle list, its classes matched to the mask labels by name."""
+    empty = InputError(
+        f"{particles}: the particle list holds no particles; give a list with at least "
+        "one particle, or remove sample.grand_model_particles"
+    )
+    if Path(particles).is_file() and not _has_text(Path(particles)):
+        raise empty  # before the parsers, whose errors on empty files say less
+    table = read_particle_list(
+        particles, pixel_spacing=pixel_spacing, shape=shape, class_names=class_names
+    )
+    if not len(table):
+        raise empty
+    if class_names:  # match the list's classes to the mask labels by name
+        by_name = {v: k for k, v in class_names.items()}
+        matched = [by_name.get(str(n)) for n in table["class_name"]]
+        table["class_id"] = [
+            m if m is not None else int(c) for m, c in zip(matched, table["class_id"], strict=True)
+        ]
+    return table
+
+
+def _class_names(
+    table: pd.DataFrame,
+    class_names: dict[int, str] | None,
+    class_mask: str | Path | None,
+    shape: tuple[int, int, int],
+) -> dict[int, str]:
+    """Mask label -> name: the table's pairs, then ``class_names``, then ``class<N>``."""
+    names: dict[int, str] = {}
+    if len(table):
+        pairs = table[["class_id", "class_name"]].drop_duplicates()
+        names.update(
+            {int(i): str(n) for i, n in zip(pairs["class_id"], pairs["class_name"], strict=True)}
+        )
+    names.update(class_names or {})
+    if class_mask is not None:
+        top = 0
+        for y0 in range(0, shape[1], 64):
+            top = max(top, int(np.rint(read_mrc_rows(class_mask, y0, y0 + 64).max())))
+        for k in range(1, top + 1):
+            names.setdefault(k, f"class{k}")
+    return dict(sorted(names.items()))
+
+
 def import_grand_model(
     volume: str | Path,
     *,
@@ -114,54 +177,15 @@ def import_grand_model(
             f"grand model {volume} is (Z, Y, X) = {shape} but the detector (tilts.shape) is "
             f"{tuple(expected_yx)}; set tilts.shape to [{shape[1]}, {shape[2]}]"
         )
-    ps = header if header is not None else pixel_spacing
-    if ps is None:
-        raise InputError(f"{volume}: the MRC header has no voxel size; set tilts.pixel_spacing")
-    if (
-        header is not None
-        and pixel_spacing is not None
-        and abs(header - pixel_spacing) > 0.01 * header
-    ):
-        raise InputError(
-            f"{volume}: voxel size {header:g} Å differs from tilts.pixel_spacing "
-            f"{pixel_spacing:g} Å; set tilts.pixel_spacing to {header:g}"
-        )
+    ps = _pixel_spacing(volume, header, pixel_spacing)
     table = empty_table()
     if particles is not None:
-        empty = InputError(
-            f"{particles}: the particle list holds no particles; give a list with at least "
-            "one particle, or remove sample.grand_model_particles"
-        )
-        if Path(particles).is_file() and not _has_text(Path(particles)):
-            raise empty  # before the parsers, whose errors on empty files say less
-        table = read_particle_list(
-            particles, pixel_spacing=ps, shape=shape, class_names=class_names
-        )
-        if not len(table):
-            raise empty
-    if class_names and len(table):  # match the list's classes to the mask labels by name
-        by_name = {v: k for k, v in class_names.items()}
-        matched = [by_name.get(str(n)) for n in table["class_name"]]
-        table["class_id"] = [
-            m if m is not None else int(c) for m, c in zip(matched, table["class_id"], strict=True)
-        ]
-    names: dict[int, str] = {}
-    if len(table):
-        pairs = table[["class_id", "class_name"]].drop_duplicates()
-        names.update(
-            {int(i): str(n) for i, n in zip(pairs["class_id"], pairs["class_name"], strict=True)}
-        )
-    names.update(class_names or {})
-    if class_mask is not None:
-        top = 0
-        for y0 in range(0, shape[1], 64):
-            top = max(top, int(np.rint(read_mrc_rows(class_mask, y0, y0 + 64).max())))
-        for k in range(1, top + 1):
-            names.setdefault(k, f"class{k}")
+        table = _particle_table(particles, ps, shape, class_names)
+    names = _class_names(table, class_names, class_mask, shape)
     return GrandModelLayout(
         shape=shape,
-        pixel_spacing=float(ps),
-        classes=dict(sorted(names.items())),
+        pixel_spacing=ps,
+        classes=names,
         particles=table,
         volume_path=volume,
         class_mask_path=None if class_mask is None else str(class_mask),
