@@ -82,7 +82,7 @@ FORMAT_VERSION = 1
 
 
 def _zarr() -> Any:
-    import zarr
+    import zarr  # heavy: imported when a store is opened or written, not by metadata reads
 
     return zarr
 

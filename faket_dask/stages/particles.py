@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import starfile
 from scipy.spatial.transform import Rotation
 
 from faket_dask.errors import InputError
@@ -302,8 +303,6 @@ def star_text(
     The one STAR writer: :func:`to_star` writes this text to a file and :func:`table_record`
     keeps it beside the stored table.
     """
-    import starfile  # optional export dependency, only for STAR text
-
     blocks = star_blocks(
         table,
         frame,
@@ -508,8 +507,6 @@ def _complete(df: pd.DataFrame, ps: float, class_names: dict[int, str] | None) -
 def _read_star(
     path: Path, ps: float, shape: tuple[int, int, int] | None, class_names: dict[int, str] | None
 ) -> pd.DataFrame:
-    import starfile
-
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:  # starfile raises assorted parser errors
