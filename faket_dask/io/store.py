@@ -319,9 +319,10 @@ def mark_complete(group: Any, attrs: Mapping[str, Any]) -> None:
 
 def open_sample(path: str | os.PathLike[str], sample_id: int) -> zarr.Group:
     """Open a sample's group for reading."""
-    return _zarr().open_group(
+    group: zarr.Group = _zarr().open_group(
         str(path), path=sample_group(sample_id), mode="r", use_consolidated=False
     )
+    return group
 
 
 def read_particles(

@@ -32,7 +32,7 @@ import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ ANGLE_TOL_DEG = 1e-3
 NOISE_FILENAME = "noise.json"
 """File name of a saved noise model (``save``/``load`` append it to a directory)."""
 
-_FORMAT = "faket-dask/noise-model/v1"
+_FORMAT: Final = "faket-dask/noise-model/v1"
 
 Array = np.ndarray | torch.Tensor
 
@@ -238,7 +238,8 @@ class NoiseModel(BaseModel):
         nearest = np.abs(a[:, None] - fitted[None, :]).argmin(axis=1)
         matched = np.abs(a - fitted[nearest]) <= ANGLE_TOL_DEG
         frac = np.interp(a, fitted, np.arange(fitted.size, dtype=np.float64))
-        return np.where(matched, nearest.astype(np.float64), frac)
+        index: np.ndarray = np.where(matched, nearest.astype(np.float64), frac)
+        return index
 
     def curves(
         self, angles_deg: Sequence[float] | np.ndarray, baseline: bool = False
@@ -318,8 +319,8 @@ def fit_noise_model(
             s = _tilt64(ref, t)
             mu_c, sd_c = _moments(c, f"pair {p} clean tilt {t}")
             mu_s, sd_s = _moments(s, f"pair {p} reference tilt {t}")
-            r = np.vdot((c - mu_c) / sd_c, (s - mu_s) / sd_s) / c.size
-            r = min(max(float(r), 0.0), 1.0)
+            corr = float(np.vdot((c - mu_c) / sd_c, (s - mu_s) / sd_s) / c.size)
+            r = min(max(corr, 0.0), 1.0)
             curves["r"][t] = r
             curves["sigma"][t] = math.sqrt(1.0 - r * r)
             curves["mean"][t] = mu_s
@@ -653,9 +654,8 @@ def _check_noiseless(noiseless: Any) -> torch.Tensor:
         raise InputError(f"noiseless must be a non-empty (T, H, W) stack, got shape {shape}")
     if noiseless.is_complex():
         raise InputError("noiseless must be real-valued")
-    if not noiseless.is_floating_point():
-        noiseless = noiseless.to(torch.float32)
-    return noiseless
+    x: torch.Tensor = noiseless
+    return x if x.is_floating_point() else x.to(torch.float32)
 
 
 def _as_stack(a: Any, name: str) -> Any:

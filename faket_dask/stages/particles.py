@@ -118,7 +118,8 @@ def canonical_quaternions(q: np.ndarray) -> np.ndarray:
 def quaternions_to_matrices(q: np.ndarray) -> np.ndarray:
     """``(N, 4)`` scalar-first quaternions -> ``(N, 3, 3)`` rotation matrices on (x, y, z)."""
     q = np.asarray(q, dtype=np.float64).reshape(-1, 4)
-    return Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_matrix()
+    matrices: np.ndarray = Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_matrix()
+    return matrices
 
 
 def relion_euler_from_quaternions(q: np.ndarray) -> np.ndarray:
@@ -128,7 +129,8 @@ def relion_euler_from_quaternions(q: np.ndarray) -> np.ndarray:
         return np.zeros((0, 3))
     with warnings.catch_warnings():  # gimbal lock at tilt 0 or 180: SciPy picks psi = 0
         warnings.simplefilter("ignore", UserWarning)
-        return Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_euler("ZYZ", degrees=True)
+        euler: np.ndarray = Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_euler("ZYZ", degrees=True)
+    return euler
 
 
 def _quaternions_from_relion(rot: np.ndarray, tilt: np.ndarray, psi: np.ndarray) -> np.ndarray:
@@ -348,7 +350,7 @@ def to_star(
 
 @dataclass(frozen=True)
 class TableRecord:
-    """A particle table as it is stored (``io.writers.write_particles(group, **asdict(...))``).
+    """A particle table as it is stored by ``io.writers.write_particles(group, columns, ...)``.
 
     Attributes
     ----------
@@ -561,4 +563,5 @@ def _read_shrec(path: Path, ps: float) -> pd.DataFrame:
 def angle_between(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
     """Rotation angle (degrees) between quaternions, sign-invariant."""
     d = np.abs(np.sum(np.asarray(q1) * np.asarray(q2), axis=-1)).clip(0, 1)
-    return np.degrees(2.0 * np.arccos(d))
+    angle: np.ndarray = np.degrees(2.0 * np.arccos(d))
+    return angle

@@ -538,7 +538,7 @@ def _apply(op: _OpChunk, table: torch.Tensor, width: int, out: torch.Tensor) -> 
 
 # --------------------------------------------------------------------------- public API
 
-_PROJECTOR_CACHE: dict[tuple, Projector] = {}
+_PROJECTOR_CACHE: dict[tuple[object, ...], Projector] = {}
 _PROJECTOR_CACHE_SIZE = 2
 
 

@@ -189,7 +189,7 @@ def bin_volume_labels(
     if b < 1:
         raise InputError(f"binning factor {b} must be a whole number >= 1")
     is_tensor = isinstance(mask, torch.Tensor)
-    arr = mask.detach().cpu().numpy() if is_tensor else np.asarray(mask)
+    arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if arr.ndim != 3:
         raise InputError(f"a label volume must be (Z, Y, X); got shape {arr.shape}")
     zb, yb, xb = (s // b for s in arr.shape)
@@ -287,10 +287,12 @@ def filter_tilts(tilts: torch.Tensor, filter: str = "ramp") -> torch.Tensor:
     if filter == "ramp":
         weights, padded = ramp_filter_1d(t.shape[-1], device=t.device)
         spec = torch.fft.rfft(t, n=padded, dim=-1) * weights
-        return torch.fft.irfft(spec, n=padded, dim=-1)[..., : t.shape[-1]]
+        ramped: torch.Tensor = torch.fft.irfft(spec, n=padded, dim=-1)[..., : t.shape[-1]]
+        return ramped
     if filter == "approxShrec":
         filt = approx_shrec_filter(t.shape[-2], t.shape[-1], device=t.device)
-        return torch.fft.ifft2(torch.fft.fft2(t) * filt).real
+        shrec: torch.Tensor = torch.fft.ifft2(torch.fft.fft2(t) * filt).real
+        return shrec
     if filter == "none":
         return t - t.mean(dim=-1, keepdim=True)
     raise InputError(f"unknown reconstruction filter {filter!r}; use one of {', '.join(FILTERS)}")

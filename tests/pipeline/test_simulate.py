@@ -136,7 +136,7 @@ def test_slab_by_slab_equals_whole_rendering(tmp_path):
     import torch
 
     from faket_dask.stages.projection import project
-    from faket_dask.stages.sample import SampleSpec, build_sample
+    from faket_dask.stages.sample import BuildSpec, build_sample
 
     cfg = tiny_config(
         tilts={"shape": [260, 32]},
@@ -147,7 +147,7 @@ def test_slab_by_slab_equals_whole_rendering(tmp_path):
     path = tmp_path / "s.zarr"
     inputs = _setup(cfg, path)
     summary = pl.simulate_sample(_spec(cfg, path, inputs, 0))
-    whole = build_sample(SampleSpec.from_config(cfg, 0, seed=cfg.seed))
+    whole = build_sample(BuildSpec.from_config(cfg, 0, seed=cfg.seed))
     vol = xr.open_zarr(path, group="samples/000000/volume", consolidated=False)
     np.testing.assert_array_equal(vol.instance_mask.values, whole.instance_mask)
     np.testing.assert_array_equal(vol.density.values, whole.density)

@@ -161,10 +161,13 @@ def activations(
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = x.contiguous(memory_format=torch.channels_last)
+    feats: dict[int, torch.Tensor]
     if precision == "bf16":
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-            return model(x, layers)
-    return model(x, layers)
+            feats = model(x, layers)
+    else:
+        feats = model(x, layers)
+    return feats
 
 
 # --------------------------------------------------------------------------- losses
@@ -227,7 +230,8 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     saved tensors); channels-last features are read as (B, H W, C) without a copy.
     """
     if features.dtype in (torch.bfloat16, torch.float16):
-        return _LowPrecisionGram.apply(features)
+        low: torch.Tensor = _LowPrecisionGram.apply(features)  # type: ignore[no-untyped-call]
+        return low
     with torch.autocast(device_type=features.device.type, enabled=False):
         f = upcast(features)
         return _gram_flat(_flat(f), f)

@@ -67,7 +67,7 @@ def saved_bytes_per_pixel(precision: str = "fp32") -> float:
     check_precision(precision)
     e = 2 if precision == "bf16" else 4
     # The normalised input: two fp32 copies; under autocast one of them is its bf16 cast.
-    total = 3 * 4 + (3 * 2 if precision == "bf16" else 3 * 4)
+    total = 3 * 4 + (3 * 2 if precision == "bf16" else 3 * 4.0)
     for idx, (stride, _, channels) in GEOMETRY.items():
         module = _CFG_KIND[idx]
         if module == "relu" or module == "pool":

@@ -420,11 +420,10 @@ def _plan(options: StyleOptions, device: torch.device, n_tilts: int, hw: tuple[i
     free = free_device_bytes(device)
     if free is not None and options.memory_limit is not None:
         free = min(free, int(options.memory_limit))
-    tile = options.tile
-    if tile == "auto":
-        tile = pick_tile(h, w, options.precision, free)
-    batch_size = options.batch_size
-    if batch_size == "auto":
+    tile = pick_tile(h, w, options.precision, free) if options.tile == "auto" else options.tile
+    if isinstance(options.batch_size, int):
+        batch_size = options.batch_size
+    else:  # 'auto'
         batch_size = pick_batch_size(h, w, options.precision, free, device=device, tile=tile)
         n_batches = max(1, -(-n_tilts // batch_size))
         batch_size = max(1, -(-n_tilts // n_batches))  # balanced: 61 = 21 + 21 + 19
@@ -449,11 +448,15 @@ def _batch_grams(
     tilt_ids: Sequence[str] | None,
 ) -> list[torch.Tensor]:
     """Gram matrices (per layer, (B, C, C)) of the style tilts ``idx``, from the cache if any."""
-    opts = {"tile": plan.tile, "channels_last": plan.channels_last}
     precision, device = plan.precision, plan.device
+
+    def grams_of(tilts: torch.Tensor) -> list[torch.Tensor]:
+        return style_grams(
+            model, normalize(tilts, *r), precision, tile=plan.tile, channels_last=plan.channels_last
+        )
+
     if cache is None or tilt_ids is None:
-        tilts = normalize(style[idx.start : idx.stop].to(device), *r)
-        return style_grams(model, tilts, precision, **opts)
+        return grams_of(style[idx.start : idx.stop].to(device))
     weights_id = getattr(model, "weights_id", None) or str(id(model))
     # Tiling and the memory format change the matrices' rounding: they are part of the key.
     tiled = plan.tile is not None or plan.channels_last
@@ -462,11 +465,11 @@ def _batch_grams(
     per_tilt: list[list[torch.Tensor] | None] = [cache.get(k) for k in keys]
     missing = [j for j, v in enumerate(per_tilt) if v is None]
     if missing:
-        tilts = torch.stack([style[idx[j]] for j in missing]).to(device)
-        fresh = style_grams(model, normalize(tilts, *r), precision, **opts)
+        fresh = grams_of(torch.stack([style[idx[j]] for j in missing]).to(device))
         for n, j in enumerate(missing):
-            per_tilt[j] = [g[n].clone() for g in fresh]  # not views of the batch
-            cache.put(keys[j], per_tilt[j])
+            entry = [g[n].clone() for g in fresh]  # not views of the batch
+            per_tilt[j] = entry
+            cache.put(keys[j], entry)
     return [
         torch.stack([v[layer] for v in per_tilt if v is not None])
         for layer in range(len(STYLE_LAYERS))
@@ -601,7 +604,8 @@ def style_transfer(
     stacks = _stacks(content, style, init, ranges, tilt_ids)
     device = _model_device(model)
     n_tilts = stacks.content.shape[0]
-    plan = _plan(options, device, n_tilts, tuple(stacks.content.shape[-2:]))
+    h, w = stacks.content.shape[-2:]
+    plan = _plan(options, device, n_tilts, (int(h), int(w)))
     std, mean = _style_stats(stacks.style, device)
     # On a GPU each batch is matched there before it goes back; on the CPU the whole stack is
     # matched at the end (the reference's order, bit for bit).
