@@ -112,6 +112,7 @@ def write_sample_store(
     root = zarr.open_group(str(p), mode="w", zarr_format=3)
     result = write_layout(root, layout, save_density=save_density)
     record = {"kind": "sample", **dict(attrs or {}), "layout": layout.summary(), **result}
-    root.attrs[ATTRS_KEY] = jsonable(record)
+    stored: dict[str, Any] = jsonable(record)
+    root.attrs[ATTRS_KEY] = stored
     consolidate(p)
-    return dict(root.attrs[ATTRS_KEY])
+    return stored
