@@ -142,10 +142,10 @@ def run_style(
     """``style_transfer`` with its options and keywords given as one flat set of keywords."""
     from dataclasses import fields
 
-    from faket_dask.stages.style import StyleOptions, style_transfer
+    from faket_dask.stages.style import StyleRun, style_transfer
 
-    names = {f.name for f in fields(StyleOptions)}
-    options = StyleOptions(**{k: v for k, v in opts.items() if k in names})
+    names = {f.name for f in fields(StyleRun)}
+    options = StyleRun(**{k: v for k, v in opts.items() if k in names})
     rest = {k: v for k, v in opts.items() if k not in names}
     return style_transfer(content, style, init, model, options, **rest)
 
@@ -366,7 +366,7 @@ def run_case(
     repeats: int = 1,
 ) -> CaseResult:
     from faket_dask.stages.noise import (
-        NoiseOptions,
+        NoiseDraw,
         apply_noise,
         fit_noise_model_from_reference,
     )
@@ -443,7 +443,7 @@ def run_case(
         noise_model = fit_noise_model_from_reference(ref, angles, snr=0.3, degree=min(2, t - 1))
         apply_noise(noiseless[:1], noise_model, angles[:1], seed=0)  # warm-up
         clean = noiseless
-        both = NoiseOptions(modalities=("noisy", "content"))
+        both = NoiseDraw(modalities=("noisy", "content"))
         stacks, rec = timed(
             clock,
             lambda: apply_noise(clean, noise_model, angles, seed=0, options=both),

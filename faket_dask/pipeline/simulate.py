@@ -60,12 +60,12 @@ from faket_dask.pipeline.worker_cache import (
     resolve_device,
 )
 from faket_dask.stages.calibrated_noise import CalibratedNoiseOptions, apply_calibrated_noise
-from faket_dask.stages.noise import STATS, Curves, NoiseModel, NoiseOptions, apply_noise
+from faket_dask.stages.noise import STATS, Curves, NoiseDraw, NoiseModel, apply_noise
 from faket_dask.stages.particles import table_record
 from faket_dask.stages.projection import project_slab
 from faket_dask.stages.reconstruction import Centring, bin_volume_labels, reconstruct
 from faket_dask.stages.sample import BuildSpec, build_layout, default_slab_size, iter_slabs
-from faket_dask.stages.style import StyleOptions, style_transfer
+from faket_dask.stages.style import StyleRun, style_transfer
 
 NOISE_MODALITIES = ("noisy", "content", "baseline")
 
@@ -99,7 +99,7 @@ def _noise(
         angles,
         spec.seed,
         spec.sample_id,
-        NoiseOptions(
+        NoiseDraw(
             rng=cfg.noise.rng, modalities=modalities, content_factor=cfg.noise.content_factor
         ),
     )
@@ -500,7 +500,7 @@ def _style(
             torch.from_numpy(np.array(style_np)),
             stacks["noisy"],
             model,
-            StyleOptions(
+            StyleRun(
                 precision=cfg.style.precision,
                 batch_size=cfg.style.batch_size,  # 'auto': style.pick_batch_size's memory model
                 cudnn_benchmark=False if cfg.style.deterministic else None,

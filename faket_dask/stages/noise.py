@@ -51,8 +51,8 @@ __all__ = [
     "NOISE_FILENAME",
     "STATS",
     "Curves",
+    "NoiseDraw",
     "NoiseModel",
-    "NoiseOptions",
     "apply_noise",
     "fit_noise_model",
     "fit_noise_model_from_reference",
@@ -511,7 +511,7 @@ def _faket_tilts(seed: int, shape_hw: tuple[int, int]) -> Iterator[np.ndarray]:
 
 
 @dataclass(frozen=True)
-class NoiseOptions:
+class NoiseDraw:
     """Which modalities :func:`apply_noise` makes and how it draws their noise.
 
     Attributes
@@ -586,7 +586,7 @@ def apply_noise(
     angles_deg: Sequence[float] | np.ndarray,
     seed: int,
     sample_id: int = 0,
-    options: NoiseOptions = NoiseOptions(),
+    options: NoiseDraw = NoiseDraw(),
 ) -> dict[str, torch.Tensor]:
     """Make NOISY, CONTENT and/or BASELINE from a noiseless tilt-series.
 
@@ -610,7 +610,7 @@ def apply_noise(
         Key of the noise streams. ``rng="faket"`` uses ``default_rng(seed)`` and ignores
         ``sample_id`` (the reference used ``seed = tomogram index``).
     options
-        The modalities, the noise draw, CONTENT's factor, the tilt offset (:class:`NoiseOptions`).
+        The modalities, the noise draw, CONTENT's factor, the tilt offset (:class:`NoiseDraw`).
 
     Returns
     -------

@@ -10,8 +10,8 @@ import torch
 
 from faket_dask.errors import InputError
 from faket_dask.stages.noise import (
+    NoiseDraw,
     NoiseModel,
-    NoiseOptions,
     apply_noise,
     fit_noise_model,
     fit_noise_model_from_reference,
@@ -340,7 +340,7 @@ def test_apply_noise_matches_numpy_recipe(pairs, model, rng):
     else:
         eps = np.stack([noise_field((H, W), seed, 2, t).numpy() for t in range(T)])
         tol = 1e-4  # the keyed path computes in float32
-    opts = NoiseOptions(rng=rng)
+    opts = NoiseDraw(rng=rng)
     out = apply_noise(torch.from_numpy(noiseless), model, ANGLES, seed, sample_id=2, options=opts)
     assert list(out) == ["noisy", "content", "baseline"]
     expected = numpy_apply(noiseless, eps.astype(np.float64), expected_curves(model))
@@ -366,12 +366,12 @@ def test_apply_noise_statistics(pairs, model):
 @pytest.mark.parametrize("rng", ["faket", "keyed"])
 def test_content_shares_the_noisy_draw(pairs, model, rng):
     noiseless = torch.from_numpy(pairs[2][0])
-    opts = NoiseOptions(rng=rng, content_factor=1.0)
+    opts = NoiseDraw(rng=rng, content_factor=1.0)
     same = apply_noise(noiseless, model, ANGLES, 9, options=opts)
     assert torch.equal(same["content"], same["noisy"])
     # reconstruct the pre-match fields: x = z*r + eps*s is an affine image of the output,
     # so standardise(output) * std(x) - z*r recovers eps*s; CONTENT's is 0.25x NOISY's.
-    opts = NoiseOptions(rng=rng, modalities=("content", "noisy"))
+    opts = NoiseDraw(rng=rng, modalities=("content", "noisy"))
     out = apply_noise(noiseless, model, ANGLES, 9, options=opts)
     assert list(out) == ["content", "noisy"]
     p = noiseless.numpy().astype(np.float64)
@@ -397,13 +397,13 @@ def test_content_shares_the_noisy_draw(pairs, model, rng):
 
 def test_apply_noise_is_deterministic_and_seeded(pairs, model):
     x = torch.from_numpy(pairs[0][0])
-    noisy = NoiseOptions(modalities=("noisy",))
+    noisy = NoiseDraw(modalities=("noisy",))
     a = apply_noise(x, model, ANGLES, 1, sample_id=3, options=noisy)["noisy"]
     b = apply_noise(x, model, ANGLES, 1, sample_id=3, options=noisy)["noisy"]
     assert a.numpy().tobytes() == b.numpy().tobytes()
     assert not torch.equal(a, apply_noise(x, model, ANGLES, 1, sample_id=4)["noisy"])
     assert not torch.equal(a, apply_noise(x, model, ANGLES, 2, sample_id=3)["noisy"])
-    faket = NoiseOptions(rng="faket")
+    faket = NoiseDraw(rng="faket")
     f = apply_noise(x, model, ANGLES, 1, sample_id=3, options=faket)["noisy"]
     assert (
         f.numpy().tobytes()
@@ -413,7 +413,7 @@ def test_apply_noise_is_deterministic_and_seeded(pairs, model):
 
 def test_apply_noise_between_fitted_angles(pairs, model):
     angles = np.array([-30.0, -10.0, 10.0, 30.0])
-    noisy = NoiseOptions(modalities=("noisy",))
+    noisy = NoiseDraw(modalities=("noisy",))
     out = apply_noise(torch.from_numpy(pairs[0][0][:4]), model, angles, 0, options=noisy)
     std = out["noisy"].numpy().astype(np.float64).std(axis=(1, 2))
     np.testing.assert_allclose(std, model.curves(angles)[3], rtol=1e-5)
@@ -432,9 +432,9 @@ def test_apply_noise_validation(pairs, model):
     with pytest.raises(InputError, match="outside"):
         apply_noise(x, model, ANGLES * 2, 0)
     with pytest.raises(InputError, match="modalities"):
-        apply_noise(x, model, ANGLES, 0, options=NoiseOptions(modalities=("styled",)))
+        apply_noise(x, model, ANGLES, 0, options=NoiseDraw(modalities=("styled",)))
     with pytest.raises(InputError, match="rng"):
-        apply_noise(x, model, ANGLES, 0, options=NoiseOptions(rng="numpy"))
+        apply_noise(x, model, ANGLES, 0, options=NoiseDraw(rng="numpy"))
 
 
 @pytest.mark.gpu
@@ -444,8 +444,8 @@ def test_gpu_noise_and_apply(pairs, model):
     assert a.device.type == "cuda"
     assert torch.equal(a, noise_field((H, W), 3, 1, 2, "cuda"))
     x = torch.from_numpy(pairs[0][0])
-    cpu = apply_noise(x, model, ANGLES, 5, options=NoiseOptions(rng="faket"))
-    gpu = apply_noise(x.cuda(), model, ANGLES, 5, options=NoiseOptions(rng="faket"))
+    cpu = apply_noise(x, model, ANGLES, 5, options=NoiseDraw(rng="faket"))
+    gpu = apply_noise(x.cuda(), model, ANGLES, 5, options=NoiseDraw(rng="faket"))
     for m in cpu:
         assert gpu[m].device.type == "cuda"
         np.testing.assert_allclose(gpu[m].cpu().numpy(), cpu[m].numpy(), rtol=1e-6, atol=1e-6)

@@ -40,7 +40,7 @@ from faket_dask.stages.style.tiled import (
 from faket_dask.stages.style.transfer import (
     ENV_FAULT_OOM,
     GramCache,
-    StyleOptions,
+    StyleRun,
     style_grams,
     style_step,
     style_transfer,
@@ -58,7 +58,7 @@ __all__ = [
     "STYLE_LAYER_WEIGHTS",
     "TILE_ALIGN",
     "GramCache",
-    "StyleOptions",
+    "StyleRun",
     "bytes_per_pixel",
     "cudnn_benchmark_mode",
     "default_halo",

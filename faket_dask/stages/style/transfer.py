@@ -78,7 +78,7 @@ from faket_dask.stages.style.vgg import STYLE_LAYERS, VGG19Features
 __all__ = [
     "ENV_FAULT_OOM",
     "GramCache",
-    "StyleOptions",
+    "StyleRun",
     "style_grams",
     "style_step",
     "style_transfer",
@@ -354,7 +354,7 @@ def _inject_oom(n: int) -> None:
 
 
 @dataclass(frozen=True)
-class StyleOptions:
+class StyleRun:
     """How :func:`style_transfer` runs: speed, memory and rounding, never the algorithm.
 
     Attributes
@@ -413,7 +413,7 @@ class _Plan:
     cudnn_benchmark: bool
 
 
-def _plan(options: StyleOptions, device: torch.device, n_tilts: int, hw: tuple[int, int]) -> _Plan:
+def _plan(options: StyleRun, device: torch.device, n_tilts: int, hw: tuple[int, int]) -> _Plan:
     """Resolve ``'auto'`` and ``None`` choices for ``n_tilts`` tilts of ``hw`` on ``device``."""
     cuda = device.type == "cuda"
     h, w = hw
@@ -558,7 +558,7 @@ def style_transfer(
     style: torch.Tensor | np.ndarray,
     init: torch.Tensor | np.ndarray,
     model: VGG19Features,
-    options: StyleOptions = StyleOptions(),
+    options: StyleRun = StyleRun(),
     *,
     ranges: Mapping[str, Sequence[float]] | None = None,
     gram_cache: GramCache | None = None,
@@ -576,7 +576,7 @@ def style_transfer(
         :class:`~.vgg.VGG19Features`; the work runs on its device, tilts are moved
         there a batch at a time and the result returns to ``content``'s device.
     options
-        Precision, batch size, tiling, memory format (:class:`StyleOptions`).
+        Precision, batch size, tiling, memory format (:class:`StyleRun`).
     ranges
         ``{'content': (min, max), 'style': ..., 'init': ...}``: the whole stacks' ranges, for a
         caller holding only some of the tilts. Default: the ranges of the given stacks.
