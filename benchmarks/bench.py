@@ -136,6 +136,20 @@ class Clock:
         record["rss_peak_gib"] = round(peak_rss_gib(), 3)
 
 
+def run_style(
+    content: torch.Tensor, style: torch.Tensor, init: torch.Tensor, model: Any, **opts: Any
+) -> torch.Tensor:
+    """``style_transfer`` with its options and keywords given as one flat set of keywords."""
+    from dataclasses import fields
+
+    from faket_dask.stages.style import StyleRun, style_transfer
+
+    names = {f.name for f in fields(StyleRun)}
+    options = StyleRun(**{k: v for k, v in opts.items() if k in names})
+    rest = {k: v for k, v in opts.items() if k not in names}
+    return style_transfer(content, style, init, model, options, **rest)
+
+
 def timed(clock: Clock, fn: Callable[[], Any], repeats: int) -> tuple[Any, dict[str, Any]]:
     """Run ``fn`` ``repeats`` times; return the last result and the fastest run's record."""
     best: dict[str, Any] | None = None
@@ -351,7 +365,11 @@ def run_case(
     log: Callable[[str], None],
     repeats: int = 1,
 ) -> CaseResult:
-    from faket_dask.stages.noise import apply_noise, fit_noise_model_from_reference
+    from faket_dask.stages.noise import (
+        NoiseDraw,
+        apply_noise,
+        fit_noise_model_from_reference,
+    )
     from faket_dask.stages.style import minmax
 
     clock = Clock(device)
@@ -373,12 +391,12 @@ def run_case(
     volume = noiseless = None
     # ---------------------------------------------------------------- build
     if "build" in want and fits("build"):
-        from faket_dask.stages.sample import SampleSpec, build_layout, build_sample
+        from faket_dask.stages.sample import BuildSpec, build_layout, build_sample
 
         rec: dict[str, Any] = {}
         with clock.stage(rec), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            spec = SampleSpec.from_config(sample_config(case))
+            spec = BuildSpec.from_config(sample_config(case))
             t0 = time.perf_counter()
             layout = build_layout(spec)
             rec["layout_s"] = round(time.perf_counter() - t0, 4)
@@ -425,11 +443,10 @@ def run_case(
         noise_model = fit_noise_model_from_reference(ref, angles, snr=0.3, degree=min(2, t - 1))
         apply_noise(noiseless[:1], noise_model, angles[:1], seed=0)  # warm-up
         clean = noiseless
+        both = NoiseDraw(modalities=("noisy", "content"))
         stacks, rec = timed(
             clock,
-            lambda: apply_noise(
-                clean, noise_model, angles, seed=0, modalities=("noisy", "content")
-            ),
+            lambda: apply_noise(clean, noise_model, angles, seed=0, options=both),
             repeats,
         )
         del clean
@@ -539,14 +556,14 @@ def _style_stage(
     log: Callable[[str], None],
 ) -> torch.Tensor:
     """Time the style transfer (cold, then with cached Gram matrices) and its fidelity."""
-    from faket_dask.stages.style import GramCache, style_transfer
+    from faket_dask.stages.style import GramCache
 
     t, h, w = case.tilts, case.height, case.width
-    run = functools.partial(style_transfer, content, style_ref, noisy, model, **opts)
+    run = functools.partial(run_style, content, style_ref, noisy, model, **opts)
     with memory_cap(device, limit):
         # Warm-up: cuDNN autotuning and allocator for the first batch's shapes.
         wt = min(t, _first_batch(h, w, precision, device, case.tile, limit, t))
-        style_transfer(content[:wt], style_ref[:wt], noisy[:wt], model, **opts)
+        run_style(content[:wt], style_ref[:wt], noisy[:wt], model, **opts)
         styled, best = timed(clock, run, repeats)
         rec.update(best)
         rec["tilts_per_s"] = round(t / rec["s"], 2)
@@ -576,7 +593,7 @@ def _style_stage(
     k = min(t, case.fidelity_tilts)
     if k and deadline.left() > rec["s"] * 4 * k / t + 5:
         try:
-            exact = style_transfer(
+            exact = run_style(
                 content[:k],
                 style_ref[:k],
                 noisy[:k],
@@ -655,12 +672,11 @@ def write_zarr(path: Path, styled: torch.Tensor, angles: np.ndarray) -> int:
     """Write the styled stack with the project's TiltsWriter (shards of 8 tilts)."""
     import zarr
 
-    from faket_dask.io.store import TiltsWriter
+    from faket_dask.io.writers import TiltLayout, TiltsWriter
 
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    writer = TiltsWriter(
-        group, ["styled"], tuple(styled.shape), angles, 10.0, tilts_per_shard=8, chunk=512
-    )
+    layout = TiltLayout(tilts_per_shard=8, chunk=512)
+    writer = TiltsWriter(group, ["styled"], tuple(styled.shape), angles, 10.0, layout)
     data = styled.detach().cpu().numpy()
     writer.write_all("styled", data)
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -775,7 +791,7 @@ def run_ablation(
     log: Callable[[str], None],
     repeats: int = 1,
 ) -> list[dict[str, Any]]:
-    from faket_dask.stages.style import GramCache, minmax, style_transfer
+    from faket_dask.stages.style import GramCache, minmax
 
     t, h, w = size
     clock = Clock(device)
@@ -826,10 +842,10 @@ def run_ablation(
         }
         try:
             t0 = time.perf_counter()
-            style_transfer(content, style_ref, noisy, m, **opts)  # warm-up (and compile)
+            run_style(content, style_ref, noisy, m, **opts)  # warm-up (and compile)
             clock.sync()
             warm = time.perf_counter() - t0
-            run = functools.partial(style_transfer, content, style_ref, noisy, m, **opts)
+            run = functools.partial(run_style, content, style_ref, noisy, m, **opts)
             out, rec = timed(clock, run, repeats)
         except Exception as err:  # a variant that fails is a result, not a crash
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
@@ -870,7 +886,7 @@ def profile_style(
     """torch.profiler over one style transfer (after a warm-up): the top kernels by time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from faket_dask.stages.style import minmax, style_transfer
+    from faket_dask.stages.style import minmax
 
     t, h, w = size
     base = smooth_field((t, h, w), 1, device)
@@ -880,14 +896,14 @@ def profile_style(
     ranges = {"content": minmax(content), "style": minmax(style_ref), "init": minmax(noisy)}
     model = load_model(weights, device)
     opts = {"precision": precision, "batch_size": "auto", "ranges": ranges}
-    style_transfer(content, style_ref, noisy, model, **opts)  # warm-up
+    run_style(content, style_ref, noisy, model, **opts)  # warm-up
     cuda = device.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     clock = Clock(device)
     clock.sync()
     t0 = time.perf_counter()
     with profile(activities=acts) as prof:
-        style_transfer(content, style_ref, noisy, model, **opts)
+        run_style(content, style_ref, noisy, model, **opts)
         clock.sync()
     wall = time.perf_counter() - t0
     # Self time: on CUDA the kernels themselves come first, not the ops that launch them.

@@ -20,7 +20,7 @@ import torch
 
 from faket_dask.config import config_from_dict
 from faket_dask.stages.projection import Projector
-from faket_dask.stages.sample import SampleSpec, build_layout, render_slab
+from faket_dask.stages.sample import BuildSpec, build_layout, render_slab
 
 
 def peak_rss_gib() -> float:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
     )
     angles = np.linspace(-60.0, 60.0, args.tilts)
-    spec = SampleSpec.from_config(cfg)
+    spec = BuildSpec.from_config(cfg)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

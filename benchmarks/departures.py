@@ -27,7 +27,7 @@ from faket_dask.config import config_from_dict
 from faket_dask.stages.projection import project
 from faket_dask.stages.reconstruction import bin_tilts, reconstruct
 from faket_dask.stages.reference import synth_reference
-from faket_dask.stages.sample import SampleSpec, build_layout, iter_slabs
+from faket_dask.stages.sample import BuildSpec, build_layout, iter_slabs
 
 
 def noiseless_tilts(size: int, thickness: int, angles: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ def noiseless_tilts(size: int, thickness: int, angles: np.ndarray) -> np.ndarray
             "sample": {"thickness": thickness, "occupancy": 0.15},
         }
     )
-    layout = build_layout(SampleSpec.from_config(cfg, 0, seed=1))
+    layout = build_layout(BuildSpec.from_config(cfg, 0, seed=1))
     volume = torch.cat([dens for _, _, dens, _, _ in iter_slabs(layout, size, "cpu")], dim=1)
     return project(volume, angles, size).numpy()
 

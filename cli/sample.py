@@ -56,11 +56,11 @@ def build(
     cfg = load_config(config)
 
     from faket_dask import __version__
-    from faket_dask.io.sample_store import write_sample_store
+    from faket_dask.ops.sample_build import write_sample_store
     from faket_dask.stages.particles import to_csv, to_shrec, to_star
-    from faket_dask.stages.sample import SampleSpec, build_layout
+    from faket_dask.stages.sample import BuildSpec, build_layout
 
-    spec = SampleSpec.from_config(cfg, sample_id, seed=seed, base_dir=config.resolve().parent)
+    spec = BuildSpec.from_config(cfg, sample_id, seed=seed, base_dir=config.resolve().parent)
     layout = build_layout(spec)
     attrs = {
         "version": __version__,

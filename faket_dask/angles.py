@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from faket_dask.errors import InputError
 
@@ -112,7 +113,7 @@ def parse_angles(spec: str | Sequence[float] | np.ndarray | Path) -> np.ndarray:
     return validate_angles(np.asarray(spec, dtype=np.float64), source="angle list")
 
 
-def validate_angles(angles_deg: np.ndarray, *, source: str = "angles") -> np.ndarray:
+def validate_angles(angles_deg: npt.ArrayLike, *, source: str = "angles") -> np.ndarray:
     """Check that angles are a finite, non-empty, strictly increasing 1-D list within ±90°."""
     angles = np.asarray(angles_deg, dtype=np.float64)
     if angles.ndim != 1 or angles.size == 0:

@@ -371,11 +371,14 @@ class ReconstructionConfig(StrictModel):
     thickness: int | None = Field(None, ge=1, description="Z thickness in binned voxels.")
 
 
+_DEFAULT_MODALITIES: tuple[Modality, ...] = ("styled", "noisy", "noiseless")
+
+
 class OutputConfig(StrictModel):
     """What each sample stores."""
 
     modalities: list[Modality] = Field(
-        default_factory=lambda: ["styled", "noisy", "noiseless"],
+        default_factory=lambda: list(_DEFAULT_MODALITIES),
         description="Tilt stacks stored per sample: styled, noisy, content, baseline, noiseless.",
     )
     save_volume: bool = Field(True, description="Store class and instance masks.")

@@ -3,24 +3,30 @@
 Cheap and local (no client, no torch): the dataset digest (the config without ``n_samples``),
 task keys, the check of an existing store before a cluster starts, size estimates and the
 dry-run plan; how a run runs (:class:`GenerateOptions`), what it reports on the way
-(:class:`RunEvent`) and what it did (:class:`RunReport`).
+(:class:`RunEvent`) and what it did (:class:`RunReport`). One check asks the workers, once a
+client exists: :func:`check_shared_filesystem` (every worker must see the store).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faket_dask.angles import parse_angles
 from faket_dask.config import SimulationConfig
-from faket_dask.errors import InputError
+from faket_dask.errors import ClusterError, InputError
 from faket_dask.io import store as st
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = [
     "EVENT_KINDS",
@@ -28,6 +34,7 @@ __all__ = [
     "RunEvent",
     "RunReport",
     "changed_keys",
+    "check_shared_filesystem",
     "check_store",
     "checked_run",
     "dataset_digest",
@@ -318,7 +325,7 @@ class RunEvent:
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """How :func:`faket_dask.dist.runner.generate` runs: everything but the config, the store and the client.
+    """How :func:`~faket_dask.dist.runner.generate` runs: all but the config, store and client.
 
     Attributes
     ----------
@@ -391,3 +398,40 @@ def plan_run(
     return RunReport(
         store=str(store_path), n_samples=n, n_skipped=len(done), dry_run=True, plan=plan
     )
+
+
+# --------------------------------------------------------------------------------------------
+# With a client
+# --------------------------------------------------------------------------------------------
+
+
+def check_shared_filesystem(client: Client, path: str | os.PathLike[str]) -> None:
+    """Check that every worker sees the store: write a token here, read it on each worker.
+
+    Raises
+    ------
+    ClusterError
+        Some worker cannot read the token (the store is on a disk only this machine sees).
+    """
+    p = Path(path).resolve()
+    token = uuid.uuid4().hex
+    token_file = p / f".faket-fs-check-{token}"
+    token_file.write_text(token)
+    try:
+        result = client.run(_read_token, str(token_file), token)
+    finally:
+        with contextlib.suppress(OSError):
+            token_file.unlink()
+    bad = sorted(w for w, ok in result.items() if not ok)
+    if bad:
+        raise ClusterError(
+            f"store {p} is not visible from {len(bad)} worker(s) (e.g. {bad[0]}): put the store "
+            "on a filesystem every worker mounts at the same path"
+        )
+
+
+def _read_token(path: str, token: str) -> bool:
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False

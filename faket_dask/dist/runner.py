@@ -42,6 +42,7 @@ from faket_dask.dist.plan import (
     RunEvent,
     RunReport,
     changed_keys,
+    check_shared_filesystem,
     check_store,
     checked_run,
     dataset_digest,
@@ -119,7 +120,7 @@ def generate(
         raise ValueError("generate needs a connected client unless dry_run=True")
     run = _Run(config, store_path, n, done, opts)
     inputs = run.open_store(exists, attrs)
-    st.check_shared_filesystem(client, store_path)
+    check_shared_filesystem(client, store_path)
     if opts.preload_model and config.style.enabled:
         client.register_plugin(
             WorkerSetup(

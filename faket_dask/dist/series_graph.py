@@ -37,7 +37,7 @@ import zarr
 
 from faket_dask.errors import InputError
 from faket_dask.io.ome import image_attrs
-from faket_dask.io.store import tilt_chunking
+from faket_dask.io.writers import tilt_chunking
 from faket_dask.io.zarr_io import (
     TILT_DIMS,
     VOLUME_DIMS,
@@ -48,9 +48,9 @@ from faket_dask.io.zarr_io import (
 )
 from faket_dask.options import NoiseOptions, ProjectOptions, StyleOptions
 from faket_dask.pipeline import get_style_model, gram_cache, resolve_device
-from faket_dask.stages.noise import NoiseModel, apply_noise
+from faket_dask.stages.noise import NoiseDraw, NoiseModel, apply_noise
 from faket_dask.stages.projection import project_slab
-from faket_dask.stages.style import style_transfer
+from faket_dask.stages.style import StyleRun, style_transfer
 from faket_dask.stages.style.weights import resolve_weights
 
 if TYPE_CHECKING:
@@ -123,8 +123,7 @@ def _style_block(
         torch.from_numpy(np.ascontiguousarray(style, dtype=np.float32)),
         torch.from_numpy(np.ascontiguousarray(init, dtype=np.float32)),
         model,
-        precision=job.precision,
-        batch_size=job.batch_size,
+        StyleRun(precision=job.precision, batch_size=job.batch_size),
         ranges=job.ranges,
         gram_cache=gram_cache(),
         style_key=f"{job.style_id}:{t0}",  # the cache's tilt index is relative to the block
@@ -355,8 +354,7 @@ def _noise_block(
         job.angles[t0:t1],
         seed=job.seed,
         sample_id=job.sample_id,
-        modalities=(job.modality,),
-        tilt_offset=t0,
+        options=NoiseDraw(modalities=(job.modality,), tilt_offset=t0),
     )
     return out[job.modality].cpu().numpy()
 

@@ -12,6 +12,8 @@ import numpy as np
 
 from faket_dask.errors import InputError
 
+__all__ = ["MRC_SUFFIXES", "is_mrc", "read_mrc", "read_mrc_header", "read_mrc_rows", "write_mrc"]
+
 MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".rec", ".map")
 
 # mrcfile's modes: what each numpy dtype is written as (uint32/int32/float64 are not MRC modes)
@@ -57,6 +59,33 @@ def read_mrc(path: str | Path) -> tuple[np.ndarray, float | None]:
     if data.size == 0:
         raise InputError(f"{path} holds no data; it may be truncated")
     return data, (voxel if voxel > 0 else None)
+
+
+def read_mrc_header(path: str | Path) -> tuple[tuple[int, ...], float | None]:
+    """The array shape and X voxel size (Å, ``None`` when unset) of an MRC file, memory-mapped.
+
+    Reads the header only (lenient, as for files written by other tools).
+    """
+    if not Path(path).is_file():
+        raise InputError(f"{path} does not exist; check the path")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.mmap(str(path), mode="r", permissive=True) as m:
+                shape = tuple(int(s) for s in m.data.shape)
+                voxel = float(m.voxel_size.x)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"{path} is not a readable MRC file ({err})") from None
+    return shape, (voxel if voxel > 0 else None)
+
+
+def read_mrc_rows(path: str | Path, y0: int, y1: int) -> np.ndarray:
+    """Rows ``[y0, y1)`` of a ``(Z, Y, X)`` MRC volume, ``(Z, y1 - y0, X)`` in the stored dtype.
+
+    Memory-mapped: only those rows are read, so a volume larger than memory reads by slabs.
+    """
+    with mrcfile.mmap(str(path), mode="r", permissive=True) as m:
+        return np.array(m.data[:, y0:y1, :])
 
 
 def _mrc_dtype(data: np.ndarray) -> np.ndarray:

@@ -17,9 +17,9 @@ Layout::
         tomogram/ (z, y, x)      optional reconstruction on its binned grid, with binned masks
         particles/ (particle)    the particle table as columns; attrs["star"] is the STAR text
 
-Grid groups carry OME-Zarr 0.5 ``ome`` attributes describing one primary array
-(:mod:`faket_dask.io.ome`), so napari opens them. Every grid group opens with
-``xarray.open_zarr(store, group="samples/000000/tilts")``.
+The arrays are written by :mod:`faket_dask.io.writers`. Grid groups carry OME-Zarr 0.5 ``ome``
+attributes describing one primary array (:mod:`faket_dask.io.ome`), so napari opens them. Every
+grid group opens with ``xarray.open_zarr(store, group="samples/000000/tilts")``.
 
 Concurrency contract (zarr-python#2729): a worker writes only inside its own ``samples/<id>``
 and only whole shards; the client alone writes the root, ``samples/``, ``inputs/`` and the
@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
-import math
 import os
 import shutil
 import uuid
@@ -45,38 +43,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
-from faket_dask.errors import ClusterError, InputError
-from faket_dask.io.ome import grid_ome_attrs
+from faket_dask.errors import InputError
+from faket_dask.io.jsonable import json_default, jsonable
 
 if TYPE_CHECKING:
+    import pandas as pd
     import zarr
-    from distributed import Client
 
 __all__ = [
     "ATTRS_KEY",
     "MANIFEST",
-    "GridWriter",
-    "TiltsWriter",
-    "array_checksum",
-    "check_shared_filesystem",
     "completed_ids",
     "consolidate",
     "create_store",
     "is_complete",
     "is_store",
     "mark_complete",
+    "open_sample",
     "prepare_sample",
     "read_manifest",
+    "read_particles",
     "read_sample_attrs",
     "read_store_attrs",
+    "remove_partial_files",
     "sample_group",
-    "tilt_chunking",
     "unconsolidate",
     "update_store_attrs",
-    "write_grid",
     "write_manifest",
-    "write_particles",
 ]
 
 ATTRS_KEY = "faket_dask"
@@ -87,7 +82,7 @@ FORMAT_VERSION = 1
 
 
 def _zarr() -> Any:
-    import zarr
+    import zarr  # heavy: imported when a store is opened or written, not by metadata reads
 
     return zarr
 
@@ -116,22 +111,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    tmp.write_text(json.dumps(data, indent=2, default=json_default))
     os.replace(tmp, path)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=_json_default))
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,7 +140,7 @@ def create_store(path: str | os.PathLike[str], attrs: Mapping[str, Any]) -> None
     if not p.parent.is_dir():
         raise InputError(f"output folder {p.parent} does not exist; create it first")
     zarr = _zarr()
-    record = {"format": FORMAT_VERSION, "created_at": _now(), **_jsonable(dict(attrs))}
+    record = {"format": FORMAT_VERSION, "created_at": _now(), **jsonable(dict(attrs))}
     try:
         root = zarr.open_group(str(p), mode="w", zarr_format=3, attributes={ATTRS_KEY: record})
     except PermissionError:
@@ -184,7 +165,7 @@ def update_store_attrs(path: str | os.PathLike[str], **values: Any) -> None:
     zarr = _zarr()
     root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     record = dict(root.attrs.get(ATTRS_KEY, {}))
-    record.update(_jsonable(values))
+    record.update(jsonable(values))
     root.attrs[ATTRS_KEY] = record
 
 
@@ -226,38 +207,6 @@ def remove_partial_files(path: str | os.PathLike[str]) -> int:
     return n
 
 
-def check_shared_filesystem(client: Client, path: str | os.PathLike[str]) -> None:
-    """Check that every worker sees the store: write a token here, read it on each worker.
-
-    Raises
-    ------
-    ClusterError
-        Some worker cannot read the token (the store is on a disk only this machine sees).
-    """
-    p = Path(path).resolve()
-    token = uuid.uuid4().hex
-    token_file = p / f".faket-fs-check-{token}"
-    token_file.write_text(token)
-    try:
-        result = client.run(_read_token, str(token_file), token)
-    finally:
-        with contextlib.suppress(OSError):
-            token_file.unlink()
-    bad = sorted(w for w, ok in result.items() if not ok)
-    if bad:
-        raise ClusterError(
-            f"store {p} is not visible from {len(bad)} worker(s) (e.g. {bad[0]}): put the store "
-            "on a filesystem every worker mounts at the same path"
-        )
-
-
-def _read_token(path: str, token: str) -> bool:
-    try:
-        return Path(path).read_text() == token
-    except OSError:
-        return False
-
-
 # --------------------------------------------------------------------------------------------
 # The manifest (client only)
 # --------------------------------------------------------------------------------------------
@@ -265,7 +214,7 @@ def _read_token(path: str, token: str) -> bool:
 
 def write_manifest(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """Append summary rows (one JSON object per line) to ``manifest.jsonl`` (client only)."""
-    lines = [json.dumps(_jsonable(dict(r)), sort_keys=True) + "\n" for r in rows]
+    lines = [json.dumps(jsonable(dict(r)), sort_keys=True) + "\n" for r in rows]
     if not lines:
         return
     with open(Path(path) / MANIFEST, "a", encoding="utf-8") as f:
@@ -353,7 +302,7 @@ def prepare_sample(path: str | os.PathLike[str], sample_id: int, attrs: Mapping[
     if folder.exists():
         shutil.rmtree(folder)
     zarr = _zarr()
-    record = {**_jsonable(dict(attrs)), "sample_id": int(sample_id), "complete": False}
+    record = {**jsonable(dict(attrs)), "sample_id": int(sample_id), "complete": False}
     return zarr.open_group(
         str(path), path=sample_group(sample_id), mode="w", zarr_format=3, attributes=record
     )
@@ -362,326 +311,43 @@ def prepare_sample(path: str | os.PathLike[str], sample_id: int, attrs: Mapping[
 def mark_complete(group: Any, attrs: Mapping[str, Any]) -> None:
     """Write the sample's final attrs with ``complete=true``: the last write of a sample."""
     record = dict(group.attrs.asdict())
-    record.update(_jsonable(dict(attrs)))
+    record.update(jsonable(dict(attrs)))
     record["complete"] = True
     record["completed_at"] = _now()
     group.attrs.put(record)
 
 
-# --------------------------------------------------------------------------------------------
-# Arrays
-# --------------------------------------------------------------------------------------------
-
-
-def array_checksum(data: np.ndarray) -> str:
-    """SHA-256 of an array's raw bytes (C order), as stored."""
-    return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
-
-
-def _round_up(n: int, k: int) -> int:
-    return int(math.ceil(n / k) * k)
-
-
-def tilt_chunking(
-    shape: tuple[int, int, int], tilts_per_shard: int, chunk: int
-) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """``(chunks, shards)`` of a ``(T, H, W)`` array: shards of tilts_per_shard x full H x W."""
-    t, h, w = (int(s) for s in shape)
-    cy, cx = min(chunk, h), min(chunk, w)
-    chunks = (1, cy, cx)
-    shards = (max(1, min(int(tilts_per_shard), t)), _round_up(h, cy), _round_up(w, cx))
-    return chunks, shards
-
-
-def _fill(dtype: np.dtype) -> Any:
-    return np.nan if np.issubdtype(dtype, np.floating) else 0
-
-
-def _coord(group: Any, name: str, values: np.ndarray, dim: str, attrs: dict[str, Any]) -> None:
-    values = np.asarray(values)
-    group.create_array(
-        name,
-        shape=values.shape,
-        dtype=values.dtype,
-        chunks=(max(1, values.shape[0]),),
-        dimension_names=(dim,),
-        attributes=attrs,
-        fill_value=_fill(values.dtype),
-    )[...] = values
-
-
-class TiltsWriter:
-    """Write a sample's ``tilts`` group, one whole shard at a time, with running checksums.
-
-    Parameters
-    ----------
-    parent
-        The sample's zarr group.
-    modalities
-        Array names (``styled``, ``noisy``...).
-    shape
-        ``(T, H, W)``.
-    angles_deg, pixel_spacing
-        Coordinates: ``tilt_angle`` (deg) and y/x in Å.
-    dtype
-        Stored dtype (``float32`` or ``float16``).
-    tilts_per_shard, chunk
-        Shard depth along tilts and inner chunk edge.
-    extra_coords
-        More per-tilt coordinates, e.g. ``{"shift_x_px": array (T,)}``.
-    attrs
-        Group attrs (``pixel_spacing`` is always added).
-    """
-
-    def __init__(
-        self,
-        parent: Any,
-        modalities: Iterable[str],
-        shape: tuple[int, int, int],
-        angles_deg: np.ndarray,
-        pixel_spacing: float,
-        *,
-        dtype: str = "float32",
-        tilts_per_shard: int = 8,
-        chunk: int = 512,
-        extra_coords: Mapping[str, np.ndarray] | None = None,
-        attrs: Mapping[str, Any] | None = None,
-    ) -> None:
-        t, h, w = (int(s) for s in shape)
-        self.shape = (t, h, w)
-        self.dtype = np.dtype(dtype)
-        self.chunks, self.shards = tilt_chunking(self.shape, tilts_per_shard, chunk)
-        modalities = list(modalities)
-        group_attrs = {"pixel_spacing": float(pixel_spacing), "units": "angstrom"}
-        group_attrs.update(grid_ome_attrs("tilts", modalities, pixel_spacing))
-        group_attrs.update(_jsonable(dict(attrs or {})))
-        self.group = parent.create_group("tilts", attributes=group_attrs)
-        coord_names = ["tilt_angle", *(extra_coords or {})]
-        _coord(self.group, "tilt_angle", np.asarray(angles_deg, "f8"), "tilt", {"units": "degree"})
-        for name, values in (extra_coords or {}).items():
-            _coord(self.group, name, np.asarray(values), "tilt", {})
-        _coord(self.group, "y", np.arange(h) * float(pixel_spacing), "y", {"units": "angstrom"})
-        _coord(self.group, "x", np.arange(w) * float(pixel_spacing), "x", {"units": "angstrom"})
-        self.arrays: dict[str, Any] = {}
-        self._hash: dict[str, Any] = {}
-        self._next: dict[str, int] = {}
-        for name in modalities:
-            self.arrays[name] = self.group.create_array(
-                name,
-                shape=self.shape,
-                dtype=self.dtype,
-                chunks=self.chunks,
-                shards=self.shards,
-                dimension_names=("tilt", "y", "x"),
-                fill_value=_fill(self.dtype),
-                attributes={"coordinates": " ".join(coord_names), "modality": name},
-            )
-            self._hash[name] = hashlib.sha256()
-            self._next[name] = 0
-
-    def write(self, name: str, t0: int, data: np.ndarray) -> None:
-        """Write tilts ``t0 : t0 + len(data)`` of ``name``: whole shards, in order."""
-        step = self.shards[0]
-        t = len(data)
-        if t0 != self._next[name]:
-            expected = self._next[name]
-            raise ValueError(f"{name}: tilts must be written in order (expected {expected})")
-        if t0 % step or (t % step and t0 + t != self.shape[0]):
-            raise ValueError(f"{name}: write whole shards of {step} tilts (got {t0}:{t0 + t})")
-        block = np.ascontiguousarray(np.asarray(data), dtype=self.dtype)
-        if block.shape[1:] != self.shape[1:]:
-            raise ValueError(f"{name}: tilts of {block.shape[1:]}, expected {self.shape[1:]}")
-        self.arrays[name][t0 : t0 + t] = block
-        self._hash[name].update(block.tobytes())
-        self._next[name] = t0 + t
-
-    def write_all(self, name: str, data: np.ndarray) -> None:
-        """Write a whole ``(T, H, W)`` stack shard by shard."""
-        step = self.shards[0]
-        for t0 in range(0, self.shape[0], step):
-            self.write(name, t0, data[t0 : t0 + step])
-
-    def checksums(self) -> dict[str, str]:
-        """SHA-256 of each array's stored bytes (all tilts must be written)."""
-        for name, nxt in self._next.items():
-            if nxt != self.shape[0]:
-                raise ValueError(f"{name}: only {nxt} of {self.shape[0]} tilts written")
-        return {name: h.hexdigest() for name, h in self._hash.items()}
-
-
-def _grid_chunking(
-    shape: tuple[int, ...], itemsize: int
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    z, y, x = shape
-    chunks = (max(1, min(z, 64)), max(1, min(y, 128)), max(1, min(x, 128)))
-    zs, xs = _round_up(z, chunks[0]), _round_up(x, chunks[2])
-    rows = max(1, (1 << 28) // max(1, zs * xs * chunks[1] * itemsize))  # <= 256 MiB per shard
-    ys = min(_round_up(y, chunks[1]), rows * chunks[1])
-    return chunks, (zs, ys, xs)
-
-
-def write_grid(
-    parent: Any,
-    name: str,
-    arrays: Mapping[str, np.ndarray],
-    pixel_spacing: float,
-    attrs: Mapping[str, Any] | None = None,
-) -> dict[str, str]:
-    """Write ``(z, y, x)`` arrays of one grid as group ``name`` (e.g. ``volume``, ``tomogram``).
-
-    Returns the checksum of each array.
-    """
-    shapes = {np.shape(a) for a in arrays.values()}
-    if len(shapes) != 1:
-        raise ValueError(f"{name}: arrays of one grid must share a shape, got {sorted(shapes)}")
-    (shape,) = shapes
-    group_attrs = {"pixel_spacing": float(pixel_spacing), "units": "angstrom"}
-    group_attrs.update(grid_ome_attrs(name, arrays, pixel_spacing))
-    group_attrs.update(_jsonable(dict(attrs or {})))
-    group = parent.create_group(name, attributes=group_attrs)
-    for dim, n in zip(("z", "y", "x"), shape, strict=True):
-        _coord(group, dim, np.arange(n) * float(pixel_spacing), dim, {"units": "angstrom"})
-    sums: dict[str, str] = {}
-    for key, data in arrays.items():
-        data = np.ascontiguousarray(data)
-        chunks, shards = _grid_chunking(shape, data.dtype.itemsize)
-        arr = group.create_array(
-            key,
-            shape=shape,
-            dtype=data.dtype,
-            chunks=chunks,
-            shards=shards,
-            dimension_names=("z", "y", "x"),
-            fill_value=_fill(data.dtype),
-        )
-        for y0 in range(0, shape[1], shards[1]):  # whole shards
-            arr[:, y0 : y0 + shards[1]] = data[:, y0 : y0 + shards[1]]
-        sums[key] = array_checksum(data)
-    return sums
-
-
-class GridWriter:
-    """Write a ``(z, y, x)`` grid group slab by slab along Y: whole shards of ``rows`` rows.
-
-    The sample builder renders the volume in Y slabs; each slab is one shard row of every
-    array, so the volume is never whole in memory. :meth:`checksums` reads the arrays back
-    in Z order (the checksum is of the stored C-order bytes).
-    """
-
-    def __init__(
-        self,
-        parent: Any,
-        name: str,
-        shape: tuple[int, int, int],
-        dtypes: Mapping[str, Any],
-        pixel_spacing: float,
-        *,
-        rows: int,
-        attrs: Mapping[str, Any] | None = None,
-    ) -> None:
-        z, y, x = (int(s) for s in shape)
-        self.shape = (z, y, x)
-        self.rows = int(rows)
-        group_attrs = {"pixel_spacing": float(pixel_spacing), "units": "angstrom"}
-        group_attrs.update(grid_ome_attrs(name, dtypes, pixel_spacing))
-        group_attrs.update(_jsonable(dict(attrs or {})))
-        self.group = parent.create_group(name, attributes=group_attrs)
-        for dim, n in zip(("z", "y", "x"), self.shape, strict=True):
-            _coord(self.group, dim, np.arange(n) * float(pixel_spacing), dim, {"units": "angstrom"})
-        cz, cx = min(z, 64), min(x, 128)
-        if self.rows >= y:
-            self.rows = y
-            cy = min(y, 128)
-            shard_y = _round_up(y, cy)
-        else:
-            cy = next(c for c in range(min(128, self.rows), 0, -1) if self.rows % c == 0)
-            shard_y = self.rows
-        self.arrays: dict[str, Any] = {}
-        for key, dtype in dtypes.items():
-            dt = np.dtype(dtype)
-            self.arrays[key] = self.group.create_array(
-                key,
-                shape=self.shape,
-                dtype=dt,
-                chunks=(cz, cy, cx),
-                shards=(_round_up(z, cz), shard_y, _round_up(x, cx)),
-                dimension_names=("z", "y", "x"),
-                fill_value=_fill(dt),
-            )
-        self._next = 0
-
-    def write(self, y0: int, slabs: Mapping[str, np.ndarray]) -> None:
-        """Write rows ``y0 : y0 + rows`` (the last slab may be shorter) of every array."""
-        if y0 != self._next or y0 % self.rows:
-            raise ValueError(f"slabs must be written in order, whole shards (got row {y0})")
-        n = None
-        for key, arr in self.arrays.items():
-            data = np.asarray(slabs[key])
-            n = data.shape[1]
-            if n != min(self.rows, self.shape[1] - y0):
-                raise ValueError(f"{key}: a slab of {n} rows, expected {self.rows}")
-            arr[:, y0 : y0 + n] = data
-        self._next = y0 + int(n or 0)
-
-    def checksums(self) -> dict[str, str]:
-        """SHA-256 of each array's stored bytes, read back in Z order."""
-        if self._next != self.shape[1]:
-            raise ValueError(f"only {self._next} of {self.shape[1]} rows written")
-        out = {}
-        for key, arr in self.arrays.items():
-            h = hashlib.sha256()
-            step = max(1, (1 << 26) // max(1, self.shape[1] * self.shape[2] * arr.dtype.itemsize))
-            for z0 in range(0, self.shape[0], step):
-                h.update(np.ascontiguousarray(arr[z0 : z0 + step]).tobytes())
-            out[key] = h.hexdigest()
-        return out
-
-
-def write_particles(
-    parent: Any,
-    columns: Mapping[str, np.ndarray],
-    *,
-    star: str | None = None,
-    attrs: Mapping[str, Any] | None = None,
-) -> dict[str, str]:
-    """Write the particle table as group ``particles`` with one ``(particle,)`` array per column.
-
-    2-D columns ``(N, k)`` get a second dimension ``<column>_axis``; string columns are stored
-    as integer codes with their categories in the array's attrs. ``star`` (the same table as
-    RELION STAR text) goes into the group's attrs. Returns the checksum of each column.
-    """
-    group_attrs = _jsonable(dict(attrs or {}))
-    if star is not None:
-        group_attrs["star"] = star
-    group = parent.create_group("particles", attributes=group_attrs)
-    lengths = {len(np.asarray(v)) for v in columns.values()}
-    if len(lengths) > 1:
-        raise ValueError(f"particle columns differ in length: {sorted(lengths)}")
-    sums: dict[str, str] = {}
-    for key, values in columns.items():
-        values = np.asarray(values)
-        arr_attrs: dict[str, Any] = {}
-        if values.dtype.kind in "OUS":
-            cats, codes = np.unique(values.astype(str), return_inverse=True)
-            values = codes.astype(np.int32)
-            arr_attrs["categories"] = cats.tolist()
-        dims: tuple[str, ...] = ("particle",) if values.ndim == 1 else ("particle", f"{key}_axis")
-        chunks = tuple(max(1, s) for s in values.shape)
-        group.create_array(
-            key,
-            shape=values.shape,
-            dtype=values.dtype,
-            chunks=chunks,
-            dimension_names=dims,
-            fill_value=_fill(values.dtype),
-            attributes=arr_attrs,
-        )[...] = values
-        sums[key] = array_checksum(values)
-    return sums
-
-
 def open_sample(path: str | os.PathLike[str], sample_id: int) -> zarr.Group:
     """Open a sample's group for reading."""
-    return _zarr().open_group(
+    group: zarr.Group = _zarr().open_group(
         str(path), path=sample_group(sample_id), mode="r", use_consolidated=False
     )
+    return group
+
+
+def read_particles(
+    path: str | os.PathLike[str], group: str = "particles", order: Iterable[str] = ()
+) -> pd.DataFrame:
+    """A particle table group (written by ``write_particles``) as a DataFrame.
+
+    String columns are decoded from their integer codes. Columns named in ``order`` come first,
+    in that order, then the rest as stored.
+    """
+    import pandas as pd  # heavy: only readers of a table need it
+
+    zarr = _zarr()
+    try:
+        g = zarr.open_group(str(path), path=group, mode="r", use_consolidated=False)
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        raise InputError(f"{path}: no particle table at group {group!r}") from None
+    data: dict[str, npt.NDArray[Any]] = {}
+    for key, arr in g.arrays():
+        values = np.asarray(arr[...])
+        cats = arr.attrs.get("categories")
+        if cats is not None:
+            values = (
+                np.asarray(cats, dtype=object)[values] if len(values) else values.astype(object)
+            )
+        data[key] = values
+    first = [c for c in order if c in data]
+    return pd.DataFrame({c: data[c] for c in [*first, *(c for c in data if c not in first)]})

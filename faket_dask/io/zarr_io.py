@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from faket_dask.errors import InputError
 
 if TYPE_CHECKING:
     import xarray as xr
+
+ZarrMode = Literal["w", "w-", "a", "a-", "r+", "r"]
 
 TILT_DIMS = ("tilt", "y", "x")
 VOLUME_DIMS = ("z", "y", "x")
@@ -50,7 +53,10 @@ def open_group_dataset(path: str | Path) -> xr.Dataset:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return xr.open_zarr(root, group=group, consolidated=False, decode_timedelta=False)
+            ds: xr.Dataset = xr.open_zarr(
+                root, group=group, consolidated=False, decode_timedelta=False
+            )
+            return ds
     except (ValueError, KeyError, OSError) as err:
         raise InputError(f"{path} cannot be opened as an xarray dataset ({err})") from None
 
@@ -74,7 +80,7 @@ def pick_variable(ds: xr.Dataset, dims: tuple[str, ...], var: str | None, path: 
     raise InputError(f"{path} holds several {dims} arrays ({names}); choose one with --var")
 
 
-def _prepare_target(path: Path, overwrite: bool) -> tuple[Path, str | None, str]:
+def _prepare_target(path: Path, overwrite: bool) -> tuple[Path, str | None, ZarrMode]:
     root, group = split_zarr_path(path)
     target = root / group if group else root
     if (target / "zarr.json").exists():
@@ -84,7 +90,7 @@ def _prepare_target(path: Path, overwrite: bool) -> tuple[Path, str | None, str]
     parent = root.parent
     if not parent.is_dir():
         raise InputError(f"output folder {parent} does not exist; create it first")
-    mode = "a" if (root / "zarr.json").exists() else "w-"
+    mode: ZarrMode = "a" if (root / "zarr.json").exists() else "w-"
     return root, group, mode
 
 
@@ -98,7 +104,7 @@ def write_dataset(
     dims: tuple[str, ...],
     *,
     coords: dict[str, tuple[str, np.ndarray, dict[str, str]]] | None = None,
-    attrs: dict[str, object] | None = None,
+    attrs: Mapping[str, object] | None = None,
     overwrite: bool = False,
 ) -> None:
     """Write arrays sharing ``dims`` as one xarray-readable Zarr v3 group."""
@@ -108,7 +114,7 @@ def write_dataset(
     ds = xr.Dataset(
         {name: (dims, np.asarray(a)) for name, a in arrays.items()},
         coords={k: (d, v, a) for k, (d, v, a) in (coords or {}).items()},
-        attrs=attrs or {},
+        attrs=dict(attrs or {}),
     )
     encoding = {name: {"chunks": _chunks(np.shape(a))} for name, a in arrays.items()}
     try:
@@ -121,7 +127,11 @@ def write_dataset(
 
 
 def _to_zarr(
-    ds: xr.Dataset, root: Path, group: str | None, mode: str, encoding: dict[str, dict]
+    ds: xr.Dataset,
+    root: Path,
+    group: str | None,
+    mode: ZarrMode,
+    encoding: dict[str, dict[str, Any]],
 ) -> None:
     # a fresh standalone store gets consolidated metadata so readers open it without a warning
     ds.to_zarr(

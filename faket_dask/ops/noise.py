@@ -78,7 +78,7 @@ def apply(opts: NoiseOptions) -> dict[str, Path]:
     import torch
 
     from faket_dask.pipeline import torch_device
-    from faket_dask.stages.noise import NoiseModel, apply_noise
+    from faket_dask.stages.noise import NoiseDraw, NoiseModel, apply_noise
 
     noise_model = NoiseModel.load(opts.model)
     tensor = torch.from_numpy(series.data).to(torch_device(opts.device))
@@ -88,8 +88,9 @@ def apply(opts: NoiseOptions) -> dict[str, Path]:
         tilt_angles,
         seed=opts.seed,
         sample_id=opts.sample_id,
-        rng="faket" if opts.rng == "faket" else "keyed",
-        modalities=tuple(opts.outputs),
+        options=NoiseDraw(
+            rng="faket" if opts.rng == "faket" else "keyed", modalities=tuple(opts.outputs)
+        ),
     )
     for name, path in opts.outputs.items():
         result = TiltSeries(out[name].cpu().numpy(), tilt_angles, series.pixel_spacing)

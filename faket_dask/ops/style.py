@@ -39,7 +39,7 @@ def style(opts: StyleOptions) -> WeightsInfo:
     import torch
 
     from faket_dask.pipeline import torch_device
-    from faket_dask.stages.style import style_transfer
+    from faket_dask.stages.style import StyleRun, style_transfer
     from faket_dask.stages.style.weights import load_vgg19
 
     dev = torch_device(opts.device)
@@ -49,8 +49,7 @@ def style(opts: StyleOptions) -> WeightsInfo:
         torch.from_numpy(s.data).to(dev),
         torch.from_numpy(i.data).to(dev),
         model,
-        precision=opts.precision,
-        batch_size=opts.batch_size,
+        StyleRun(precision=opts.precision, batch_size=opts.batch_size),
     )
     series = TiltSeries(out.cpu().numpy(), c.angles_deg, c.pixel_spacing)
     write_tilt_series(opts.output, series, var="styled", overwrite=opts.overwrite)

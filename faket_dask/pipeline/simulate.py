@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import json
 import math
 import os
 import socket
@@ -40,13 +39,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import starfile
 import torch
 from scipy import ndimage
 
 from faket_dask.config import SimulationConfig, apply_mix
 from faket_dask.errors import InputError
 from faket_dask.io import store as st
+from faket_dask.io import writers as wr
+from faket_dask.io.jsonable import jsonable
 from faket_dask.io.multiscale import write_grid_multiscale
 from faket_dask.pipeline.draw import SampleSpec, _apply_fault, draw
 from faket_dask.pipeline.overlap import Background, device_lock, read_ahead
@@ -60,13 +60,12 @@ from faket_dask.pipeline.worker_cache import (
     resolve_device,
 )
 from faket_dask.stages.calibrated_noise import CalibratedNoiseOptions, apply_calibrated_noise
-from faket_dask.stages.noise import STATS, Curves, NoiseModel, apply_noise
-from faket_dask.stages.particles import star_blocks
+from faket_dask.stages.noise import STATS, Curves, NoiseDraw, NoiseModel, apply_noise
+from faket_dask.stages.particles import table_record
 from faket_dask.stages.projection import project_slab
-from faket_dask.stages.reconstruction import bin_volume_labels, reconstruct
-from faket_dask.stages.sample import SampleSpec as BuildSpec
-from faket_dask.stages.sample import build_layout, default_slab_size, iter_slabs
-from faket_dask.stages.style import style_transfer
+from faket_dask.stages.reconstruction import Centring, bin_volume_labels, reconstruct
+from faket_dask.stages.sample import BuildSpec, build_layout, default_slab_size, iter_slabs
+from faket_dask.stages.style import StyleRun, style_transfer
 
 NOISE_MODALITIES = ("noisy", "content", "baseline")
 
@@ -100,9 +99,9 @@ def _noise(
         angles,
         spec.seed,
         spec.sample_id,
-        rng=cfg.noise.rng,
-        modalities=modalities,
-        content_factor=cfg.noise.content_factor,
+        NoiseDraw(
+            rng=cfg.noise.rng, modalities=modalities, content_factor=cfg.noise.content_factor
+        ),
     )
 
 
@@ -410,7 +409,7 @@ def _build_and_project(
     checksums = _write_particles(spec, group, layout)
     masks = {k: np.concatenate(v, axis=1) for k, v in sink.binned.items() if v}
     n_particles = int((table["kind"] == "particle").sum()) if "kind" in table else len(table)
-    info = _jsonable(layout.summary())
+    info = jsonable(layout.summary())
     return _Built(noiseless, checksums, pending, masks, (nz, ny, nx), n_particles, info)
 
 
@@ -425,7 +424,7 @@ class _SlabSink:
             self.dtypes["density"] = np.float32
         self.writer: Any = None
         if cfg.output.save_volume or cfg.output.save_density:
-            self.writer = st.GridWriter(
+            self.writer = wr.GridWriter(
                 group,
                 "volume",
                 tuple(layout.shape),
@@ -463,31 +462,14 @@ class _SlabSink:
 
 def _write_particles(spec: SampleSpec, group: Any, layout: Any) -> dict[str, str]:
     """The particle table (columns and a STAR copy) into the sample; its checksums."""
-    nz, ny, nx = layout.shape
-    ps = float(layout.pixel_spacing)
-    table = layout.particles
-    try:
-        blocks = star_blocks(
-            table,
-            "volume",
-            shape=(nz, ny, nx),
-            pixel_spacing=ps,
-            tomo_name=f"sample_{spec.sample_id:06d}",
-        )
-        star = starfile.to_string(blocks, float_format="%.6f")
-    except Exception as err:  # STAR is a convenience copy of the table
-        star = f"# STAR export failed: {err}"
-    columns = {c: table[c].to_numpy() for c in table.columns}
-    sums = st.write_particles(
-        group,
-        columns,
-        star=star,
-        attrs={
-            "pixel_spacing": ps,
-            "shape": [nz, ny, nx],
-            "classes": {str(k): v for k, v in layout.classes.items()},
-        },
+    record = table_record(
+        layout.particles,
+        shape=tuple(layout.shape),
+        pixel_spacing=float(layout.pixel_spacing),
+        classes=layout.classes,
+        tomo_name=f"sample_{spec.sample_id:06d}",
     )
+    sums = wr.write_particles(group, record.columns, star=record.star, attrs=record.attrs)
     return {f"particles/{k}": v for k, v in sums.items()}
 
 
@@ -496,10 +478,6 @@ def _volume_checksums(writer: Any, ps: float, classes: dict[int, str]) -> dict[s
     sums = {f"volume/{k}": v for k, v in writer.checksums().items()}
     write_grid_multiscale(writer.group, "volume", ps, classes)
     return sums
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def _style(
@@ -522,11 +500,13 @@ def _style(
             torch.from_numpy(np.array(style_np)),
             stacks["noisy"],
             model,
-            precision=cfg.style.precision,
-            batch_size=cfg.style.batch_size,  # 'auto': style.pick_batch_size's memory model
+            StyleRun(
+                precision=cfg.style.precision,
+                batch_size=cfg.style.batch_size,  # 'auto': style.pick_batch_size's memory model
+                cudnn_benchmark=False if cfg.style.deterministic else None,
+            ),
             gram_cache=gram_cache(),
             style_key=key,
-            cudnn_benchmark=False if cfg.style.deterministic else None,
         )
 
 
@@ -556,7 +536,7 @@ def _reconstruct(
         bin=b,
         filter=rc.filter,
         device=device,
-        unbinned_thickness=int(cfg.sample.thickness),
+        centring=Centring(unbinned_thickness=int(cfg.sample.thickness)),
     )
     return {
         "data": np.ascontiguousarray(tomo.detach().cpu().numpy(), dtype=np.float32),
@@ -587,7 +567,7 @@ def _write_tomogram(spec: SampleSpec, group: Any, tomo: Mapping[str, Any], built
         if m.shape[1:] == data.shape[1:]:
             arrays[key] = m
     ps = float(spec.config.tilts.pixel_spacing) * tomo["bin"]
-    sums = st.write_grid(
+    sums = wr.write_grid(
         group,
         "tomogram",
         arrays,
@@ -624,15 +604,14 @@ def _tilts_writer(
         "noise_model": drew.get("noise_model"),
         "weights": spec.inputs.weights.get("name") if spec.inputs.weights else None,
     }
-    return st.TiltsWriter(
+    out = cfg.output
+    return wr.TiltsWriter(
         group,
         list(modalities),
         shape,
         angles,
         float(cfg.tilts.pixel_spacing),
-        dtype=cfg.output.dtype,
-        tilts_per_shard=cfg.output.tilts_per_shard,
-        chunk=cfg.output.chunk,
+        wr.TiltLayout(dtype=out.dtype, tilts_per_shard=out.tilts_per_shard, chunk=out.chunk),
         extra_coords=extra,
         attrs=attrs,
     )

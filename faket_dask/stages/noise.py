@@ -30,8 +30,9 @@ import json
 import math
 import operator
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 import torch
@@ -40,6 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from faket_dask import __version__
 from faket_dask.angles import validate_angles
 from faket_dask.errors import InputError
+from faket_dask.io.jsonable import jsonable
+from faket_dask.stages._stats import match_mean_std
 
 __all__ = [
     "ANGLE_TOL_DEG",
@@ -48,6 +51,7 @@ __all__ = [
     "NOISE_FILENAME",
     "STATS",
     "Curves",
+    "NoiseDraw",
     "NoiseModel",
     "apply_noise",
     "fit_noise_model",
@@ -72,7 +76,7 @@ ANGLE_TOL_DEG = 1e-3
 NOISE_FILENAME = "noise.json"
 """File name of a saved noise model (``save``/``load`` append it to a directory)."""
 
-_FORMAT = "faket-dask/noise-model/v1"
+_FORMAT: Final = "faket-dask/noise-model/v1"
 
 Array = np.ndarray | torch.Tensor
 
@@ -234,7 +238,8 @@ class NoiseModel(BaseModel):
         nearest = np.abs(a[:, None] - fitted[None, :]).argmin(axis=1)
         matched = np.abs(a - fitted[nearest]) <= ANGLE_TOL_DEG
         frac = np.interp(a, fitted, np.arange(fitted.size, dtype=np.float64))
-        return np.where(matched, nearest.astype(np.float64), frac)
+        index: np.ndarray = np.where(matched, nearest.astype(np.float64), frac)
+        return index
 
     def curves(
         self, angles_deg: Sequence[float] | np.ndarray, baseline: bool = False
@@ -314,8 +319,8 @@ def fit_noise_model(
             s = _tilt64(ref, t)
             mu_c, sd_c = _moments(c, f"pair {p} clean tilt {t}")
             mu_s, sd_s = _moments(s, f"pair {p} reference tilt {t}")
-            r = np.vdot((c - mu_c) / sd_c, (s - mu_s) / sd_s) / c.size
-            r = min(max(float(r), 0.0), 1.0)
+            corr = float(np.vdot((c - mu_c) / sd_c, (s - mu_s) / sd_s) / c.size)
+            r = min(max(corr, 0.0), 1.0)
             curves["r"][t] = r
             curves["sigma"][t] = math.sqrt(1.0 - r * r)
             curves["mean"][t] = mu_s
@@ -403,7 +408,7 @@ def _build_model(
         "n_tilts": len(angles),
         **extra,
     }
-    prov.update(_jsonable(provenance or {}))
+    prov.update(jsonable(provenance or {}))
     prov["method"] = method
     try:
         return NoiseModel(
@@ -505,42 +510,74 @@ def _faket_tilts(seed: int, shape_hw: tuple[int, int]) -> Iterator[np.ndarray]:
 # ------------------------------------------------------------------------------ applying
 
 
-def match_mean_std(
-    x: torch.Tensor,
-    target_mean: float | Sequence[float] | np.ndarray | torch.Tensor,
-    target_std: float | Sequence[float] | np.ndarray | torch.Tensor,
-) -> torch.Tensor:
-    """Match every image of ``x`` (``(..., H, W)``) to a target mean and std.
+@dataclass(frozen=True)
+class NoiseDraw:
+    """Which modalities :func:`apply_noise` makes and how it draws their noise.
 
-    As in the reference: first ``x / std(x) * target_std``, then ``- mean + target_mean``,
-    population std over each ``(H, W)`` image. ``target_mean``/``target_std`` have the shape
-    of ``x.shape[:-2]`` (e.g. ``(T,)`` for a ``(T, H, W)`` stack, scalars for one image).
-    Returns a new tensor of ``x``'s dtype on ``x``'s device.
-
-    Raises
-    ------
-    InputError
-        Wrong target shapes, a target std <= 0 or non-finite, or a constant image.
+    Attributes
+    ----------
+    rng
+        ``"keyed"``: ``noise_field`` per tilt, computed in float32. ``"faket"``: the
+        reference's float64 numpy draw, computed in float64, then cast.
+    modalities
+        Which of ``"noisy"``, ``"content"``, ``"baseline"`` to return.
+    content_factor
+        CONTENT's noise std relative to NOISY's (FakET: 0.25).
+    tilt_offset
+        Index of the first given tilt in its whole series, so a block of tilts draws the keyed
+        streams of its own tilts (``rng="keyed"`` only; used by the distributed path).
     """
-    if x.ndim < 2 or not x.is_floating_point():
-        raise InputError(f"match_mean_std needs a floating (..., H, W) tensor, got {x.shape}")
-    lead = tuple(x.shape[:-2])
-    tm = torch.as_tensor(target_mean, dtype=x.dtype, device=x.device)
-    ts = torch.as_tensor(target_std, dtype=x.dtype, device=x.device)
-    if tuple(tm.shape) != lead or tuple(ts.shape) != lead:
-        raise InputError(
-            f"target mean/std shapes {tuple(tm.shape)}/{tuple(ts.shape)} must equal {lead}"
-        )
-    ok = torch.all(torch.isfinite(tm)) & torch.all(torch.isfinite(ts) & (ts > 0))
-    if not bool(ok):
-        raise InputError("target means must be finite and target stds finite and > 0")
-    std = torch.std(x, dim=(-2, -1), correction=0, keepdim=True)
-    if bool(torch.any(std == 0)):
-        raise InputError("cannot match the statistics of a constant image (std 0)")
-    y = x / std
-    y.mul_(ts[..., None, None])
-    y.sub_(y.mean(dim=(-2, -1), keepdim=True)).add_(tm[..., None, None])
-    return y
+
+    rng: Literal["keyed", "faket"] = "keyed"
+    modalities: Sequence[str] = MODALITIES
+    content_factor: float = CONTENT_FACTOR
+    tilt_offset: int = 0
+
+    def check(self) -> tuple[str, ...]:
+        """Raise :class:`InputError` for options that cannot work; return the modalities."""
+        mods = tuple(self.modalities)
+        unknown = [m for m in mods if m not in MODALITIES]
+        if unknown or not mods or len(set(mods)) != len(mods):
+            raise InputError(
+                f"modalities must be distinct names among {', '.join(MODALITIES)}, got {mods}"
+            )
+        cf = self.content_factor
+        if not (math.isfinite(cf) and cf >= 0):
+            raise InputError(f"content_factor must be finite and >= 0, got {cf}")
+        if self.rng not in ("keyed", "faket"):
+            raise InputError(f"rng must be 'keyed' or 'faket', got {self.rng!r}")
+        if self.tilt_offset and self.rng == "faket":
+            raise InputError(
+                "rng='faket' draws the whole series in order; use rng='keyed' for blocks"
+            )
+        return mods
+
+
+def _modality_curves(
+    model: NoiseModel, angles: np.ndarray, mods: Sequence[str], content_factor: float
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per modality, ``(r, sigma, mean, std)`` at ``angles``, each ``(T,)``."""
+    params: dict[str, tuple[np.ndarray, ...]] = {}
+    if "noisy" in mods or "content" in mods:
+        r, sigma, mean, std = model.curves(angles)
+        if "noisy" in mods:
+            params["noisy"] = (r, sigma, mean, std)
+        if "content" in mods:
+            params["content"] = (r, sigma * content_factor, mean, std)
+    if "baseline" in mods:
+        params["baseline"] = model.curves(angles, baseline=True)
+    return params
+
+
+def _standardised(p: torch.Tensor, t: int) -> torch.Tensor:
+    """Tilt ``t`` (``p``, ``(H, W)``) minus its mean, over its population std."""
+    sd, mu = torch.std_mean(p, correction=0)
+    sd_f, mu_f = float(sd), float(mu)
+    if not (math.isfinite(sd_f) and math.isfinite(mu_f)):
+        raise InputError(f"noiseless tilt {t} contains NaN or Inf values")
+    if sd_f == 0:
+        raise InputError(f"noiseless tilt {t} is constant (std 0); it cannot be standardised")
+    return (p - mu) / sd
 
 
 def apply_noise(
@@ -549,10 +586,7 @@ def apply_noise(
     angles_deg: Sequence[float] | np.ndarray,
     seed: int,
     sample_id: int = 0,
-    rng: Literal["keyed", "faket"] = "keyed",
-    modalities: Sequence[str] = MODALITIES,
-    content_factor: float = CONTENT_FACTOR,
-    tilt_offset: int = 0,
+    options: NoiseDraw = NoiseDraw(),
 ) -> dict[str, torch.Tensor]:
     """Make NOISY, CONTENT and/or BASELINE from a noiseless tilt-series.
 
@@ -575,16 +609,8 @@ def apply_noise(
     seed, sample_id
         Key of the noise streams. ``rng="faket"`` uses ``default_rng(seed)`` and ignores
         ``sample_id`` (the reference used ``seed = tomogram index``).
-    rng
-        ``"keyed"``: ``noise_field`` per tilt, computed in float32. ``"faket"``: the
-        reference's float64 numpy draw, computed in float64, then cast.
-    modalities
-        Which of ``"noisy"``, ``"content"``, ``"baseline"`` to return.
-    content_factor
-        CONTENT's noise std relative to NOISY's (FakET: 0.25).
-    tilt_offset
-        Index of the first given tilt in its whole series, so a block of tilts draws the keyed
-        streams of its own tilts (``rng="keyed"`` only; used by the distributed path).
+    options
+        The modalities, the noise draw, CONTENT's factor, the tilt offset (:class:`NoiseDraw`).
 
     Returns
     -------
@@ -596,46 +622,18 @@ def apply_noise(
     angles = _as_angle_array(angles_deg)
     if angles.size != n:
         raise InputError(f"noiseless has {n} tilts but {angles.size} angles were given")
-    mods = tuple(modalities)
-    unknown = [m for m in mods if m not in MODALITIES]
-    if unknown or not mods or len(set(mods)) != len(mods):
-        raise InputError(
-            f"modalities must be distinct names among {', '.join(MODALITIES)}, got {mods}"
-        )
-    if not (math.isfinite(content_factor) and content_factor >= 0):
-        raise InputError(f"content_factor must be finite and >= 0, got {content_factor}")
-    if rng not in ("keyed", "faket"):
-        raise InputError(f"rng must be 'keyed' or 'faket', got {rng!r}")
-    if tilt_offset and rng == "faket":
-        raise InputError("rng='faket' draws the whole series in order; use rng='keyed' for blocks")
-
-    params: dict[str, tuple[np.ndarray, ...]] = {}
-    if "noisy" in mods or "content" in mods:
-        r, sigma, mean, std = model.curves(angles)
-        if "noisy" in mods:
-            params["noisy"] = (r, sigma, mean, std)
-        if "content" in mods:
-            params["content"] = (r, sigma * content_factor, mean, std)
-    if "baseline" in mods:
-        params["baseline"] = model.curves(angles, baseline=True)
-
-    dtype = torch.float64 if rng == "faket" else torch.float32
+    mods = options.check()
+    params = _modality_curves(model, angles, mods, options.content_factor)
+    dtype = torch.float64 if options.rng == "faket" else torch.float32
     device = x.device
     out = {m: torch.empty((n, h, w), dtype=torch.float32, device=device) for m in mods}
-    faket = _faket_tilts(seed, (h, w)) if rng == "faket" else None
+    faket = _faket_tilts(seed, (h, w)) if options.rng == "faket" else None
     for t in range(n):
-        p = x[t].to(dtype)
-        sd, mu = torch.std_mean(p, correction=0)
-        sd_f, mu_f = float(sd), float(mu)
-        if not (math.isfinite(sd_f) and math.isfinite(mu_f)):
-            raise InputError(f"noiseless tilt {t} contains NaN or Inf values")
-        if sd_f == 0:
-            raise InputError(f"noiseless tilt {t} is constant (std 0); it cannot be standardised")
-        z = (p - mu) / sd
+        z = _standardised(x[t].to(dtype), t)
         if faket is not None:
             eps = torch.from_numpy(next(faket)).to(device)
         else:
-            eps = noise_field((h, w), seed, sample_id, tilt_offset + t, device)
+            eps = noise_field((h, w), seed, sample_id, options.tilt_offset + t, device)
         for m in mods:
             r_m, s_m, mean_m, std_m = params[m]
             y = z * float(r_m[t]) + eps * float(s_m[t])
@@ -656,9 +654,8 @@ def _check_noiseless(noiseless: Any) -> torch.Tensor:
         raise InputError(f"noiseless must be a non-empty (T, H, W) stack, got shape {shape}")
     if noiseless.is_complex():
         raise InputError("noiseless must be real-valued")
-    if not noiseless.is_floating_point():
-        noiseless = noiseless.to(torch.float32)
-    return noiseless
+    x: torch.Tensor = noiseless
+    return x if x.is_floating_point() else x.to(torch.float32)
 
 
 def _as_stack(a: Any, name: str) -> Any:
@@ -736,19 +733,6 @@ def _first_error(e: ValidationError) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     return f"{loc}: {msg}" if loc else msg
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert provenance values to plain JSON types (numpy scalars/arrays, paths, ...)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray | np.generic):
-        return _jsonable(obj.tolist())
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    return str(obj)
 
 
 def _fmt(values: np.ndarray, limit: int = 5) -> str:

@@ -35,18 +35,23 @@ STAR frames (:func:`to_star`)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import starfile
 from scipy.spatial.transform import Rotation
 
 from faket_dask.errors import InputError
 
 __all__ = [
     "COLUMNS",
+    "STAR_ATTR_MAX_ROWS",
     "STAR_FRAMES",
+    "TableRecord",
     "angle_between",
     "canonical_quaternions",
     "empty_table",
@@ -57,11 +62,15 @@ __all__ = [
     "relion_euler_from_quaternions",
     "star_blocks",
     "star_coordinates",
+    "star_text",
     "table_from_arrays",
+    "table_record",
     "to_csv",
     "to_shrec",
     "to_star",
 ]
+
+STAR_ATTR_MAX_ROWS = 20000  # a stored table keeps its STAR text up to this many rows
 
 COLUMNS = (
     "id",
@@ -109,7 +118,8 @@ def canonical_quaternions(q: np.ndarray) -> np.ndarray:
 def quaternions_to_matrices(q: np.ndarray) -> np.ndarray:
     """``(N, 4)`` scalar-first quaternions -> ``(N, 3, 3)`` rotation matrices on (x, y, z)."""
     q = np.asarray(q, dtype=np.float64).reshape(-1, 4)
-    return Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_matrix()
+    matrices: np.ndarray = Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_matrix()
+    return matrices
 
 
 def relion_euler_from_quaternions(q: np.ndarray) -> np.ndarray:
@@ -119,7 +129,8 @@ def relion_euler_from_quaternions(q: np.ndarray) -> np.ndarray:
         return np.zeros((0, 3))
     with warnings.catch_warnings():  # gimbal lock at tilt 0 or 180: SciPy picks psi = 0
         warnings.simplefilter("ignore", UserWarning)
-        return Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_euler("ZYZ", degrees=True)
+        euler: np.ndarray = Rotation.from_quat(q[:, [1, 2, 3, 0]]).as_euler("ZYZ", degrees=True)
+    return euler
 
 
 def _quaternions_from_relion(rot: np.ndarray, tilt: np.ndarray, psi: np.ndarray) -> np.ndarray:
@@ -278,9 +289,8 @@ def star_blocks(
     return {"optics": optics, "particles": particles}
 
 
-def to_star(
+def star_text(
     table: pd.DataFrame,
-    path: str | Path,
     frame: str = "volume",
     *,
     shape: tuple[int, int, int],
@@ -289,15 +299,12 @@ def to_star(
     tomogram_thickness: int | None = None,
     tomo_name: str = "sample_000000",
     kinds: Sequence[str] | None = ("particle",),
-) -> Path:
-    """Write a RELION STAR file (``optics`` + ``particles`` blocks) with ``starfile``.
+) -> str:
+    """The RELION STAR text (``optics`` + ``particles`` blocks of :func:`star_blocks`).
 
-    ``kinds`` selects rows (default: particles only; ``None``: membranes and fiducials too).
-    ``rlnClassNumber`` is the table's ``class_id``.
+    The one STAR writer: :func:`to_star` writes this text to a file and :func:`table_record`
+    keeps it beside the stored table.
     """
-    import starfile
-
-    path = Path(path)
     blocks = star_blocks(
         table,
         frame,
@@ -308,8 +315,84 @@ def to_star(
         tomo_name=tomo_name,
         kinds=kinds,
     )
-    starfile.write(blocks, path, float_format="%.6f")
+    return str(starfile.to_string(blocks, float_format="%.6f"))
+
+
+def to_star(
+    table: pd.DataFrame,
+    path: str | Path,
+    frame: str = "volume",
+    *,
+    shape: tuple[int, int, int],
+    pixel_spacing: float,
+    bin: int = 1,
+    tomogram_thickness: int | None = None,
+    tomo_name: str = "sample_000000",
+) -> Path:
+    """Write a RELION STAR file of the table's particles (:func:`star_text`).
+
+    ``rlnClassNumber`` is the table's ``class_id``.
+    """
+    path = Path(path)
+    path.write_text(
+        star_text(
+            table,
+            frame,
+            shape=shape,
+            pixel_spacing=pixel_spacing,
+            bin=bin,
+            tomogram_thickness=tomogram_thickness,
+            tomo_name=tomo_name,
+        )
+    )
     return path
+
+
+@dataclass(frozen=True)
+class TableRecord:
+    """A particle table as it is stored by ``io.writers.write_particles(group, columns, ...)``.
+
+    Attributes
+    ----------
+    columns
+        Column name -> ``(N,)`` values.
+    star
+        The particles as STAR text (volume frame), or ``None`` for a table too long to keep.
+    attrs
+        ``pixel_spacing`` (Å), ``shape`` ``[Z, Y, X]`` and ``classes`` ``{id: name}``.
+    """
+
+    columns: dict[str, np.ndarray]
+    star: str | None
+    attrs: dict[str, Any]
+
+
+def table_record(
+    table: pd.DataFrame,
+    *,
+    shape: tuple[int, int, int],
+    pixel_spacing: float,
+    classes: Mapping[int, str],
+    tomo_name: str,
+) -> TableRecord:
+    """The one way a sample's particle table is stored: columns, STAR text and geometry attrs.
+
+    The STAR text (particles, volume frame) is kept for tables of at most
+    :data:`STAR_ATTR_MAX_ROWS` rows; it is a convenience copy, so a failure to make it is
+    recorded in its place rather than raised.
+    """
+    star: str | None = None
+    if len(table) <= STAR_ATTR_MAX_ROWS:
+        try:
+            star = star_text(table, shape=shape, pixel_spacing=pixel_spacing, tomo_name=tomo_name)
+        except Exception as err:  # STAR is a convenience copy of the table
+            star = f"# STAR export failed: {err}"
+    attrs = {
+        "pixel_spacing": float(pixel_spacing),
+        "shape": [int(s) for s in shape],
+        "classes": {str(k): v for k, v in classes.items()},
+    }
+    return TableRecord({c: table[c].to_numpy() for c in table.columns}, star, attrs)
 
 
 def to_csv(table: pd.DataFrame, path: str | Path, kinds: Sequence[str] | None = None) -> Path:
@@ -426,8 +509,6 @@ def _complete(df: pd.DataFrame, ps: float, class_names: dict[int, str] | None) -
 def _read_star(
     path: Path, ps: float, shape: tuple[int, int, int] | None, class_names: dict[int, str] | None
 ) -> pd.DataFrame:
-    import starfile
-
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as err:  # starfile raises assorted parser errors
@@ -482,4 +563,5 @@ def _read_shrec(path: Path, ps: float) -> pd.DataFrame:
 def angle_between(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
     """Rotation angle (degrees) between quaternions, sign-invariant."""
     d = np.abs(np.sum(np.asarray(q1) * np.asarray(q2), axis=-1)).clip(0, 1)
-    return np.degrees(2.0 * np.arccos(d))
+    angle: np.ndarray = np.degrees(2.0 * np.arccos(d))
+    return angle

@@ -236,6 +236,78 @@ class _OpChunk:
         return sum(t.numel() * t.element_size() for t in (self.index, self.weight, self.offsets))
 
 
+def _sample_coords(
+    shape: tuple[int, int],
+    ct: torch.Tensor,
+    st: torch.Tensor,
+    u: torch.Tensor,
+    start: torch.Tensor,
+    count: torch.Tensor,
+    itype: torch.dtype,
+) -> tuple[torch.Tensor, ...]:
+    """The samples ``v = start + k`` of each ray of a chunk: ``(valid, z0, x0, fz, fx)``.
+
+    ``ct``, ``st`` are ``(Tc, 1, 1)`` float64 cosines and sines, ``u`` the ``(W,)`` detector
+    offsets, ``start``/``count`` ``(Tc, W)`` from :func:`_ray_ranges`. Each output is
+    ``(Tc, W, L)``: whether sample ``k`` exists, its integer corner (``itype``) and its
+    fractional parts (float32) in the original ``(Z, X)`` slice.
+    """
+    nz, nx = shape
+    k = torch.arange(int(count.max()), device=u.device)
+    valid = k < count[..., None]  # (Tc, W, L)
+    kf = k.to(torch.float64)
+    del k
+    uu = u[None, :, None]
+    # Sample coordinates in the original slice, v = start + k (see module docstring).
+    z = ((nz // 2) - st * uu + ct * start[..., None]) + ct * kf
+    z0 = torch.floor(z)
+    fz = z.sub_(z0).to(torch.float32)
+    del z
+    x = ((nx // 2) + ct * uu + st * start[..., None]) + st * kf
+    x0 = torch.floor(x)
+    fx = x.sub_(x0).to(torch.float32)
+    del x
+    return valid, z0.to(itype), x0.to(itype), fz, fx
+
+
+def _corner_weights(
+    shape: tuple[int, int],
+    valid: torch.Tensor,
+    z0i: torch.Tensor,
+    x0i: torch.Tensor,
+    fz: torch.Tensor,
+    fx: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear weights of the four corners of each sample and which of them are kept.
+
+    Returns ``(ok, weight)``, ``(Tc, W, L, 4)`` in corner order (z0,x0), (z0,x0+1),
+    (z0+1,x0), (z0+1,x0+1): a corner is kept when its sample exists, it lies in the slice and
+    its weight is not exactly 0.
+    """
+    nz, nx = shape
+    shape4 = (*valid.shape, 4)
+    device = valid.device
+    ok = torch.empty(shape4, dtype=torch.bool, device=device)
+    okz0 = valid & (z0i >= 0) & (z0i < nz)
+    okz1 = valid & (z0i >= -1) & (z0i < nz - 1)
+    okx0 = (x0i >= 0) & (x0i < nx)
+    okx1 = (x0i >= -1) & (x0i < nx - 1)
+    weight = torch.empty(shape4, dtype=torch.float32, device=device)
+    gz, gx = 1.0 - fz, 1.0 - fx
+    torch.mul(gz, gx, out=weight[..., 0])
+    torch.mul(gz, fx, out=weight[..., 1])
+    torch.mul(fz, gx, out=weight[..., 2])
+    torch.mul(fz, fx, out=weight[..., 3])
+    del gz, gx
+    torch.logical_and(okz0, okx0, out=ok[..., 0])
+    torch.logical_and(okz0, okx1, out=ok[..., 1])
+    torch.logical_and(okz1, okx0, out=ok[..., 2])
+    torch.logical_and(okz1, okx1, out=ok[..., 3])
+    del okz0, okz1, okx0, okx1
+    ok &= weight != 0
+    return ok, weight
+
+
 def _build_chunk(
     nz: int,
     nx: int,
@@ -276,47 +348,14 @@ def _build_chunk(
             torch.zeros(0, dtype=torch.float32, device=device),
             torch.zeros(n_rows, dtype=itype, device=device),
         )
-    k = torch.arange(n_samples, device=device)
-    valid = k < count[..., None]  # (Tc, W, L)
-    kf = k.to(f64)
-    del k, count
     ct = torch.as_tensor(cos_t[t0:t1], dtype=f64, device=device)[:, None, None]
     st = torch.as_tensor(sin_t[t0:t1], dtype=f64, device=device)[:, None, None]
-    uu = u[None, :, None]
-    # Sample coordinates in the original slice, v = start + k (see module docstring).
-    z = ((nz // 2) - st * uu + ct * start[..., None]) + ct * kf
-    z0 = torch.floor(z)
-    fz = z.sub_(z0).to(torch.float32)
-    del z
-    x = ((nx // 2) + ct * uu + st * start[..., None]) + st * kf
-    x0 = torch.floor(x)
-    fx = x.sub_(x0).to(torch.float32)
-    del x
-    z0i = z0.to(itype)
-    x0i = x0.to(itype)
-    del z0, x0
-    shape4 = (*valid.shape, 4)
-    ok = torch.empty(shape4, dtype=torch.bool, device=device)
-    okz0 = valid & (z0i >= 0) & (z0i < nz)
-    okz1 = valid & (z0i >= -1) & (z0i < nz - 1)
-    okx0 = (x0i >= 0) & (x0i < nx)
-    okx1 = (x0i >= -1) & (x0i < nx - 1)
-    del valid
-    weight = torch.empty(shape4, dtype=torch.float32, device=device)
-    gz, gx = 1.0 - fz, 1.0 - fx
-    torch.mul(gz, gx, out=weight[..., 0])
-    torch.mul(gz, fx, out=weight[..., 1])
-    torch.mul(fz, gx, out=weight[..., 2])
-    torch.mul(fz, fx, out=weight[..., 3])
-    del gz, gx, fz, fx
-    torch.logical_and(okz0, okx0, out=ok[..., 0])
-    torch.logical_and(okz0, okx1, out=ok[..., 1])
-    torch.logical_and(okz1, okx0, out=ok[..., 2])
-    torch.logical_and(okz1, okx1, out=ok[..., 3])
-    del okz0, okz1, okx0, okx1
-    ok &= weight != 0
+    valid, z0i, x0i, fz, fx = _sample_coords((nz, nx), ct, st, u, start, count, itype)
+    del count
+    ok, weight = _corner_weights((nz, nx), valid, z0i, x0i, fz, fx)
+    del valid, fz, fx
     # Corner order (z0,x0), (z0,x0+1), (z0+1,x0), (z0+1,x0+1) as flat voxel indices.
-    index = torch.empty(shape4, dtype=itype, device=device)
+    index = torch.empty(ok.shape, dtype=itype, device=device)
     base = z0i.mul_(nx).add_(x0i)
     del x0i
     index[..., 0] = base
@@ -499,7 +538,7 @@ def _apply(op: _OpChunk, table: torch.Tensor, width: int, out: torch.Tensor) -> 
 
 # --------------------------------------------------------------------------- public API
 
-_PROJECTOR_CACHE: dict[tuple, Projector] = {}
+_PROJECTOR_CACHE: dict[tuple[object, ...], Projector] = {}
 _PROJECTOR_CACHE_SIZE = 2
 
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -65,7 +66,6 @@ import torch
 from faket_dask.errors import InputError
 from faket_dask.stages.projection import operator_cache_bytes
 
-FilterName = Literal["ramp", "approxShrec", "none"]
 FILTERS: tuple[str, ...] = ("ramp", "approxShrec", "none")
 
 # Cubic B-spline prefilter (inverse of the sampled kernel [1, 4, 1]/6): h[k] = √3·z1^|k| with
@@ -189,7 +189,7 @@ def bin_volume_labels(
     if b < 1:
         raise InputError(f"binning factor {b} must be a whole number >= 1")
     is_tensor = isinstance(mask, torch.Tensor)
-    arr = mask.detach().cpu().numpy() if is_tensor else np.asarray(mask)
+    arr = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if arr.ndim != 3:
         raise InputError(f"a label volume must be (Z, Y, X); got shape {arr.shape}")
     zb, yb, xb = (s // b for s in arr.shape)
@@ -287,10 +287,12 @@ def filter_tilts(tilts: torch.Tensor, filter: str = "ramp") -> torch.Tensor:
     if filter == "ramp":
         weights, padded = ramp_filter_1d(t.shape[-1], device=t.device)
         spec = torch.fft.rfft(t, n=padded, dim=-1) * weights
-        return torch.fft.irfft(spec, n=padded, dim=-1)[..., : t.shape[-1]]
+        ramped: torch.Tensor = torch.fft.irfft(spec, n=padded, dim=-1)[..., : t.shape[-1]]
+        return ramped
     if filter == "approxShrec":
         filt = approx_shrec_filter(t.shape[-2], t.shape[-1], device=t.device)
-        return torch.fft.ifft2(torch.fft.fft2(t) * filt).real
+        shrec: torch.Tensor = torch.fft.ifft2(torch.fft.fft2(t) * filt).real
+        return shrec
     if filter == "none":
         return t - t.mean(dim=-1, keepdim=True)
     raise InputError(f"unknown reconstruction filter {filter!r}; use one of {', '.join(FILTERS)}")
@@ -395,39 +397,33 @@ class BackProjector:
         return out.view(self.thickness, self.width, n_y).permute(0, 2, 1)
 
 
-def backproject_slab(
-    filtered: torch.Tensor,
-    angles_deg: Sequence[float] | np.ndarray,
-    thickness: int,
-    z_centre: float | None = None,
-    x_centre: float | None = None,
-    det_centre: float | None = None,
-    width: int | None = None,
-) -> torch.Tensor:
-    """Back-project (already filtered) rows: `(T, y, W)` → `(thickness, y, X)`, unscaled.
+@dataclass(frozen=True)
+class Centring:
+    """Where the tomogram's centre lies in the unbinned frame (both matter for odd sizes only).
 
-    One-shot form of :class:`BackProjector` (see there for the geometry).
+    Attributes
+    ----------
+    unbinned_thickness
+        Depth of the unbinned volume the tomogram is centred on (default ``bin · thickness``);
+        only matters for odd sizes with ``bin > 2``.
+    detector_centre
+        Unbinned detector column where the volume's centre projects (default ``W // 2``; the
+        tomogram's X centre stays at ``W // 2``). ``project`` puts it at ``W // 2`` except
+        for an odd ``W`` with an even padded size ``P`` (skimage's ``// 2`` centres; see
+        :func:`faket_dask.stages.projection.detector_position`), where it is ``W // 2 + 1``: pass
+        ``detector_position(Z // 2, X // 2, 0, (Z, X), W)`` to be exact for any shape.
     """
-    n_t, _, n_w = filtered.shape
-    angles = np.asarray(angles_deg, dtype=np.float64)
-    if angles.shape != (n_t,):
-        raise InputError(f"{n_t} tilts but {angles.size} angles; give one angle per tilt")
-    bp = BackProjector(
-        angles, thickness, n_w, z_centre, x_centre, det_centre, width, filtered.device
-    )
-    return bp(filtered)
+
+    unbinned_thickness: int | None = None
+    detector_centre: float | None = None
 
 
 def _centres(
-    thickness: int,
-    width_unbinned: int,
-    b: int,
-    unbinned_thickness: int | None,
-    detector_centre: float | None,
+    thickness: int, width_unbinned: int, b: int, centring: Centring
 ) -> tuple[float, float, float]:
     """Binned-grid coordinates of the unbinned centres: volume Z, volume X, detector."""
-    n_z = b * thickness if unbinned_thickness is None else unbinned_thickness
-    det_u = width_unbinned // 2 if detector_centre is None else detector_centre
+    n_z = b * thickness if centring.unbinned_thickness is None else centring.unbinned_thickness
+    det_u = width_unbinned // 2 if centring.detector_centre is None else centring.detector_centre
 
     def binned(c: float) -> float:
         return (c - (b - 1) / 2) / b
@@ -469,8 +465,7 @@ def iter_reconstruct_slabs(
     filter: str = "ramp",
     slab_size: int | None = None,
     device: torch.device | str | None = None,
-    unbinned_thickness: int | None = None,
-    detector_centre: float | None = None,
+    centring: Centring = Centring(),
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``(y0, y1, slab)`` with slab `(thickness, y1 − y0, X)` float32, Y slab by slab.
 
@@ -478,7 +473,7 @@ def iter_reconstruct_slabs(
     without holding the whole tomogram.
     """
     filtered, angles, width_u = _prepare(tilts, angles_deg, thickness, bin, filter, device)
-    z_c, x_c, det_c = _centres(thickness, width_u, bin, unbinned_thickness, detector_centre)
+    z_c, x_c, det_c = _centres(thickness, width_u, bin, centring)
     scale = _filter_scale(filter, len(angles))
     _, n_y, n_w = filtered.shape
     bp = BackProjector(angles, thickness, n_w, z_c, x_c, det_c, device=filtered.device)
@@ -499,8 +494,7 @@ def reconstruct(
     filter: str = "ramp",
     slab_size: int | None = None,
     device: torch.device | str | None = None,
-    unbinned_thickness: int | None = None,
-    detector_centre: float | None = None,
+    centring: Centring = Centring(),
 ) -> torch.Tensor:
     """Weighted back-projection of a tilt-series into a tomogram.
 
@@ -522,15 +516,8 @@ def reconstruct(
         result does not depend on it.
     device
         Where to compute (default: the input tensor's device; arrays go to CPU).
-    unbinned_thickness
-        Depth of the unbinned volume the tomogram is centred on (default ``bin · thickness``);
-        only matters for odd sizes with ``bin > 2``.
-    detector_centre
-        Unbinned detector column where the volume's centre projects (default ``W // 2``; the
-        tomogram's X centre stays at ``W // 2``). ``project`` puts it at ``W // 2`` except
-        for an odd ``W`` with an even padded size ``P`` (skimage's ``// 2`` centres; see
-        :func:`faket_dask.stages.projection.detector_position`), where it is ``W // 2 + 1``: pass
-        ``detector_position(Z // 2, X // 2, 0, (Z, X), W)`` to be exact for any shape.
+    centring
+        Where the unbinned volume's centre lies (:class:`Centring`; matters for odd sizes).
 
     Returns
     -------
@@ -548,8 +535,7 @@ def reconstruct(
             filter,
             slab_size,
             device,
-            unbinned_thickness,
-            detector_centre,
+            centring,
         )
     ]
     return torch.cat(slabs, dim=1)

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from faket_dask.errors import InputError
+from faket_dask.io.mrc import read_mrc
 
 __all__ = [
     "BUILTIN_SHAPES",
@@ -355,8 +356,6 @@ def _map_template(
     threshold: float,
     density: float,
 ) -> Template:
-    from faket_dask.io.mrc import read_mrc
-
     data, header = read_mrc(path)
     if data.ndim != 3:
         raise InputError(f"{path}: a template map must be 3-D, got shape {data.shape}")

@@ -26,9 +26,9 @@ def one_thread():
 
 @pytest.mark.parametrize("ext", [".mrc", ".zarr"])
 def test_chain_matches_library(tmp_path: Path, ext: str, one_thread: None) -> None:
-    from faket_dask.stages.noise import NoiseModel, apply_noise, fit_noise_model
+    from faket_dask.stages.noise import NoiseDraw, NoiseModel, apply_noise, fit_noise_model
     from faket_dask.stages.projection import project
-    from faket_dask.stages.style import style_transfer
+    from faket_dask.stages.style import StyleRun, style_transfer
     from faket_dask.stages.style.weights import load_vgg19
 
     angles = parse_angles(ANGLES)
@@ -88,9 +88,8 @@ def test_chain_matches_library(tmp_path: Path, ext: str, one_thread: None) -> No
     )
     noisy = read_tilt_series(tmp_path / f"noisy{ext}")
     content = read_tilt_series(tmp_path / f"content{ext}")
-    lib = apply_noise(
-        torch.from_numpy(noiseless.data), lib_model, angles, seed=3, modalities=("noisy", "content")
-    )
+    both = NoiseDraw(modalities=("noisy", "content"))
+    lib = apply_noise(torch.from_numpy(noiseless.data), lib_model, angles, seed=3, options=both)
     assert noisy.data.tobytes() == lib["noisy"].numpy().tobytes()
     assert content.data.tobytes() == lib["content"].numpy().tobytes()
 
@@ -119,7 +118,7 @@ def test_chain_matches_library(tmp_path: Path, ext: str, one_thread: None) -> No
         torch.from_numpy(ref),
         torch.from_numpy(noisy.data),
         model_vgg,
-        batch_size=2,
+        StyleRun(batch_size=2),
     )
     assert styled.data.tobytes() == lib_styled.numpy().tobytes()
     # FakET matches every output tilt's std, then mean, to the raw style tilt

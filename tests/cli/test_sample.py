@@ -15,7 +15,7 @@ from _cli import run_cli_checked as run_cli
 from faket_dask_cli.main import app
 from typer.testing import CliRunner
 
-from faket_dask.io.sample_store import read_particles
+from faket_dask.io.store import read_particles
 
 pytestmark = pytest.mark.timeout(180)
 

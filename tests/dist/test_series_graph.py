@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_style_graph_equals_single_process(tmp_path, dask_client):
-    from faket_dask.stages.style import style_transfer
+    from faket_dask.stages.style import StyleRun, style_transfer
     from faket_dask.stages.style.weights import load_vgg19
 
     rng = np.random.default_rng(0)
@@ -54,7 +54,7 @@ def test_style_graph_equals_single_process(tmp_path, dask_client):
         expected = style_transfer(
             *(torch.from_numpy(stacks[k]) for k in ("content", "style", "init")),
             model,
-            batch_size=2,
+            StyleRun(batch_size=2),
         ).numpy()
     finally:
         torch.set_num_threads(n)

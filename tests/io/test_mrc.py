@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from faket_dask.errors import InputError
-from faket_dask.io.mrc import read_mrc, write_mrc
+from faket_dask.io.mrc import read_mrc, read_mrc_header, read_mrc_rows, write_mrc
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,3 +46,20 @@ def test_truncated_and_corrupt_files(tmp_path):
 def test_unwritable_folder(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         write_mrc(tmp_path / "no" / "x.mrc", np.ones((1, 4, 4), np.float32))
+
+
+def test_header_and_rows_read_without_the_whole_volume(tmp_path):
+    data = np.arange(4 * 9 * 5, dtype=np.int16).reshape(4, 9, 5)
+    write_mrc(tmp_path / "v.mrc", data, voxel_size=3.0)
+    shape, voxel = read_mrc_header(tmp_path / "v.mrc")
+    assert shape == (4, 9, 5) and voxel == pytest.approx(3.0)
+    rows = read_mrc_rows(tmp_path / "v.mrc", 2, 6)
+    assert rows.dtype == np.int16
+    np.testing.assert_array_equal(rows, data[:, 2:6])
+    write_mrc(tmp_path / "n.mrc", data.astype(np.float32))
+    assert read_mrc_header(tmp_path / "n.mrc")[1] is None  # unset voxel size
+    with pytest.raises(InputError, match="does not exist"):
+        read_mrc_header(tmp_path / "missing.mrc")
+    (tmp_path / "bad.mrc").write_bytes(b"not an mrc")
+    with pytest.raises(InputError, match="not a readable MRC"):
+        read_mrc_header(tmp_path / "bad.mrc")

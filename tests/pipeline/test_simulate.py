@@ -10,6 +10,7 @@ from _generate_helpers import tiny_config
 from faket_dask import pipeline as pl
 from faket_dask.errors import InputError
 from faket_dask.io import store as st
+from faket_dask.io.writers import array_checksum
 from faket_dask.pipeline import simulate as sim
 
 pytestmark = pytest.mark.timeout(120)
@@ -75,9 +76,9 @@ def test_sample_written_checksummed_and_not_recomputed(tmp_path):
     tilts = xr.open_zarr(path, group=f"{g}/tilts", consolidated=False)
     assert tilts.styled.dtype == np.float16
     for m in ("styled", "noisy", "content", "baseline", "noiseless"):
-        assert summary["checksums"][f"tilts/{m}"] == st.array_checksum(tilts[m].values)
+        assert summary["checksums"][f"tilts/{m}"] == array_checksum(tilts[m].values)
     vol = xr.open_zarr(path, group=f"{g}/volume", consolidated=False)
-    assert summary["checksums"]["volume/instance_mask"] == st.array_checksum(
+    assert summary["checksums"]["volume/instance_mask"] == array_checksum(
         vol.instance_mask.values
     )
     assert vol.density.shape == (8, 16, 16)
@@ -135,7 +136,7 @@ def test_slab_by_slab_equals_whole_rendering(tmp_path):
     import torch
 
     from faket_dask.stages.projection import project
-    from faket_dask.stages.sample import SampleSpec, build_sample
+    from faket_dask.stages.sample import BuildSpec, build_sample
 
     cfg = tiny_config(
         tilts={"shape": [260, 32]},
@@ -146,11 +147,11 @@ def test_slab_by_slab_equals_whole_rendering(tmp_path):
     path = tmp_path / "s.zarr"
     inputs = _setup(cfg, path)
     summary = pl.simulate_sample(_spec(cfg, path, inputs, 0))
-    whole = build_sample(SampleSpec.from_config(cfg, 0, seed=cfg.seed))
+    whole = build_sample(BuildSpec.from_config(cfg, 0, seed=cfg.seed))
     vol = xr.open_zarr(path, group="samples/000000/volume", consolidated=False)
     np.testing.assert_array_equal(vol.instance_mask.values, whole.instance_mask)
     np.testing.assert_array_equal(vol.density.values, whole.density)
-    assert summary["checksums"]["volume/class_mask"] == st.array_checksum(whole.class_mask)
+    assert summary["checksums"]["volume/class_mask"] == array_checksum(whole.class_mask)
     tilts = xr.open_zarr(path, group="samples/000000/tilts", consolidated=False)
     angles = np.array(summary["drew"]["angles"])
     expected = project(torch.from_numpy(whole.density), angles, detector_width=32).numpy()

@@ -10,11 +10,11 @@ import torch
 
 from faket_dask.errors import InputError
 from faket_dask.stages.noise import (
+    NoiseDraw,
     NoiseModel,
     apply_noise,
     fit_noise_model,
     fit_noise_model_from_reference,
-    match_mean_std,
     noise_field,
     stream_key,
 )
@@ -340,7 +340,8 @@ def test_apply_noise_matches_numpy_recipe(pairs, model, rng):
     else:
         eps = np.stack([noise_field((H, W), seed, 2, t).numpy() for t in range(T)])
         tol = 1e-4  # the keyed path computes in float32
-    out = apply_noise(torch.from_numpy(noiseless), model, ANGLES, seed, sample_id=2, rng=rng)
+    opts = NoiseDraw(rng=rng)
+    out = apply_noise(torch.from_numpy(noiseless), model, ANGLES, seed, sample_id=2, options=opts)
     assert list(out) == ["noisy", "content", "baseline"]
     expected = numpy_apply(noiseless, eps.astype(np.float64), expected_curves(model))
     for m, v in out.items():
@@ -365,11 +366,13 @@ def test_apply_noise_statistics(pairs, model):
 @pytest.mark.parametrize("rng", ["faket", "keyed"])
 def test_content_shares_the_noisy_draw(pairs, model, rng):
     noiseless = torch.from_numpy(pairs[2][0])
-    same = apply_noise(noiseless, model, ANGLES, 9, rng=rng, content_factor=1.0)
+    opts = NoiseDraw(rng=rng, content_factor=1.0)
+    same = apply_noise(noiseless, model, ANGLES, 9, options=opts)
     assert torch.equal(same["content"], same["noisy"])
     # reconstruct the pre-match fields: x = z*r + eps*s is an affine image of the output,
     # so standardise(output) * std(x) - z*r recovers eps*s; CONTENT's is 0.25x NOISY's.
-    out = apply_noise(noiseless, model, ANGLES, 9, rng=rng, modalities=("content", "noisy"))
+    opts = NoiseDraw(rng=rng, modalities=("content", "noisy"))
+    out = apply_noise(noiseless, model, ANGLES, 9, options=opts)
     assert list(out) == ["content", "noisy"]
     p = noiseless.numpy().astype(np.float64)
     z = (p - p.mean(axis=(1, 2), keepdims=True)) / p.std(axis=(1, 2), keepdims=True)
@@ -394,21 +397,24 @@ def test_content_shares_the_noisy_draw(pairs, model, rng):
 
 def test_apply_noise_is_deterministic_and_seeded(pairs, model):
     x = torch.from_numpy(pairs[0][0])
-    a = apply_noise(x, model, ANGLES, 1, sample_id=3, modalities=("noisy",))["noisy"]
-    b = apply_noise(x, model, ANGLES, 1, sample_id=3, modalities=("noisy",))["noisy"]
+    noisy = NoiseDraw(modalities=("noisy",))
+    a = apply_noise(x, model, ANGLES, 1, sample_id=3, options=noisy)["noisy"]
+    b = apply_noise(x, model, ANGLES, 1, sample_id=3, options=noisy)["noisy"]
     assert a.numpy().tobytes() == b.numpy().tobytes()
     assert not torch.equal(a, apply_noise(x, model, ANGLES, 1, sample_id=4)["noisy"])
     assert not torch.equal(a, apply_noise(x, model, ANGLES, 2, sample_id=3)["noisy"])
-    f = apply_noise(x, model, ANGLES, 1, sample_id=3, rng="faket")["noisy"]
+    faket = NoiseDraw(rng="faket")
+    f = apply_noise(x, model, ANGLES, 1, sample_id=3, options=faket)["noisy"]
     assert (
         f.numpy().tobytes()
-        == apply_noise(x, model, ANGLES, 1, rng="faket")["noisy"].numpy().tobytes()
+        == apply_noise(x, model, ANGLES, 1, options=faket)["noisy"].numpy().tobytes()
     )
 
 
 def test_apply_noise_between_fitted_angles(pairs, model):
     angles = np.array([-30.0, -10.0, 10.0, 30.0])
-    out = apply_noise(torch.from_numpy(pairs[0][0][:4]), model, angles, 0, modalities=("noisy",))
+    noisy = NoiseDraw(modalities=("noisy",))
+    out = apply_noise(torch.from_numpy(pairs[0][0][:4]), model, angles, 0, options=noisy)
     std = out["noisy"].numpy().astype(np.float64).std(axis=(1, 2))
     np.testing.assert_allclose(std, model.curves(angles)[3], rtol=1e-5)
 
@@ -426,33 +432,9 @@ def test_apply_noise_validation(pairs, model):
     with pytest.raises(InputError, match="outside"):
         apply_noise(x, model, ANGLES * 2, 0)
     with pytest.raises(InputError, match="modalities"):
-        apply_noise(x, model, ANGLES, 0, modalities=("styled",))
+        apply_noise(x, model, ANGLES, 0, options=NoiseDraw(modalities=("styled",)))
     with pytest.raises(InputError, match="rng"):
-        apply_noise(x, model, ANGLES, 0, rng="numpy")
-
-
-def test_match_mean_std_generic():
-    rng = np.random.default_rng(3)
-    x = torch.from_numpy(rng.normal(size=(2, 3, H, W)) * 4 + 1)
-    tm = np.array([[0.0, 1.0, -2.0], [5.0, 6.0, 7.0]])
-    ts = np.array([[1.0, 2.0, 3.0], [0.5, 0.25, 9.0]])
-    y = match_mean_std(x, tm, ts)
-    assert y.dtype == x.dtype and y.shape == x.shape
-    np.testing.assert_allclose(y.mean(dim=(-2, -1)).numpy(), tm, atol=1e-12)
-    np.testing.assert_allclose(y.std(dim=(-2, -1), correction=0).numpy(), ts, rtol=1e-12)
-    # std first, then mean: the reference's order, written out
-    x0 = x[1, 2].numpy()
-    ref = x0 / x0.std() * 9.0
-    ref = ref - ref.mean() + 7.0
-    np.testing.assert_allclose(y[1, 2].numpy(), ref, rtol=1e-14, atol=1e-13)
-    one = match_mean_std(x[0, 0].float(), 2.0, 3.0)
-    assert one.dtype == torch.float32
-    with pytest.raises(InputError, match="shapes"):
-        match_mean_std(x, tm[0], ts[0])
-    with pytest.raises(InputError, match="> 0"):
-        match_mean_std(x, tm, -ts)
-    with pytest.raises(InputError, match="constant"):
-        match_mean_std(torch.ones(2, H, W), [0.0, 0.0], [1.0, 1.0])
+        apply_noise(x, model, ANGLES, 0, options=NoiseDraw(rng="numpy"))
 
 
 @pytest.mark.gpu
@@ -462,8 +444,8 @@ def test_gpu_noise_and_apply(pairs, model):
     assert a.device.type == "cuda"
     assert torch.equal(a, noise_field((H, W), 3, 1, 2, "cuda"))
     x = torch.from_numpy(pairs[0][0])
-    cpu = apply_noise(x, model, ANGLES, 5, rng="faket")
-    gpu = apply_noise(x.cuda(), model, ANGLES, 5, rng="faket")
+    cpu = apply_noise(x, model, ANGLES, 5, options=NoiseDraw(rng="faket"))
+    gpu = apply_noise(x.cuda(), model, ANGLES, 5, options=NoiseDraw(rng="faket"))
     for m in cpu:
         assert gpu[m].device.type == "cuda"
         np.testing.assert_allclose(gpu[m].cpu().numpy(), cpu[m].numpy(), rtol=1e-6, atol=1e-6)

@@ -10,6 +10,7 @@ from scipy import stats
 from scipy.spatial.transform import Rotation
 
 from faket_dask.errors import InputError
+from faket_dask.stages import particles
 from faket_dask.stages.particles import (
     COLUMNS,
     angle_between,
@@ -17,7 +18,9 @@ from faket_dask.stages.particles import (
     random_quaternions,
     read_particle_list,
     relion_euler_from_quaternions,
+    star_text,
     table_from_arrays,
+    table_record,
     to_csv,
     to_shrec,
     to_star,
@@ -180,3 +183,26 @@ def test_bad_lists(tmp_path):
         read_particle_list(tmp_path / "bad.txt")
     with pytest.raises(InputError, match="frame"):
         to_star(small_table(), tmp_path / "x.star", "nowhere", shape=SHAPE, pixel_spacing=PS)
+
+
+def test_one_star_route(tmp_path, monkeypatch):
+    # to_star writes star_text; table_record keeps the same text beside the stored columns
+    t = small_table()
+    path = to_star(t, tmp_path / "p.star", shape=SHAPE, pixel_spacing=PS, tomo_name="s_000003")
+    text = star_text(t, shape=SHAPE, pixel_spacing=PS, tomo_name="s_000003")
+    assert path.read_text() == text
+    assert len(starfile.read(path)["particles"]) == int((t["kind"] == "particle").sum())
+    everything = starfile.read(tmp_path / "p.star", always_dict=True)
+    (tmp_path / "all.star").write_text(star_text(t, shape=SHAPE, pixel_spacing=PS, kinds=None))
+    assert len(starfile.read(tmp_path / "all.star")["particles"]) == len(t)
+    rec = table_record(
+        t, shape=SHAPE, pixel_spacing=PS, classes={1: "ribo", 2: "rod"}, tomo_name="s_000003"
+    )
+    assert rec.star == text and list(rec.columns) == list(t.columns)
+    np.testing.assert_array_equal(rec.columns["x"], t["x"].to_numpy())
+    classes = {"1": "ribo", "2": "rod"}
+    assert rec.attrs == {"pixel_spacing": PS, "shape": list(SHAPE), "classes": classes}
+    assert set(everything) == {"optics", "particles"}
+    monkeypatch.setattr(particles, "STAR_ATTR_MAX_ROWS", len(t) - 1)
+    assert table_record(t, shape=SHAPE, pixel_spacing=PS, classes={}, tomo_name="x").star is None
+

@@ -11,6 +11,7 @@ from skimage.transform import iradon, radon
 from faket_dask.errors import InputError
 from faket_dask.stages.projection import project
 from faket_dask.stages.reconstruction import (
+    Centring,
     approx_shrec_filter,
     bin_tilts,
     bin_volume_labels,
@@ -176,7 +177,7 @@ def test_binned_grid_with_odd_sizes(shape: tuple[int, int, int]) -> None:
     nz, _, nx = shape
     centre = detector_position(nz // 2, nx // 2, 0.0, (nz, nx))
     tomo = reconstruct(
-        tilts, ANGLES, thickness=16, bin=2, filter="ramp", detector_centre=centre
+        tilts, ANGLES, thickness=16, bin=2, filter="ramp", centring=Centring(detector_centre=centre)
     ).numpy()
     c = weighted_centroid(-tomo)
     np.testing.assert_allclose(c[[0, 2]], [10.0, 15.0], atol=0.25)

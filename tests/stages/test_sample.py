@@ -16,9 +16,9 @@ from faket_dask.io.mrc import write_mrc
 from faket_dask.stages.particles import quaternions_to_matrices, to_csv, to_shrec
 from faket_dask.stages.sample import (
     BUILDER_VERSION,
+    BuildSpec,
     GrandModelLayout,
     SampleLayout,
-    SampleSpec,
     build_layout,
     build_sample,
     render_slab,
@@ -34,12 +34,12 @@ SMALL = [  # small shapes that pack densely into a 24 x 48 x 48 volume at 10 Å
 ]
 
 
-def make_spec(shape=(24, 48, 48), ps=10.0, seed=0, sample_id=0, **sample) -> SampleSpec:
+def make_spec(shape=(24, 48, 48), ps=10.0, seed=0, sample_id=0, **sample) -> BuildSpec:
     sample.setdefault("thickness", shape[0])
     cfg = config_from_dict(
         {"seed": seed, "tilts": {"shape": list(shape[1:]), "pixel_spacing": ps}, "sample": sample}
     )
-    return SampleSpec.from_config(cfg, sample_id)
+    return BuildSpec.from_config(cfg, sample_id)
 
 
 def object_masks(layout: SampleLayout):

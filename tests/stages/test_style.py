@@ -21,7 +21,9 @@ import pytest
 import torch
 
 from faket_dask.errors import InputError
-from faket_dask.stages.style import transfer as S
+from faket_dask.stages import style as S
+from faket_dask.stages.style import losses, transfer
+from faket_dask.stages.style.tiled import loss_gradient_tiled
 from faket_dask.stages.style.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19Features
 
 pytestmark = pytest.mark.timeout(120)
@@ -203,7 +205,7 @@ def test_style_step_equals_closed_form(model):
 def test_style_transfer_equals_closed_form_and_adam_loop(model):
     content, style, init = make_stacks(t=3, h=32, w=32, seed=2)
     _, want = closed_form(model, content, style, init)
-    got = S.style_transfer(content, style, init, model, batch_size=4)
+    got = S.style_transfer(content, style, init, model, S.StyleRun(batch_size=4))
     assert_close_in_std(got, want, 1e-5, "style_transfer vs closed form")
     adam = adam_loop(model, content, style, init)
     assert_close_in_std(got, adam, 1e-5, "style_transfer vs Adam + EMA loop")
@@ -235,9 +237,9 @@ def test_output_has_the_raw_style_tilts_mean_and_std(model):
 
 def test_batch_size_does_not_change_the_bytes_on_cpu(model):
     content, style, init = make_stacks()
-    one = S.style_transfer(content, style, init, model, batch_size=1)
-    three = S.style_transfer(content, style, init, model, batch_size=3)
-    four = S.style_transfer(content, style, init, model, batch_size=4)
+    one = S.style_transfer(content, style, init, model, S.StyleRun(batch_size=1))
+    three = S.style_transfer(content, style, init, model, S.StyleRun(batch_size=3))
+    four = S.style_transfer(content, style, init, model, S.StyleRun(batch_size=4))
     diff = float((four - one).abs().max() / one.std())
     print(
         f"batch 4 vs batch 1 on CPU: bitwise equal = {torch.equal(four, one)}, max {diff:.1e} std"
@@ -277,17 +279,17 @@ def test_ranges_given_explicitly_and_split_stacks(model):
 
 def test_oom_back_off_gives_identical_bytes(model, monkeypatch, caplog):
     content, style, init = make_stacks()
-    clean = S.style_transfer(content, style, init, model, batch_size=4)
+    clean = S.style_transfer(content, style, init, model, S.StyleRun(batch_size=4))
     monkeypatch.setenv(S.ENV_FAULT_OOM, "1")  # every batch of more than one tilt fails
     with caplog.at_level(logging.WARNING, logger="faket_dask.stages.style"):
-        faulted = S.style_transfer(content, style, init, model, batch_size=4)
+        faulted = S.style_transfer(content, style, init, model, S.StyleRun(batch_size=4))
     assert torch.equal(faulted, clean)
     messages = [r.getMessage() for r in caplog.records]
     assert "out of memory on a batch of 4 tilts; retrying in batches of 2" in messages
     assert "out of memory on a batch of 2 tilts; retrying in batches of 1" in messages
     monkeypatch.setenv(S.ENV_FAULT_OOM, "0")  # even one tilt fails: the error comes out
     with pytest.raises(torch.OutOfMemoryError, match="injected"):
-        S.style_transfer(content, style, init, model, batch_size=4)
+        S.style_transfer(content, style, init, model, S.StyleRun(batch_size=4))
 
 
 def test_gram_cache_reuses_style_tilts(model):
@@ -300,7 +302,8 @@ def test_gram_cache_reuses_style_tilts(model):
     assert (cache.hits, cache.misses) == (4, 4)
     assert torch.equal(first, plain)
     assert torch.equal(second, S.style_transfer(content, style, init + 0.5 * init.flip(-1), model))
-    S.style_transfer(content, style, init, model, gram_cache=cache, precision="bf16")
+    bf16 = S.StyleRun(precision="bf16")
+    S.style_transfer(content, style, init, model, bf16, gram_cache=cache)
     assert cache.misses == 8  # other precision, other entries
     S.style_transfer(content, style, init, model, gram_cache=cache, style_key="model_1")
     S.style_transfer(content, style, init, model, gram_cache=cache, style_key="model_1")
@@ -320,17 +323,17 @@ def test_gram_cache_reuses_style_tilts(model):
 def test_precisions(model):
     content, style, init = make_stacks()
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    fp32 = S.style_transfer(content, style, init, model, precision="fp32")
-    tf32 = S.style_transfer(content, style, init, model, precision="tf32")
+    fp32 = S.style_transfer(content, style, init, model, S.StyleRun(precision="fp32"))
+    tf32 = S.style_transfer(content, style, init, model, S.StyleRun(precision="tf32"))
     assert torch.equal(tf32, fp32)  # no TF32 on a CPU
-    bf16 = S.style_transfer(content, style, init, model, precision="bf16")
+    bf16 = S.style_transfer(content, style, init, model, S.StyleRun(precision="bf16"))
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
     assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
     frac = float((bf16 - fp32).abs().mean() / fp32.std())
     print(f"bf16 vs fp32: mean |diff| = {frac:.3f} x output std")
     assert 0 < frac < 0.2
     with pytest.raises(InputError, match="precision must be one of"):
-        S.style_transfer(content, style, init, model, precision="fp16")
+        S.style_transfer(content, style, init, model, S.StyleRun(precision="fp16"))
 
 
 def test_runs_under_inference_mode_and_on_numpy_input(model):
@@ -367,7 +370,7 @@ def test_input_validation(model):
         assert "\n" not in str(err.value)
     for bs in (0, -1, 2.0, True):
         with pytest.raises(InputError, match="batch_size"):
-            S.style_transfer(content, style, init, model, batch_size=bs)
+            S.style_transfer(content, style, init, model, S.StyleRun(batch_size=bs))
 
 
 # ----------------------------------------------------------------- memory model and fast paths
@@ -420,8 +423,8 @@ def saved_bytes(model, precision, h, w, channels_last=False):
     target = torch.rand(1, 128, h // 2, w // 2)
     grams = [torch.rand(1, c, c) for c in (64, 128, 256, 512, 512)]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        feats = S._features(model, x, S._ALL_LAYERS, precision, channels_last)
-        S._total_loss(feats, target, grams)
+        feats = losses.activations(model, x, losses.ALL_LAYERS, precision, channels_last)
+        losses.total_loss(feats, target, grams)
     return sum(storages.values())
 
 
@@ -488,13 +491,13 @@ def test_tiled_gradient_equals_untiled(model):
         model64, cn, sn, x0 = tiled_case(model, h, w, seed=h)
         grams = S.style_grams(model64, sn)
         assert grams[0].dtype == torch.float64
-        whole = S._loss_gradient(model64, cn, x0, grams, "fp32")
-        tiled = S._loss_gradient_tiled(model64, cn, x0, grams, "fp32", tile, S.default_halo())
+        whole = losses.loss_gradient(model64, cn, x0, grams, "fp32")
+        tiled = loss_gradient_tiled(model64, cn, x0, grams, "fp32", tile, S.default_halo())
         err = float((tiled - whole).abs().max() / whole.std())
         print(f"{h}x{w} tiles of {tile} (float64): max |diff| = {err:.1e} x gradient std")
         assert err < 1e-9
         if h > w:  # a halo below the receptive margin is not exact
-            short = S._loss_gradient_tiled(model64, cn, x0, grams, "fp32", tile, 48)
+            short = loss_gradient_tiled(model64, cn, x0, grams, "fp32", tile, 48)
             assert float((short - whole).abs().max() / whole.std()) > 1e-4
             for a, b in zip(S.style_grams(model64, sn, tile=tile), grams, strict=True):
                 assert float((a - b).abs().max() / b.abs().max()) < 1e-12
@@ -504,7 +507,7 @@ def test_tiled_style_transfer_equals_untiled(model):
     """The brief's case: 96 x 80 in tiles of 48 (+ halo), fp32, end to end."""
     content, style, init = make_stacks(t=1, h=96, w=80, seed=5)
     whole = S.style_transfer(content, style, init, model)
-    tiled = S.style_transfer(content, style, init, model, tile=48)
+    tiled = S.style_transfer(content, style, init, model, S.StyleRun(tile=48))
     diff = (tiled - whole).abs() / whole.std()
     print(f"tiled vs whole (fp32): mean {float(diff.mean()):.1e}, max {float(diff.max()):.1e} std")
     # Rounding only (~1e-7 here), which FakET's step can magnify at a few pixels (vgg.py), and
@@ -513,20 +516,21 @@ def test_tiled_style_transfer_equals_untiled(model):
     assert float(diff.mean()) < 1e-3 and float((diff > 1e-3).float().mean()) < 0.02
     cache = S.GramCache()
     S.style_transfer(content, style, init, model, gram_cache=cache)
-    S.style_transfer(content, style, init, model, gram_cache=cache, tile=48)
+    S.style_transfer(content, style, init, model, S.StyleRun(tile=48), gram_cache=cache)
     assert cache.misses == 2  # tiled matrices are cached apart from whole-tilt ones
     with pytest.raises(InputError, match="multiple of 16"):
-        S.style_transfer(content, style, init, model, tile=40)
+        S.style_transfer(content, style, init, model, S.StyleRun(tile=40))
     with pytest.raises(InputError, match="tile must be"):
-        S.style_transfer(content, style, init, model, tile="big")
+        S.style_transfer(content, style, init, model, S.StyleRun(tile="big"))
 
 
 def test_fast_paths_agree_with_fp32(model):
     """channels_last and the folded normalisation change rounding only; 'auto' batches too."""
     content, style, init = make_stacks(t=3)
     ref = S.style_transfer(content, style, init, model)
-    assert torch.equal(S.style_transfer(content, style, init, model, batch_size="auto"), ref)
-    nhwc = S.style_transfer(content, style, init, model, channels_last=True)
+    auto = S.StyleRun(batch_size="auto")
+    assert torch.equal(S.style_transfer(content, style, init, model, auto), ref)
+    nhwc = S.style_transfer(content, style, init, model, S.StyleRun(channels_last=True))
     folded_model = VGG19Features(seed=0).eval().requires_grad_(False)
     folded_model.fold_normalization = True
     folded = S.style_transfer(content, style, init, folded_model)
@@ -535,7 +539,7 @@ def test_fast_paths_agree_with_fp32(model):
         print(f"{name} vs fp32: mean |diff| = {frac:.1e} x output std")
         assert frac < 1e-4  # documented: rounding level (~1e-7 .. 1e-6 on CPU)
     with pytest.raises(InputError, match="'auto'"):
-        S.style_transfer(content, style, init, model, batch_size="big")
+        S.style_transfer(content, style, init, model, S.StyleRun(batch_size="big"))
     saved = torch.backends.cudnn.benchmark
     with S.cudnn_benchmark_mode(not saved):
         assert torch.backends.cudnn.benchmark is (not saved)
@@ -545,9 +549,9 @@ def test_fast_paths_agree_with_fp32(model):
 def test_per_batch_statistics_match_as_on_a_gpu(model, monkeypatch):
     """The GPU's per-batch std/mean match (here forced on the CPU) equals the whole-stack one."""
     content, style, init = make_stacks(t=3)
-    whole = S.style_transfer(content, style, init, model, batch_size=2)
-    monkeypatch.setattr(S, "_match_per_batch", lambda device: True)
-    batched = S.style_transfer(content, style, init, model, batch_size=2)
+    whole = S.style_transfer(content, style, init, model, S.StyleRun(batch_size=2))
+    monkeypatch.setattr(transfer, "_match_per_batch", lambda device: True)
+    batched = S.style_transfer(content, style, init, model, S.StyleRun(batch_size=2))
     assert torch.allclose(batched, whole, rtol=1e-6, atol=1e-6 * float(whole.abs().max()))
 
 
@@ -570,7 +574,9 @@ def test_cuda_precisions_against_the_cpu_fp32_path(model):
     gpu_model = VGG19Features(seed=0).eval().requires_grad_(False).cuda()
     gpu_model.weights_id = model.weights_id
     got = {
-        p: S.style_transfer(content.cuda(), style.cuda(), init.cuda(), gpu_model, precision=p)
+        p: S.style_transfer(
+            content.cuda(), style.cuda(), init.cuda(), gpu_model, S.StyleRun(precision=p)
+        )
         for p in ("fp32", "tf32", "bf16")
     }
     for p, x in got.items():
@@ -590,7 +596,9 @@ def test_cuda_deterministic_mode_repeats_bit_for_bit(model):
     gpu_model = VGG19Features(seed=0).eval().requires_grad_(False).cuda()
     with deterministic_mode(True, "cuda"):
         runs = [
-            S.style_transfer(content, style, init, gpu_model, batch_size=2, cudnn_benchmark=False)
+            S.style_transfer(
+                content, style, init, gpu_model, S.StyleRun(batch_size=2, cudnn_benchmark=False)
+            )
             for _ in range(2)
         ]
     assert torch.equal(runs[0], runs[1])
@@ -602,8 +610,8 @@ def test_cuda_auto_batch_and_a_real_out_of_memory_back_off(model, caplog):
     """Under a small memory cap a batch really runs out of memory and is halved, not failed."""
     content, style, init = (x.cuda() for x in make_stacks(t=8, h=512, w=512))
     gpu_model = VGG19Features(seed=0).eval().requires_grad_(False).cuda()
-    one = S.style_transfer(content, style, init, gpu_model, batch_size=1)
-    auto = S.style_transfer(content, style, init, gpu_model, batch_size="auto")
+    one = S.style_transfer(content, style, init, gpu_model, S.StyleRun(batch_size=1))
+    auto = S.style_transfer(content, style, init, gpu_model, S.StyleRun(batch_size="auto"))
     assert _mean_rel(auto, one.cpu()) <= 0.015
     assert S.pick_batch_size(512, 512, "fp32", device="cuda") >= 1
     torch.cuda.empty_cache()
@@ -613,7 +621,7 @@ def test_cuda_auto_batch_and_a_real_out_of_memory_back_off(model, caplog):
     torch.cuda.set_per_process_memory_fraction(min(cap, 1.0))
     try:
         with caplog.at_level(logging.WARNING, logger="faket_dask.stages.style"):
-            capped = S.style_transfer(content, style, init, gpu_model, batch_size=8)
+            capped = S.style_transfer(content, style, init, gpu_model, S.StyleRun(batch_size=8))
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()

@@ -16,17 +16,17 @@ from faket_dask.stages.sample.slabs import (
     iter_slabs,
     render_slab,
 )
-from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, SampleSpec, keyed_rng
+from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, BuildSpec, keyed_rng
 
 __all__ = [
     "BUILDER_VERSION",
     "FIDUCIAL",
     "MEMBRANE",
     "OCCUPANCY_GRID_BYTES",
+    "BuildSpec",
     "GrandModelLayout",
     "Sample",
     "SampleLayout",
-    "SampleSpec",
     "build_layout",
     "build_sample",
     "default_slab_size",

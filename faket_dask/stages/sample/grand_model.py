@@ -5,24 +5,20 @@ A volume MRC, optional class and instance masks and a particle list.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from faket_dask.errors import InputError
+from faket_dask.io.mrc import read_mrc_header, read_mrc_rows
 from faket_dask.stages.particles import (
     empty_table,
     read_particle_list,
 )
-from faket_dask.stages.sample.spec import SampleSpec, _check_rows
-
-if TYPE_CHECKING:
-
-    pass
+from faket_dask.stages.sample.spec import BuildSpec, _check_rows
 
 
 @dataclass(eq=False)
@@ -37,7 +33,7 @@ class GrandModelLayout:
     class_mask_path: str | None = None
     instance_mask_path: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    spec: SampleSpec | None = None
+    spec: BuildSpec | None = None
 
     @property
     def class_dtype(self) -> np.dtype:
@@ -46,20 +42,19 @@ class GrandModelLayout:
 
     def render(self, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows ``[y0, y1)`` read from the MRC files (memory-mapped)."""
-        import mrcfile
-
         nz, ny, nx = self.shape
         y0, y1 = _check_rows(y0, y1, ny)
-        with mrcfile.mmap(self.volume_path, mode="r", permissive=True) as m:
-            density = np.array(m.data[:, y0:y1, :], dtype=np.float32)
+        density = np.asarray(read_mrc_rows(self.volume_path, y0, y1), dtype=np.float32)
         classes = np.zeros((nz, y1 - y0, nx), dtype=self.class_dtype)
         instances = np.zeros((nz, y1 - y0, nx), dtype=np.uint32)
         if self.class_mask_path:
-            with mrcfile.mmap(self.class_mask_path, mode="r", permissive=True) as m:
-                classes[...] = np.rint(np.asarray(m.data[:, y0:y1, :])).astype(self.class_dtype)
+            classes[...] = np.rint(read_mrc_rows(self.class_mask_path, y0, y1)).astype(
+                self.class_dtype
+            )
         if self.instance_mask_path:
-            with mrcfile.mmap(self.instance_mask_path, mode="r", permissive=True) as m:
-                instances[...] = np.rint(np.asarray(m.data[:, y0:y1, :])).astype(np.uint32)
+            instances[...] = np.rint(read_mrc_rows(self.instance_mask_path, y0, y1)).astype(
+                np.uint32
+            )
         return density, classes, instances
 
     def summary(self) -> dict[str, Any]:
@@ -74,27 +69,81 @@ class GrandModelLayout:
 
 
 def _mrc_header(path: str) -> tuple[tuple[int, int, int], float | None]:
-    import mrcfile
-
     if not Path(path).is_file():
         raise InputError(f"grand model file {path} does not exist; check the path")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.mmap(path, mode="r", permissive=True) as m:
-                shape = tuple(int(s) for s in m.data.shape)
-                voxel = float(m.voxel_size.x)
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"{path} is not a readable MRC file ({err})") from None
+    shape, voxel = read_mrc_header(path)
     if len(shape) != 3:
         raise InputError(f"{path}: a grand model must be a 3-D (Z, Y, X) volume, got {shape}")
-    return shape, (voxel if voxel > 0 else None)  # type: ignore[return-value]
+    return (shape[0], shape[1], shape[2]), voxel
 
 
 def _has_text(path: Path, probe: int = 1 << 16) -> bool:
     """Whether a text file holds anything but whitespace in its first ``probe`` bytes."""
     with open(path, "rb") as f:
         return bool(f.read(probe).strip())
+
+
+def _pixel_spacing(volume: str, header: float | None, configured: float | None) -> float:
+    """The header's voxel size, else the configured one; both given, they agree within 1%."""
+    ps = header if header is not None else configured
+    if ps is None:
+        raise InputError(f"{volume}: the MRC header has no voxel size; set tilts.pixel_spacing")
+    if header is not None and configured is not None and abs(header - configured) > 0.01 * header:
+        raise InputError(
+            f"{volume}: voxel size {header:g} Å differs from tilts.pixel_spacing "
+            f"{configured:g} Å; set tilts.pixel_spacing to {header:g}"
+        )
+    return float(ps)
+
+
+def _particle_table(
+    particles: str | Path,
+    pixel_spacing: float,
+    shape: tuple[int, int, int],
+    class_names: dict[int, str] | None,
+) -> pd.DataFrame:
+    """The grand model's particle list, its classes matched to the mask labels by name."""
+    empty = InputError(
+        f"{particles}: the particle list holds no particles; give a list with at least "
+        "one particle, or remove sample.grand_model_particles"
+    )
+    if Path(particles).is_file() and not _has_text(Path(particles)):
+        raise empty  # before the parsers, whose errors on empty files say less
+    table = read_particle_list(
+        particles, pixel_spacing=pixel_spacing, shape=shape, class_names=class_names
+    )
+    if not len(table):
+        raise empty
+    if class_names:  # match the list's classes to the mask labels by name
+        by_name = {v: k for k, v in class_names.items()}
+        matched = [by_name.get(str(n)) for n in table["class_name"]]
+        table["class_id"] = [
+            m if m is not None else int(c) for m, c in zip(matched, table["class_id"], strict=True)
+        ]
+    return table
+
+
+def _class_names(
+    table: pd.DataFrame,
+    class_names: dict[int, str] | None,
+    class_mask: str | Path | None,
+    shape: tuple[int, int, int],
+) -> dict[int, str]:
+    """Mask label -> name: the table's pairs, then ``class_names``, then ``class<N>``."""
+    names: dict[int, str] = {}
+    if len(table):
+        pairs = table[["class_id", "class_name"]].drop_duplicates()
+        names.update(
+            {int(i): str(n) for i, n in zip(pairs["class_id"], pairs["class_name"], strict=True)}
+        )
+    names.update(class_names or {})
+    if class_mask is not None:
+        top = 0
+        for y0 in range(0, shape[1], 64):
+            top = max(top, int(np.rint(read_mrc_rows(class_mask, y0, y0 + 64).max())))
+        for k in range(1, top + 1):
+            names.setdefault(k, f"class{k}")
+    return dict(sorted(names.items()))
 
 
 def import_grand_model(
@@ -128,57 +177,15 @@ def import_grand_model(
             f"grand model {volume} is (Z, Y, X) = {shape} but the detector (tilts.shape) is "
             f"{tuple(expected_yx)}; set tilts.shape to [{shape[1]}, {shape[2]}]"
         )
-    ps = header if header is not None else pixel_spacing
-    if ps is None:
-        raise InputError(f"{volume}: the MRC header has no voxel size; set tilts.pixel_spacing")
-    if (
-        header is not None
-        and pixel_spacing is not None
-        and abs(header - pixel_spacing) > 0.01 * header
-    ):
-        raise InputError(
-            f"{volume}: voxel size {header:g} Å differs from tilts.pixel_spacing "
-            f"{pixel_spacing:g} Å; set tilts.pixel_spacing to {header:g}"
-        )
+    ps = _pixel_spacing(volume, header, pixel_spacing)
     table = empty_table()
     if particles is not None:
-        empty = InputError(
-            f"{particles}: the particle list holds no particles; give a list with at least "
-            "one particle, or remove sample.grand_model_particles"
-        )
-        if Path(particles).is_file() and not _has_text(Path(particles)):
-            raise empty  # before the parsers, whose errors on empty files say less
-        table = read_particle_list(
-            particles, pixel_spacing=ps, shape=shape, class_names=class_names
-        )
-        if not len(table):
-            raise empty
-    if class_names and len(table):  # match the list's classes to the mask labels by name
-        by_name = {v: k for k, v in class_names.items()}
-        matched = [by_name.get(str(n)) for n in table["class_name"]]
-        table["class_id"] = [
-            m if m is not None else int(c) for m, c in zip(matched, table["class_id"], strict=True)
-        ]
-    names: dict[int, str] = {}
-    if len(table):
-        pairs = table[["class_id", "class_name"]].drop_duplicates()
-        names.update(
-            {int(i): str(n) for i, n in zip(pairs["class_id"], pairs["class_name"], strict=True)}
-        )
-    names.update(class_names or {})
-    if class_mask is not None:
-        import mrcfile
-
-        top = 0
-        with mrcfile.mmap(str(class_mask), mode="r", permissive=True) as m:
-            for y0 in range(0, shape[1], 64):
-                top = max(top, int(np.rint(np.asarray(m.data[:, y0 : y0 + 64]).max())))
-        for k in range(1, top + 1):
-            names.setdefault(k, f"class{k}")
+        table = _particle_table(particles, ps, shape, class_names)
+    names = _class_names(table, class_names, class_mask, shape)
     return GrandModelLayout(
         shape=shape,
-        pixel_spacing=float(ps),
-        classes=dict(sorted(names.items())),
+        pixel_spacing=ps,
+        classes=names,
         particles=table,
         volume_path=volume,
         class_mask_path=None if class_mask is None else str(class_mask),

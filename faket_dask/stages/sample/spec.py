@@ -14,14 +14,11 @@ from faket_dask.config import SampleConfig
 from faket_dask.errors import InputError
 
 if TYPE_CHECKING:
-
     from faket_dask.config import SimulationConfig
 
 
-MEMBRANE = "membrane"
-
-
-FIDUCIAL = "fiducial"
+MEMBRANE = "membrane"  # the table's kind of a vesicle or planar membrane
+FIDUCIAL = "fiducial"  # the table's kind of a gold bead
 
 
 def keyed_rng(*keys: object) -> np.random.Generator:
@@ -32,8 +29,10 @@ def keyed_rng(*keys: object) -> np.random.Generator:
 
 
 @dataclass(frozen=True)
-class SampleSpec:
-    """Everything one sample is a pure function of.
+class BuildSpec:
+    """Everything one sample's volume is a pure function of (what the builder builds from).
+
+    The pipeline's :class:`faket_dask.pipeline.SampleSpec` (one sample of a run) makes one.
 
     Attributes
     ----------
@@ -65,7 +64,7 @@ class SampleSpec:
         *,
         seed: int | None = None,
         base_dir: str | Path | None = None,
-    ) -> SampleSpec:
+    ) -> BuildSpec:
         """The spec of sample ``sample_id`` of a dataset (``seed`` overrides ``config.seed``)."""
         h, w = config.tilts.shape
         return cls(
@@ -85,6 +84,11 @@ class SampleSpec:
             if q.exists():
                 return str(q)
         return str(p)
+
+
+# The old name, used by layout.py and slabs.py until their rewrite (helper i18) lands: remove
+# then (nothing else may use it).
+SampleSpec = BuildSpec
 
 
 def _check_rows(y0: int, y1: int, ny: int) -> tuple[int, int]:

@@ -50,6 +50,7 @@ from torch import nn
 from faket_dask.errors import InputError
 
 __all__ = [
+    "CFG",
     "CONTENT_LAYER",
     "CONV_INDICES",
     "IMAGENET_MEAN",
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 # torchvision's VGG-19 ("E") configuration: channels per conv, "M" for a 2x2 max pool.
-_CFG: tuple[int | str, ...] = (
+CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
     512, 512, 512, 512, "M",
 )  # fmt: skip
@@ -93,15 +94,17 @@ class _MaxPool2x2Recompute(torch.autograd.Function):
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return F.max_pool2d(x, 2, 2)
+        pooled: torch.Tensor = F.max_pool2d(x, 2, 2)
+        return pooled
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
         _, indices = F.max_pool2d(x, 2, 2, return_indices=True)
-        return torch.ops.aten.max_pool2d_with_indices_backward(
+        grad_x: torch.Tensor = torch.ops.aten.max_pool2d_with_indices_backward(
             grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
         )
+        return grad_x
 
 
 class MaxPool2x2(nn.MaxPool2d):
@@ -116,23 +119,28 @@ class MaxPool2x2(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pool ``(B, C, H, W)`` to ``(B, C, H // 2, W // 2)``."""
+        pooled: torch.Tensor
         if torch.is_grad_enabled() and x.requires_grad:
-            return _MaxPool2x2Recompute.apply(x)
-        return super().forward(x)
+            pooled = _MaxPool2x2Recompute.apply(x)  # type: ignore[no-untyped-call]
+        else:
+            pooled = super().forward(x)
+        return pooled
 
 
 def _build_layers() -> list[nn.Module]:
     """Torchvision's ``vgg19().features[:30]``, without initialising (or drawing) any weights."""
     layers: list[nn.Module] = []
     in_ch = 3
-    for v in _CFG:
+    for v in CFG:
         if v == "M":
             layers.append(MaxPool2x2())
         else:
             assert isinstance(v, int)
             mode = "replicate" if not layers else "zeros"
             layers.append(
-                nn.utils.skip_init(nn.Conv2d, in_ch, v, kernel_size=3, padding=1, padding_mode=mode)
+                nn.utils.skip_init(  # type: ignore[no-untyped-call]
+                    nn.Conv2d, in_ch, v, kernel_size=3, padding=1, padding_mode=mode
+                )
             )
             layers.append(nn.ReLU(inplace=True))
             in_ch = v
@@ -141,7 +149,7 @@ def _build_layers() -> list[nn.Module]:
 
 def _conv_indices() -> tuple[int, ...]:
     out, i = [], 0
-    for v in _CFG:
+    for v in CFG:
         if v != "M":
             out.append(i)
         i += 1 if v == "M" else 2  # a pool, or a conv and its ReLU
@@ -186,6 +194,9 @@ class VGG19Features(nn.Module):
         derived values (style Gram matrices) key on it. Whoever replaces the weights sets it.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, seed: int | None = 0) -> None:
         super().__init__()
         self.features = nn.Sequential(*_build_layers())
@@ -202,7 +213,7 @@ class VGG19Features(nn.Module):
 
     def _first_conv(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.features[0]
-        assert isinstance(conv, nn.Conv2d)
+        assert isinstance(conv, nn.Conv2d) and conv.bias is not None
         mean = self.mean.view(1, 3, 1, 1)
         std = self.std.view(1, 3, 1, 1)
         # Replicate padding first: it commutes with the per-channel affine normalisation.
@@ -232,8 +243,8 @@ class VGG19Features(nn.Module):
             raise ValueError(f"expected a (B, 1|3, H, W) tensor, got shape {tuple(x.shape)}")
         need = min_size(wanted)
         if min(x.shape[-2:]) < need:
-            h, w = x.shape[-2:]
-            raise InputError(f"image is {h}x{w} but VGG-19 needs at least {need}x{need} pixels")
+            ih, iw = x.shape[-2:]
+            raise InputError(f"image is {ih}x{iw} but VGG-19 needs at least {need}x{need} pixels")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         out: dict[int, torch.Tensor] = {}

@@ -1,0 +1,78 @@
+"""Types hold: ``mypy --strict`` is clean on the stages and ``io`` (issue 13).
+
+mypy runs as a subprocess over ``faket_dask/stages`` and ``faket_dask/io``; modules they import
+from other layers are analysed but not reported (``--follow-imports=silent``), so each layer
+answers for its own files. Files that are not typed yet are listed in ``KNOWN_UNTYPED``: each must
+still fail (so the entry goes the moment its file is mended) and no other file may fail.
+
+Plain ``mypy faket_dask cli`` (the other layers) is not checked here yet: it still reports
+errors in ``read/``, ``dist/``, ``pipeline/`` and ``cli/``, which are being reorganised.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.timeout(600)
+
+# not typed yet: written or rewritten on main while this was typed (sample builder 2: objects,
+# placement, render; gemmi templates; the calibrated reference synth, CTF and calibration)
+KNOWN_UNTYPED = {
+    "faket_dask/stages/calibrated_noise.py",
+    "faket_dask/stages/calibration.py",
+    "faket_dask/stages/ctf.py",
+    "faket_dask/stages/reference.py",
+    "faket_dask/stages/sample/objects.py",
+    "faket_dask/stages/sample/placement.py",
+    "faket_dask/stages/sample/render.py",
+    "faket_dask/stages/templates.py",
+}
+
+_ERROR = re.compile(r"^(?P<path>[^:\s]+\.py):\d+: error: ", re.M)
+
+
+def _mypy(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mypy", "--cache-dir", str(cache), "--no-error-summary", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=550)
+
+
+def test_stages_and_io_are_strictly_typed(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("mypy-cache")
+    proc = _mypy(
+        "--strict", "--follow-imports=silent", "faket_dask/stages", "faket_dask/io", cache=cache
+    )
+    assert proc.returncode in (0, 1), proc.stderr or proc.stdout  # 2: mypy itself failed
+    failing = {m["path"] for m in _ERROR.finditer(proc.stdout)}
+    unexpected = sorted(failing - KNOWN_UNTYPED)
+    assert not unexpected, "\n".join(
+        line for line in proc.stdout.splitlines() if line.split(":")[0] in unexpected
+    )
+    mended = sorted(KNOWN_UNTYPED - failing)
+    assert not mended, f"now clean, remove from KNOWN_UNTYPED: {mended}"
+
+
+def test_the_check_catches_an_untyped_function(tmp_path_factory):
+    # the checker itself: a stage function without annotations fails --strict
+    probe = ROOT / "faket_dask" / "stages" / "_probe_untyped.py"
+    probe.write_text("def scale(x, k):\n    return x * k\n")
+    try:
+        proc = _mypy(
+            "--strict",
+            "--follow-imports=silent",
+            str(probe.relative_to(ROOT)),
+            cache=tmp_path_factory.mktemp("mypy-cache"),
+        )
+    finally:
+        probe.unlink()
+    assert proc.returncode == 1
+    assert {m["path"] for m in _ERROR.finditer(proc.stdout)} == {
+        "faket_dask/stages/_probe_untyped.py"
+    }
+    assert "no-untyped-def" in proc.stdout
