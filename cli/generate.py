@@ -31,6 +31,7 @@ ThreadsOpt = Annotated[
 
 
 def generate(
+    ctx: typer.Context,
     output: Annotated[Path, typer.Option("-o", "--output", help="The dataset store (.zarr).")],
     config: Annotated[
         Path | None, typer.Option("-c", "--config", help="Simulation config (YAML).")
@@ -91,7 +92,10 @@ def generate(
     cfg, base_dir = _checked_config(config, demo, output, n_samples, retries, override, small)
     n_samples = cfg.n_samples if demo else n_samples
     from faket_dask.dist.plan import check_store  # zarr only: --help stays fast
+    from faket_dask.io.lock import store_lock
 
+    if not dry_run:  # one writer at a time; held until the command ends (re-entered by the run)
+        ctx.with_resource(store_lock(output, "faket-dask generate"))
     check_store(output, cfg, resume)  # before any cluster starts (and before torch loads)
     # torch, dask: loaded once the input is checked, so that bad input fails fast
     from faket_dask.dist.cluster import connect, resolve_source

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 import shutil
 import time
@@ -49,6 +50,7 @@ from faket_dask.dist.plan import (
 from faket_dask.dist.plugins import WorkerSetup
 from faket_dask.errors import ClusterError, InputError
 from faket_dask.io import store as st
+from faket_dask.io.lock import store_lock
 from faket_dask.pipeline.inputs import WeightsFallbackWarning
 from faket_dask.stages.sample import BUILDER_VERSION
 
@@ -171,6 +173,25 @@ def _parse_fault() -> str | None:
     return value or None
 
 
+def _holding_store_lock(fn: Callable[..., RunReport]) -> Callable[..., RunReport]:
+    """Run ``fn`` holding the store's lock (:mod:`faket_dask.io.lock`), except for a dry run."""
+
+    @functools.wraps(fn)
+    def locked(
+        config: SimulationConfig,
+        store: str | os.PathLike[str],
+        client: Client | None = None,
+        options: GenerateOptions | None = None,
+    ) -> RunReport:
+        if options is not None and options.dry_run:
+            return fn(config, store, client, options)
+        with store_lock(store, "generate"):
+            return fn(config, store, client, options)
+
+    return locked
+
+
+@_holding_store_lock
 def generate(
     config: SimulationConfig,
     store: str | os.PathLike[str],
@@ -199,6 +220,8 @@ def generate(
     ------
     InputError
         The store exists without ``resume``, or ``resume`` with a changed config.
+    StoreLockedError
+        Another run holds the store's lock (:mod:`faket_dask.io.lock`).
     ClusterError
         The store is not visible from every worker, or the scheduler is gone too long.
     """

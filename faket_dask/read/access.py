@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from faket_dask.config import config_from_dict
 from faket_dask.errors import InputError
 from faket_dask.io import store as st
+from faket_dask.io.lock import store_lock
 from faket_dask.read.export import dataset_attrs, read_particle_table
 
 if TYPE_CHECKING:
@@ -106,11 +107,12 @@ def write_splits(
         "method": "sha256('faket-dask-split:<seed>:<sample_id>') -> u in [0,1) -> cumulative",
         "ids": assign_splits(done, f, seed),
     }
-    root_meta = json.loads((p / "zarr.json").read_text())
-    was_consolidated = bool(root_meta.get("consolidated_metadata"))
-    st.update_store_attrs(p, splits=record)
-    if was_consolidated:
-        st.consolidate(p)
+    with store_lock(p, "faket-dask split"):  # one writer at a time
+        root_meta = json.loads((p / "zarr.json").read_text())
+        was_consolidated = bool(root_meta.get("consolidated_metadata"))
+        st.update_store_attrs(p, splits=record)
+        if was_consolidated:
+            st.consolidate(p)
     return record
 
 
