@@ -51,6 +51,7 @@ from faket_dask.dist.plugins import WorkerSetup
 from faket_dask.errors import ClusterError, InputError
 from faket_dask.io import store as st
 from faket_dask.io.lock import store_lock
+from faket_dask.io.verify import check_sample
 from faket_dask.pipeline.inputs import WeightsFallbackWarning
 from faket_dask.stages.sample import BUILDER_VERSION
 
@@ -279,6 +280,7 @@ class _Run:
             st.remove_partial_files(self.store)
             if self.n > int(attrs.get("n_samples", 0)):
                 st.update_store_attrs(self.store, n_samples=self.n)
+            self.recheck_skipped()
             _backfill_manifest(self.store, self.done)
             return pl.SharedInputs.from_attrs(attrs)
         if not self.store.parent.is_dir():
@@ -311,6 +313,24 @@ class _Run:
             shutil.rmtree(self.store, ignore_errors=True)  # nothing computed yet: no half store
             raise
         return inputs
+
+    def recheck_skipped(self) -> None:
+        """The cheap check of the samples ``--resume`` would skip (every recorded file there,
+        with its size): a damaged one is marked incomplete, recorded, and done again."""
+        damaged = {}
+        for sid in sorted(self.done):
+            problems, _ = check_sample(self.store, sid, full=False)
+            if problems:
+                damaged[sid] = "; ".join(problems)
+        for sid, why in damaged.items():
+            self.opts.emit(
+                "warning", self.report, message=f"damaged: sample {sid} ({why}); computing it again"
+            )
+            st.mark_incomplete(self.store, sid, why)
+        rows = [{"sample_id": s, "status": "damaged", "error": w} for s, w in damaged.items()]
+        st.write_manifest(self.store, rows)
+        self.done -= set(damaged)
+        self.report.n_skipped = len(self.done)
 
     def spec(self, inputs: pl.SharedInputs, fault: str | None, sid: int) -> pl.SampleSpec:
         """What the task of sample ``sid`` gets."""
@@ -383,7 +403,8 @@ def _backfill_manifest(store: Path, done: set[int]) -> None:
 
     (A client killed after the worker marked a sample complete, before it appended the row.)
     """
-    listed = {int(r["sample_id"]) for r in st.read_manifest(store) if r.get("status") == "ok"}
+    latest = st.latest_status(st.read_manifest(store))
+    listed = {sid for sid, status in latest.items() if status == "ok"}
     rows = []
     for sid in sorted(done - listed):
         attrs = st.read_sample_attrs(store, sid) or {}
