@@ -9,6 +9,7 @@ import typer
 
 
 def verify(
+    ctx: typer.Context,
     store: Annotated[Path, typer.Argument(help="A dataset store made by `generate`.")],
     sample: Annotated[
         list[int] | None, typer.Option("--sample", help="Sample id (repeat; default: all).")
@@ -39,7 +40,7 @@ def verify(
     from faket_dask.io.verify import verify_store
 
     if repair:  # a writer: one at a time, and nobody writes while we read
-        typer.get_current_context().with_resource(store_lock(store, "faket-dask verify --repair"))
+        ctx.with_resource(store_lock(store, "faket-dask verify --repair"))
     report = verify_store(store, sample, full=not quick)
     for sid, problems in sorted(report.damaged.items()):
         for problem in problems:
