@@ -140,3 +140,15 @@ def check_png_out(output: Path, overwrite: bool, suffixes: tuple[str, ...]) -> N
 def echo_done(path: Path | str, what: str) -> None:
     """One line saying what was written where."""
     typer.echo(f"wrote {path}: {what}")
+
+
+def check_detector_px(flag: str, *values: int | None) -> None:
+    """Refuse a detector size above the physical limit, before any work (InputError)."""
+    from faket_dask.config import MAX_DETECTOR_PX  # numpy, pydantic: not at --help
+
+    for v in values:
+        if v is not None and not 1 <= v <= MAX_DETECTOR_PX:
+            raise InputError(
+                f"{flag} {v} is outside 1..{MAX_DETECTOR_PX} pixels (larger than any camera); "
+                "give a smaller detector"
+            )

@@ -16,6 +16,7 @@ from ._common import (
     SchedulerFileOpt,
     SchedulerOpt,
     VarOpt,
+    check_detector_px,
     check_output,
     echo_done,
     on_cluster,
@@ -52,6 +53,7 @@ def project(
     # numpy: loaded when the command runs, so that --help stays fast
     from faket_dask.options import ProjectOptions
 
+    check_detector_px("--detector-width", detector_width)
     tilt_angles = required_angles(angles, angles_file)
     check_output(output, overwrite)
     opts = ProjectOptions(

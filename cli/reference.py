@@ -10,7 +10,15 @@ import typer
 
 from faket_dask.errors import InputError
 
-from ._common import DeviceOpt, OverwriteOpt, VarOpt, check_output, echo_done, required_angles
+from ._common import (
+    DeviceOpt,
+    OverwriteOpt,
+    VarOpt,
+    check_detector_px,
+    check_output,
+    echo_done,
+    required_angles,
+)
 
 reference_app = typer.Typer(
     help="Style references: from a real tilt-series, from a tomogram, or a synthetic stand-in.",
@@ -102,6 +110,7 @@ def from_tomogram(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Project a real tomogram into a style tilt-series (line integrals; dark stays dark)."""
+    check_detector_px("--detector-width", detector_width)
     tilt_angles = required_angles(angles, angles_file)
     check_output(output, overwrite)
     # torch: loaded when the command runs, so that --help stays fast
@@ -133,6 +142,7 @@ def _parse_shape(tokens: list[str]) -> tuple[int, ...]:
         ) from None
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise InputError(f"--shape {' '.join(tokens)!r} must be T H W or H W (positive)")
+    check_detector_px("--shape", *shape[-2:])
     return shape
 
 
