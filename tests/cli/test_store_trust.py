@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def raced(tmp_path_factory):
     save_config(tiny_config(n_samples=N), cfg)
     store = root / "d.zarr"
     args = ["generate", "-c", cfg, "-o", store, "--n-workers", "1", "--no-progress"]
-    env = {**os.environ, "FAKET_DASK_FAULT": "sleep:2"}
+    env = {**os.environ, "FAKET_DASK_FAULT": "sleep:5"}  # 15 s at least: time to race
     first = subprocess.Popen(
         [*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -79,8 +80,10 @@ def raced(tmp_path_factory):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
     t0 = time.monotonic()
-    second = run_cli_checked(*args, check=False)
-    resumed = run_cli_checked(*args, "--resume", check=False)
+    with ThreadPoolExecutor(2) as pool:  # both at once, while the first still runs
+        second_f = pool.submit(run_cli_checked, *args, check=False)
+        resumed_f = pool.submit(run_cli_checked, *args, "--resume", check=False)
+        second, resumed = second_f.result(), resumed_f.result()
     refused_s = time.monotonic() - t0
     still_running = first.poll() is None
     out, err = first.communicate(timeout=400)
