@@ -48,7 +48,7 @@ from faket_dask.dist.plan import (
     task_key,
 )
 from faket_dask.dist.plugins import WorkerSetup
-from faket_dask.errors import ClusterError, InputError
+from faket_dask.errors import ClusterError, InputError, SamplesFailedError
 from faket_dask.io import store as st
 from faket_dask.io.lock import store_lock
 from faket_dask.io.verify import check_sample
@@ -370,8 +370,14 @@ class _Run:
             report.elapsed_s = time.perf_counter() - t0
             opts.emit("interrupted", report)
             raise
+        except OSError as err:  # the manifest cannot be written (a full disk)
+            report.elapsed_s = time.perf_counter() - t0
+            raise _disk_error(opts, report, err) from None
         report.elapsed_s = time.perf_counter() - t0
-        self.close()
+        try:
+            self.close()
+        except OSError as err:  # a full or read-only disk: the samples are safe, say so
+            raise _disk_error(opts, report, err) from None
         opts.emit("finished", report)
         return report
 
@@ -396,6 +402,15 @@ class _Run:
             },
         )
         st.consolidate(self.store)
+
+
+def _disk_error(opts: GenerateOptions, report: RunReport, err: OSError) -> SamplesFailedError:
+    """The run's summary, then one line: what failed and that ``--resume`` goes on."""
+    opts.emit("finished", report)
+    return SamplesFailedError(
+        f"cannot write the store ({err.strerror or err}): {report.n_done} sample(s) computed "
+        "this run, complete ones are kept; free space (or fix the disk) and rerun with --resume"
+    )
 
 
 def _backfill_manifest(store: Path, done: set[int]) -> None:
