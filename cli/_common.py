@@ -90,8 +90,15 @@ def required_angles(angles: str | None, angles_file: Path | None) -> np.ndarray:
     return tilt_angles
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output (unless ``overwrite``) or an unwritable folder, before any work."""
+def check_output(
+    path: Path, overwrite: bool, *, tilts: bool = False, siblings: tuple[str, ...] = ()
+) -> None:
+    """Refuse an existing output (unless ``overwrite``) or an unwritable folder, before any work.
+
+    Every file the command will write is checked before any is written: with ``tilts``, an
+    MRC tilt-series' ``.tlt`` beside it; ``siblings``, more suffixes written beside it
+    (``.synth.json``). An existing Zarr store or group at ``path`` is refused too.
+    """
     # mrcfile: loaded when a command runs, so that --help stays fast
     from faket_dask.io.mrc import MRC_SUFFIXES
 
@@ -100,8 +107,13 @@ def check_output(path: Path, overwrite: bool) -> None:
         raise InputError(
             f"{path}: unknown extension {path.suffix!r}; use .mrc (or .mrcs .st .ali .rec) or .zarr"
         )
-    if path.exists() and not overwrite and not is_zarr:
-        raise InputError(f"{path} exists; pass --overwrite or choose another output")
+    outputs = [path]
+    if tilts and not is_zarr:
+        outputs.append(path.with_suffix(".tlt"))
+    outputs += [path.with_suffix(s) for s in siblings]
+    for out in outputs:
+        if out.exists() and not overwrite:
+            raise InputError(f"{out} exists; pass --overwrite or choose another output")
     parent = path.parent if not is_zarr else Path(*path.parts[: _zarr_index(path)]) or Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder {parent} does not exist; create it first")

@@ -55,7 +55,7 @@ def project(
 
     check_detector_px("--detector-width", detector_width)
     tilt_angles = required_angles(angles, angles_file)
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True)
     opts = ProjectOptions(
         volume,
         output,

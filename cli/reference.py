@@ -69,7 +69,7 @@ def prepare(
         raise InputError(f"--pixel-spacing {pixel_spacing} must be > 0 Å")
     if crop is not None and min(crop) < 1:
         raise InputError(f"--crop {crop[0]} {crop[1]} must be positive")
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True)
     # torch: loaded when the command runs, so that --help stays fast
     from faket_dask.ops.reference import PrepareOptions
     from faket_dask.ops.reference import prepare as prepare_locally
@@ -112,7 +112,7 @@ def from_tomogram(
     """Project a real tomogram into a style tilt-series (line integrals; dark stays dark)."""
     check_detector_px("--detector-width", detector_width)
     tilt_angles = required_angles(angles, angles_file)
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True)
     # torch: loaded when the command runs, so that --help stays fast
     from faket_dask.ops.reference import from_tomogram as project_locally
 
@@ -203,7 +203,7 @@ def synth(
             f"--shape has {dims[0]} tilts but --angles gives {len(tilt_angles)}; give "
             "--shape H W to take the angles' count, or leave out --angles"
         )
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True, siblings=(".synth.json",))
     # torch: loaded when the command runs, so that --help stays fast
     from faket_dask.ops.reference import synth as synth_locally
     from faket_dask.stages.reference import STAND_IN_NOTE

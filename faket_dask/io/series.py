@@ -127,6 +127,9 @@ def write_tilt_series(
     _check_format(path)
     data = np.asarray(series.data)
     if is_mrc(path):
+        tlt = path.with_suffix(".tlt")
+        if series.angles_deg is not None and tlt.exists() and not overwrite:
+            raise InputError(f"{tlt} exists; pass --overwrite or choose another output")
         write_mrc(path, data, series.pixel_spacing, overwrite=overwrite, stack=True)
         if series.angles_deg is not None:
             write_tilt_file(path.with_suffix(".tlt"), series.angles_deg)

@@ -46,3 +46,23 @@ def test_truncated_and_corrupt_files(tmp_path):
 def test_unwritable_folder(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         write_mrc(tmp_path / "no" / "x.mrc", np.ones((1, 4, 4), np.float32))
+
+
+def test_mrc_outputs_respect_the_umask_and_keep_an_overwritten_mode(tmp_path):
+    import os
+    import stat
+
+    from faket_dask.io.mrc import write_mrc
+
+    old = os.umask(0o027)
+    try:
+        write_mrc(tmp_path / "new.mrc", np.zeros((2, 4, 4), np.float32), 10.0)
+        assert stat.S_IMODE(os.stat(tmp_path / "new.mrc").st_mode) == 0o640
+        os.umask(0o022)
+        write_mrc(tmp_path / "b.mrc", np.zeros((2, 4, 4), np.float32), 10.0)
+        assert stat.S_IMODE(os.stat(tmp_path / "b.mrc").st_mode) == 0o644
+        os.chmod(tmp_path / "b.mrc", 0o604)
+        write_mrc(tmp_path / "b.mrc", np.ones((2, 4, 4), np.float32), 10.0, overwrite=True)
+        assert stat.S_IMODE(os.stat(tmp_path / "b.mrc").st_mode) == 0o604
+    finally:
+        os.umask(old)
