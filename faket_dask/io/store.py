@@ -61,6 +61,7 @@ __all__ = [
     "TiltsWriter",
     "array_checksum",
     "check_shared_filesystem",
+    "check_writable",
     "completed_ids",
     "consolidate",
     "create_store",
@@ -227,6 +228,25 @@ def remove_partial_files(path: str | os.PathLike[str]) -> int:
                         os.remove(entry.path)
                         n += 1
     return n
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Refuse a store this process cannot write (a read-only mount, permissions), before work.
+
+    A probe file in the store and in ``samples/`` (``os.access`` misses read-only mounts).
+    """
+    for folder in (Path(path), Path(path) / SAMPLES):
+        probe = folder / f".faket-write-check-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise InputError(
+                f"store {path} cannot be written ({err.strerror}: {folder}); it may be on a "
+                "read-only mount: copy it somewhere writable, or fix its permissions"
+            ) from None
 
 
 def check_shared_filesystem(client: Client, path: str | os.PathLike[str]) -> None:

@@ -98,6 +98,7 @@ def write_splits(
     """
     p = Path(store)
     attrs = dataset_attrs(p)
+    st.check_writable(p)
     n = int(attrs.get("n_samples", 0))
     done = st.completed_ids(p, range(n)) if n else st.completed_ids(p)
     f = _check_fractions(fractions)

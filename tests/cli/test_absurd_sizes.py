@@ -8,6 +8,7 @@ load does not inflate it) and must stay under 5 s: refused before any work.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -52,7 +53,22 @@ def _particles(count: object) -> dict:
     return {"thickness": 8, "particles": [particle]}
 
 
+def _zarr_bad_spacing(d: Path) -> str:
+    from faket_dask.io import Volume, write_volume
+
+    path = d / "vol.zarr"
+    write_volume(path, Volume(np.zeros((8, 16, 16), np.float32), 10.0))
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["pixel_spacing"] = "ten"
+    (path / "zarr.json").write_text(json.dumps(meta))
+    return str(path)
+
+
 CASES = {
+    "zarr_pixel_spacing_not_a_number": (
+        lambda d: ["project", _zarr_bad_spacing(d), "-o", str(d / "p.mrc"), "--angles", "0"],
+        "pixel_spacing 'ten' is not a positive number",
+    ),
     "angles_1e9": (lambda d: _gen(d, tilts={"angles": "-90:90:0.0000001"}), "limit of 1000"),
     "angles_inf_config": (lambda d: _gen(d, tilts={"angles": "-inf:0:1"}), "NaN or Inf"),
     "angles_nan_cli": (

@@ -67,3 +67,24 @@ def test_full_disk_ends_with_summary_and_resume_hint(small_disk: Path, tmp_path)
     check = run_cli("verify", store)
     assert check.returncode == 0, check.stdout
     assert os.path.exists(store / "zarr.json")
+
+
+@pytest.fixture
+def read_only_store(small_disk: Path):
+    """A faket-dask store on a mount made read-only after it was written."""
+    store = small_disk / "ro.zarr"
+    st.create_store(store, {"config": tiny_config(n_samples=2).to_dict(), "n_samples": 2})
+    ro = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], timeout=30)
+    assert ro.returncode == 0
+    return store
+
+
+def test_read_only_store_is_one_line_for_split_and_resume(read_only_store: Path, tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    save_config(tiny_config(n_samples=2), cfg)
+    split = run_cli("split", read_only_store)
+    resume = run_cli("generate", "-c", cfg, "-o", read_only_store, "--resume", "--no-progress")
+    for proc, needle in ((split, "cannot be written"), (resume, "must be writable")):
+        assert proc.returncode == 2, proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
