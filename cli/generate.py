@@ -101,10 +101,10 @@ def generate(
     cluster = (scheduler, scheduler_file, cluster_profile)
     local = not (on_cluster(*cluster) or os.environ.get("DASK_SCHEDULER_ADDRESS"))
     warn = functools.partial(console.print, markup=False)
-    check_budget(cfg, n_samples or cfg.n_samples, output, local=local, warn=warn)
     if not dry_run:  # one writer at a time; held until the command ends (re-entered by the run)
         ctx.with_resource(store_lock(output, "faket-dask generate"))
     check_store(output, cfg, resume)  # before any cluster starts (and before torch loads)
+    check_budget(cfg, n_samples or cfg.n_samples, output, local=local, warn=warn)
     # torch, dask: loaded once the input is checked, so that bad input fails fast
     from faket_dask.dist.cluster import connect, resolve_source
     from faket_dask.dist.runner import GenerateOptions

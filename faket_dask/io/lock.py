@@ -206,21 +206,28 @@ class StoreLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        except FileNotFoundError:
-            raise InputError(
-                f"output folder {self.path.parent} does not exist; create it first"
-            ) from None
+        except FileNotFoundError as err:
+            if not self.path.parent.is_dir():
+                raise InputError(
+                    f"output folder {self.path.parent} does not exist; create it first"
+                ) from None
+            return self._unwritable(err)  # a folder that takes no files (/proc, some mounts)
         except OSError as err:
-            raise InputError(
-                f"cannot lock {self.store}: {err.strerror} creating {self.path}; the folder "
-                "must be writable (a read-only store cannot be written)"
-            ) from None
+            return self._unwritable(err)
         try:
             os.write(fd, self._record())
             os.fsync(fd)
         finally:
             os.close(fd)
         return True
+
+    def _unwritable(self, err: OSError) -> bool:
+        """Raise the one line for a folder that takes no lock file."""
+        raise InputError(
+            f"output folder {self.path.parent} is not writable ({err.strerror}: the store's "
+            f"lock {self.path.name} goes there); choose another output path, or copy a "
+            "read-only store somewhere writable"
+        )
 
     def acquire(self) -> None:
         """Take the lock, or take over a stale one.

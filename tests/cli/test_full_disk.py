@@ -84,7 +84,7 @@ def test_read_only_store_is_one_line_for_split_and_resume(read_only_store: Path,
     save_config(tiny_config(n_samples=2), cfg)
     split = run_cli("split", read_only_store)
     resume = run_cli("generate", "-c", cfg, "-o", read_only_store, "--resume", "--no-progress")
-    for proc, needle in ((split, "cannot be written"), (resume, "must be writable")):
+    for proc, needle in ((split, "cannot be written"), (resume, "is not writable")):
         assert proc.returncode == 2, proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
