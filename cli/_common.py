@@ -90,8 +90,15 @@ def required_angles(angles: str | None, angles_file: Path | None) -> np.ndarray:
     return tilt_angles
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output (unless ``overwrite``) or an unwritable folder, before any work."""
+def check_output(
+    path: Path, overwrite: bool, *, tilts: bool = False, siblings: tuple[str, ...] = ()
+) -> None:
+    """Refuse an existing output (unless ``overwrite``) or an unwritable folder, before any work.
+
+    Every file the command will write is checked before any is written: with ``tilts``, an
+    MRC tilt-series' ``.tlt`` beside it; ``siblings``, more suffixes written beside it
+    (``.synth.json``). An existing Zarr store or group at ``path`` is refused too.
+    """
     # mrcfile: loaded when a command runs, so that --help stays fast
     from faket_dask.io.mrc import MRC_SUFFIXES
 
@@ -100,8 +107,13 @@ def check_output(path: Path, overwrite: bool) -> None:
         raise InputError(
             f"{path}: unknown extension {path.suffix!r}; use .mrc (or .mrcs .st .ali .rec) or .zarr"
         )
-    if path.exists() and not overwrite and not is_zarr:
-        raise InputError(f"{path} exists; pass --overwrite or choose another output")
+    outputs = [path]
+    if tilts and not is_zarr:
+        outputs.append(path.with_suffix(".tlt"))
+    outputs += [path.with_suffix(s) for s in siblings]
+    for out in outputs:
+        if out.exists() and not overwrite:
+            raise InputError(f"{out} exists; pass --overwrite or choose another output")
     parent = path.parent if not is_zarr else Path(*path.parts[: _zarr_index(path)]) or Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder {parent} does not exist; create it first")
@@ -140,3 +152,15 @@ def check_png_out(output: Path, overwrite: bool, suffixes: tuple[str, ...]) -> N
 def echo_done(path: Path | str, what: str) -> None:
     """One line saying what was written where."""
     typer.echo(f"wrote {path}: {what}")
+
+
+def check_detector_px(flag: str, *values: int | None) -> None:
+    """Refuse a detector size above the physical limit, before any work (InputError)."""
+    from faket_dask.config import MAX_DETECTOR_PX  # numpy, pydantic: not at --help
+
+    for v in values:
+        if v is not None and not 1 <= v <= MAX_DETECTOR_PX:
+            raise InputError(
+                f"{flag} {v} is outside 1..{MAX_DETECTOR_PX} pixels (larger than any camera); "
+                "give a smaller detector"
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,7 +12,7 @@ from rich.console import Console
 
 from faket_dask.errors import InputError, SamplesFailedError
 
-from ._common import ProfileOpt, SchedulerFileOpt, SchedulerOpt, WorkerTimeoutOpt
+from ._common import ProfileOpt, SchedulerFileOpt, SchedulerOpt, WorkerTimeoutOpt, on_cluster
 
 if TYPE_CHECKING:
     from faket_dask.config import SimulationConfig
@@ -31,6 +32,7 @@ ThreadsOpt = Annotated[
 
 
 def generate(
+    ctx: typer.Context,
     output: Annotated[Path, typer.Option("-o", "--output", help="The dataset store (.zarr).")],
     config: Annotated[
         Path | None, typer.Option("-c", "--config", help="Simulation config (YAML).")
@@ -86,19 +88,28 @@ def generate(
     One task per sample; resumable (--resume); a failed sample does not stop the others
     (exit code 1 if any failed; 3 if the cluster cannot be reached).
     """
+    _check_counts(n_workers=n_workers, threads_per_worker=threads_per_worker, window=window)
     if small and not demo:
         raise InputError("--small sizes the built-in demo: use it with --demo")
     cfg, base_dir = _checked_config(config, demo, output, n_samples, retries, override, small)
     n_samples = cfg.n_samples if demo else n_samples
-    # zarr, dask: loaded when the command runs, so that --help stays fast
-    from faket_dask.dist.cluster import connect, resolve_source
+    from faket_dask.dist.budget import check_budget  # zarr only: --help stays fast
     from faket_dask.dist.plan import GenerateOptions, check_store, plan_run
+    from faket_dask.io.lock import store_lock
+
+    console = Console(stderr=True, highlight=False)
+    cluster = (scheduler, scheduler_file, cluster_profile)
+    local = not (on_cluster(*cluster) or os.environ.get("DASK_SCHEDULER_ADDRESS"))
+    warn = functools.partial(console.print, markup=False)
+    if not dry_run:  # one writer at a time; held until the command ends (re-entered by the run)
+        ctx.with_resource(store_lock(output, "faket-dask generate"))
+    check_store(output, cfg, resume)  # before any cluster starts (and before torch loads)
+    check_budget(cfg, n_samples or cfg.n_samples, output, local=local, warn=warn)
+    # torch, dask: loaded once the input is checked, so that bad input fails fast
+    from faket_dask.dist.cluster import connect, resolve_source
 
     from ._progress import GenerateView, print_plan
 
-    check_store(output, cfg, resume)  # before any cluster starts
-    console = Console(stderr=True, highlight=False)
-    cluster = (scheduler, scheduler_file, cluster_profile)
     if dry_run:
         where = resolve_source(*cluster, n_workers, threads_per_worker).describe()
         plan = GenerateOptions(n_samples, resume=resume, dry_run=True, cluster_description=where)
@@ -135,6 +146,14 @@ def generate(
         )
 
 
+def _check_counts(**counts: int | None) -> None:
+    """``--n-workers``, ``--threads-per-worker``, ``--window``: at least 1 when given."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} must be at least 1 (got {value})")
+
+
 def _checked_config(
     config: Path | None,
     demo: bool,
@@ -158,7 +177,13 @@ def _checked_config(
     if retries < 0:
         raise InputError("--retries must be >= 0")
     # numpy, pydantic: loaded when the command runs, so that --help stays fast
-    from faket_dask.config import load_config
+    from faket_dask.config import MAX_SAMPLES, load_config
+
+    if n_samples is not None and n_samples > MAX_SAMPLES:
+        raise InputError(
+            f"--n-samples {n_samples} exceeds the limit of {MAX_SAMPLES} samples per store "
+            "(six-digit sample folders); split the dataset over several stores"
+        )
     from faket_dask.demo import demo_config
 
     if demo or config is None:

@@ -35,6 +35,7 @@ from . import (
     sample,
     split,
     style,
+    verify,
     weights,
 )
 
@@ -48,7 +49,7 @@ app = typer.Typer(
 
 # the order of `--help`: the stage verbs, then a dataset's life (generate, inspect, export, read)
 COMMAND_GROUPS: tuple[ModuleType, ...] = (project, style, noise, weights, sample, reconstruct)
-COMMAND_GROUPS += (reference, generate, info, export, preview, report, realism, split)
+COMMAND_GROUPS += (reference, generate, info, verify, export, preview, report, realism, split)
 for module in COMMAND_GROUPS:
     module.register(app)
 

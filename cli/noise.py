@@ -119,9 +119,9 @@ def noise_apply(
 
     if rng not in ("keyed", "faket"):
         raise InputError(f"--rng {rng!r} is not known; use 'keyed' or 'faket'")
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True)
     if content_out is not None:
-        check_output(content_out, overwrite)
+        check_output(content_out, overwrite, tilts=True)
     main = "baseline" if baseline else "noisy"
     outs = {main: output} | ({"content": content_out} if content_out is not None else {})
     cluster = on_cluster(scheduler, scheduler_file, cluster_profile)

@@ -16,6 +16,7 @@ from ._common import (
     SchedulerFileOpt,
     SchedulerOpt,
     VarOpt,
+    check_detector_px,
     check_output,
     echo_done,
     on_cluster,
@@ -52,8 +53,9 @@ def project(
     # numpy: loaded when the command runs, so that --help stays fast
     from faket_dask.options import ProjectOptions
 
+    check_detector_px("--detector-width", detector_width)
     tilt_angles = required_angles(angles, angles_file)
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True)
     opts = ProjectOptions(
         volume,
         output,

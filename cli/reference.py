@@ -10,7 +10,15 @@ import typer
 
 from faket_dask.errors import InputError
 
-from ._common import DeviceOpt, OverwriteOpt, VarOpt, check_output, echo_done, required_angles
+from ._common import (
+    DeviceOpt,
+    OverwriteOpt,
+    VarOpt,
+    check_detector_px,
+    check_output,
+    echo_done,
+    required_angles,
+)
 
 reference_app = typer.Typer(
     help="Style references: from a real tilt-series, from a tomogram, or a synthetic stand-in.",
@@ -61,7 +69,7 @@ def prepare(
         raise InputError(f"--pixel-spacing {pixel_spacing} must be > 0 Å")
     if crop is not None and min(crop) < 1:
         raise InputError(f"--crop {crop[0]} {crop[1]} must be positive")
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True)
     # torch: loaded when the command runs, so that --help stays fast
     from faket_dask.ops.reference import PrepareOptions
     from faket_dask.ops.reference import prepare as prepare_locally
@@ -102,8 +110,9 @@ def from_tomogram(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Project a real tomogram into a style tilt-series (line integrals; dark stays dark)."""
+    check_detector_px("--detector-width", detector_width)
     tilt_angles = required_angles(angles, angles_file)
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True)
     # torch: loaded when the command runs, so that --help stays fast
     from faket_dask.ops.reference import from_tomogram as project_locally
 
@@ -133,6 +142,7 @@ def _parse_shape(tokens: list[str]) -> tuple[int, ...]:
         ) from None
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise InputError(f"--shape {' '.join(tokens)!r} must be T H W or H W (positive)")
+    check_detector_px("--shape", *shape[-2:])
     return shape
 
 
@@ -193,7 +203,7 @@ def synth(
             f"--shape has {dims[0]} tilts but --angles gives {len(tilt_angles)}; give "
             "--shape H W to take the angles' count, or leave out --angles"
         )
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True, siblings=(".synth.json",))
     # torch: loaded when the command runs, so that --help stays fast
     from faket_dask.ops.reference import synth as synth_locally
     from faket_dask.stages.reference import STAND_IN_NOTE

@@ -56,7 +56,7 @@ def style(
         raise InputError(f"--precision {precision!r} is not known; use fp32, tf32 or bf16")
     if batch < 1:
         raise InputError(f"--batch {batch} must be at least 1")
-    check_output(output, overwrite)
+    check_output(output, overwrite, tilts=True)
     opts = StyleOptions(
         content,
         style_ref,

@@ -19,6 +19,9 @@ from faket_dask.errors import InputError
 
 TILT_FILE_SUFFIXES = (".tlt", ".rawtlt")
 
+MAX_TILTS = 1000
+"""The most tilts a series may have: ±90° at 0.18° steps (real series have at most ~200)."""
+
 
 def parse_range(spec: str) -> np.ndarray:
     """Parse ``START:STOP:STEP`` into angles; STOP is included and must lie on the grid.
@@ -44,9 +47,16 @@ def parse_range(spec: str) -> np.ndarray:
         raise InputError(
             f"angle range {spec!r} has a non-numeric part; write it like -60:60:2"
         ) from None
+    if not all(math.isfinite(v) for v in (start, stop, step)):
+        raise InputError(f"angle range {spec!r} holds NaN or Inf; write it like -60:60:2")
     if not step > 0:
         raise InputError(f"angle range {spec!r} needs a positive STEP; write it like -60:60:2")
     n_steps = (stop - start) / step
+    if n_steps + 1 > MAX_TILTS:
+        raise InputError(
+            f"angle range {spec!r} makes {n_steps + 1:.3g} tilts, more than the limit of "
+            f"{MAX_TILTS}; choose a larger STEP"
+        )
     n = round(n_steps)
     if n < 0 or not math.isclose(n_steps, n, rel_tol=0, abs_tol=1e-6):
         raise InputError(
@@ -67,8 +77,14 @@ def read_tilt_file(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"tilt-angle file {path} does not exist; give an IMOD .tlt/.rawtlt file")
+    try:
+        text_all = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"tilt-angle file {path} is not text; a .tlt file has one number per line"
+        ) from None
     values: list[float] = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(text_all.splitlines(), start=1):
         text = line.strip()
         if not text:
             continue
@@ -118,6 +134,8 @@ def validate_angles(angles_deg: npt.ArrayLike, *, source: str = "angles") -> np.
     angles = np.asarray(angles_deg, dtype=np.float64)
     if angles.ndim != 1 or angles.size == 0:
         raise InputError(f"{source}: no tilt angles given; give at least one angle in degrees")
+    if angles.size > MAX_TILTS:
+        raise InputError(f"{source}: {angles.size} tilt angles, more than the limit of {MAX_TILTS}")
     if not np.all(np.isfinite(angles)):
         raise InputError(f"{source}: tilt angles contain NaN or Inf; give finite angles")
     if np.any(np.abs(angles) > 90):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,20 @@ from faket_dask.errors import InputError
 Modality = Literal["styled", "noisy", "content", "baseline", "noiseless"]
 Precision = Literal["fp32", "tf32", "bf16"]
 Device = Literal["auto", "cpu", "cuda"]
+
+
+# Sane physical limits, checked when a config is read (before any work starts).
+MAX_DETECTOR_PX = 16384
+"""Largest detector side: above the 11520 x 8184 super-resolution frames of today's cameras."""
+MAX_THICKNESS_VOXELS = 4096
+"""Thickest sample volume (Z voxels)."""
+MAX_PARTICLES_PER_CLASS = 100_000
+"""Most copies of one particle class in one sample."""
+MAX_SAMPLES = 1_000_000
+"""Most samples in one store: sample folders are numbered with six digits (000000-999999)."""
+BUILTIN_TEMPLATE_SHAPES = ("ribosome", "proteasome", "ring", "rod", "lshape", "sphere")
+"""The built-in template shapes (faket_dask.stages.templates.BUILTIN_SHAPES; a test keeps
+the two in step)."""
 
 
 class StrictModel(BaseModel):
@@ -57,6 +72,11 @@ class TiltConfig(StrictModel):
     def _shape_positive(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) < 16:
             raise ValueError("detector shape must be at least 16 x 16 pixels (VGG-19 needs 16)")
+        if max(v) > MAX_DETECTOR_PX:
+            raise ValueError(
+                f"detector shape {v[0]} x {v[1]} exceeds the limit of {MAX_DETECTOR_PX} pixels "
+                "a side (larger than any camera); choose a smaller tilts.shape"
+            )
         return v
 
     @field_validator("angles")
@@ -109,6 +129,26 @@ class ParticleClassConfig(StrictModel):
             raise ValueError("a class name must be non-empty and contain no whitespace")
         if v.lower() in ("background", "membrane", "fiducial"):
             raise ValueError(f"{v!r} is reserved; choose another class name")
+        return v
+
+    @field_validator("template")
+    @classmethod
+    def _builtin_known(cls, v: str) -> str:
+        if v.startswith("builtin:"):
+            shape = v.split(":")[1]
+            if shape not in BUILTIN_TEMPLATE_SHAPES:
+                known = ", ".join(BUILTIN_TEMPLATE_SHAPES)
+                raise ValueError(f"built-in template {shape!r} is not known; use one of: {known}")
+        return v
+
+    @field_validator("count")
+    @classmethod
+    def _count_sane(cls, v: int | None) -> int | None:
+        if v is not None and v > MAX_PARTICLES_PER_CLASS:
+            raise ValueError(
+                f"count {v} exceeds the limit of {MAX_PARTICLES_PER_CLASS} copies of a class "
+                "per sample; give fewer (or an abundance with sample.occupancy)"
+            )
         return v
 
     @model_validator(mode="after")
@@ -166,7 +206,9 @@ class SampleConfig(StrictModel):
     fiducials excluded). See :mod:`faket_dask.stages.sample` for how samples are drawn.
     """
 
-    thickness: int = Field(64, ge=4, description="Volume Z extent in voxels.")
+    thickness: int = Field(
+        64, ge=4, le=MAX_THICKNESS_VOXELS, description="Volume Z extent in voxels."
+    )
     particles: list[ParticleClassConfig] = Field(
         default_factory=list,
         description="Particle classes (ids 1, 2, ... in this order); empty: the demo mix of the "
@@ -299,9 +341,9 @@ class NoiseConfig(StrictModel):
     )
     rng: Literal["keyed", "faket"] = Field(
         "keyed",
-        description="'keyed': a float32 stream per (seed, sample, tilt), any worker and device "
-        "draws any tilt; 'faket': the reference's numpy default_rng(seed) draw of the whole "
-        "series in float64 (bit-compatible with FakET, slower).",
+        description="'keyed': per-tilt streams keyed by (seed, sample, tilt). 'faket': the "
+        "reference's numpy draw of the whole series, seeded per sample with [sample_id, seed] "
+        "(dataset seed 0: sample N draws default_rng(N), the reference's tomogram N).",
     )
     content_factor: float = Field(0.25, gt=0, description="CONTENT noise std relative to NOISY.")
 
@@ -317,6 +359,18 @@ class NoiseConfig(StrictModel):
         elif self.calibration is not None:
             raise ValueError("noise.calibration needs noise.model: calibrated")
         return self
+
+    @field_validator("snr")
+    @classmethod
+    def _snr_positive(
+        cls, v: float | tuple[float, float] | None
+    ) -> float | tuple[float, float] | None:
+        values = () if v is None else (v,) if isinstance(v, int | float) else tuple(v)
+        if any(not (math.isfinite(x) and x > 0) for x in values):
+            raise ValueError(f"snr {v} must be positive and finite (signal over noise power)")
+        if len(values) == 2 and values[0] > values[1]:
+            raise ValueError(f"snr range {v} must be (low, high) with low <= high")
+        return v
 
 
 class StyleConfig(StrictModel):
@@ -408,7 +462,10 @@ class SimulationConfig(StrictModel):
         0, ge=0, description="Dataset seed: with the sample id it keys every random draw."
     )
     n_samples: int = Field(
-        1, ge=1, description="Samples in the dataset (ids 0 .. n-1; --n-samples overrides)."
+        1,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="Samples in the dataset (ids 0 .. n-1; --n-samples overrides).",
     )
     tilts: TiltConfig = Field(
         default_factory=TiltConfig, description="Tilt angles, detector shape, pixel spacing."
@@ -559,14 +616,27 @@ def load_config(
         The file is missing, not YAML, or has an unknown or invalid key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"config file {path} is a directory; pass a YAML file with -c")
     if not path.is_file():
         raise InputError(f"config file {path} does not exist; pass a YAML file with -c")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"config file {path} is not text (binary?); pass a YAML file") from None
+    except OSError as err:
+        raise InputError(f"config file {path} cannot be read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise InputError(f"{path}: not valid YAML{where}; check the indentation") from None
+    if data is None:
+        raise InputError(
+            f"config file {path} is empty; write the settings to change (`faket-dask generate "
+            "--demo --dry-run` shows a plan; docs/config.md lists every key)"
+        )
     if overrides:
         if not isinstance(data, dict):
             raise InputError(f"{path}: a config must be a mapping of keys to values")

@@ -44,3 +44,24 @@ def test_gpu_session_script_phase_1_runs_the_gpu_tests_and_the_suite(tmp_path):
     assert result["environment"]["torch"] and result["environment"]["device"]
     bad = subprocess.run(["bash", "benchmarks/gpu_session.sh", "9"], cwd=ROOT, env=env)
     assert bad.returncode == 2
+
+
+def test_store_scale_benchmark_runs(tmp_path):
+    out = tmp_path / "scale.json"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_store_scale.py", "--sizes", "20", "40", "--gib", "0.01",
+         "--json", str(out), "--dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [c["n_samples"] for c in result["cases"]] == [20, 40]
+    assert result["growth_of_n"] == 2.0 and set(result["growth"]) == {
+        "plan_resume_s", "info_s", "verify_s", "open_one_sample_s"
+    }
+    rate = result["verify_rate"]
+    assert rate["array_gib"] > 0 and rate["gib_per_s"] > 0
+    assert list(tmp_path.glob("faket-scale-*")) == []  # its scratch folder is removed

@@ -83,3 +83,10 @@ def test_particle_mixes_refer_to_known_classes():
     assert mixed.particles[0].abundance == 2.0 and mixed.particles[1].count == 5
     with pytest.raises(InputError, match="mix names unknown class 'c'"):
         config_from_dict({"sample": {"particles": parts, "occupancy": 0.1, "mixes": [{"c": 1}]}})
+
+
+def test_builtin_template_names_match_the_templates_module():
+    from faket_dask.config import BUILTIN_TEMPLATE_SHAPES
+    from faket_dask.stages.templates import BUILTIN_SHAPES
+
+    assert BUILTIN_TEMPLATE_SHAPES == tuple(BUILTIN_SHAPES)

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from faket_dask.dist.plugins import WorkerSetup
+from faket_dask.dist.plugins import QuietWorker, WorkerSetup
 from faket_dask.errors import ClusterError, InputError
 
 if TYPE_CHECKING:
@@ -373,7 +373,9 @@ def _open_local(source: ClusterSource, stack: contextlib.ExitStack) -> Client:
         )
     )
     stack.callback(_close_workers, cluster)  # after the client closes, before the cluster
-    return stack.enter_context(Client(cluster, set_as_default=False))
+    client = stack.enter_context(Client(cluster, set_as_default=False))
+    client.register_plugin(QuietWorker())  # its output shares the terminal with the client's
+    return client
 
 
 #: Seconds a nanny of an embedded cluster gives its worker process to exit on close.

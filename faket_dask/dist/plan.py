@@ -206,6 +206,7 @@ def check_store(
     if not st.is_store(store):
         raise InputError(f"{store} exists but is not a faket-dask store; choose a new path")
     attrs = st.read_store_attrs(store)
+    st.check_writable(store)
     old = _identity_dict(attrs.get("config", {}))
     new = _identity_dict(config)
     diff = changed_keys(old, new)

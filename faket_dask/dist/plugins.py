@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import signal
 import sys
+import threading
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ["WorkerSetup"]
+__all__ = ["QuietWorker", "WorkerSetup"]
 
 
 
@@ -56,3 +60,33 @@ class WorkerSetup(WorkerPlugin):
             except Exception as err:  # the task will raise it again, with context
                 msg = f"faket-dask: VGG-19 preload failed on this worker: {err}"
                 print(msg, file=sys.stderr, flush=True)
+
+
+class _NoComputeFailed(logging.Filter):
+    """Drop distributed's "Compute Failed ... Traceback" record of a task that raised."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+class QuietWorker(WorkerPlugin):
+    """A worker of the embedded cluster, whose output shares the terminal with the progress bar.
+
+    A sample that raises is reported once, by the client (a ``failed`` line, the summary and
+    the manifest carry the error), so the worker's "Compute Failed" traceback is dropped; and
+    Ctrl-C, which the terminal sends to every process of the group, is the client's to handle
+    (it cancels the tasks), so the worker ignores SIGINT instead of printing a traceback.
+    """
+
+    idempotent = True
+    name = "faket-dask-quiet-worker"
+
+    def setup(self, worker: Any = None) -> None:
+        """Install the log filter; ignore SIGINT (when this runs on the main thread)."""
+        log = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _NoComputeFailed) for f in log.filters):
+            log.addFilter(_NoComputeFailed())
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 import shutil
 import time
@@ -51,8 +52,10 @@ from faket_dask.dist.plan import (
     task_key,
 )
 from faket_dask.dist.plugins import WorkerSetup
-from faket_dask.errors import ClusterError, InputError
+from faket_dask.errors import ClusterError, InputError, SamplesFailedError
 from faket_dask.io import store as st
+from faket_dask.io.lock import store_lock
+from faket_dask.io.verify import check_sample
 from faket_dask.pipeline.inputs import WeightsFallbackWarning
 from faket_dask.stages.sample import BUILDER_VERSION
 
@@ -80,6 +83,25 @@ def _parse_fault() -> str | None:
     return value or None
 
 
+def _holding_store_lock(fn: Callable[..., RunReport]) -> Callable[..., RunReport]:
+    """Run ``fn`` holding the store's lock (:mod:`faket_dask.io.lock`), except for a dry run."""
+
+    @functools.wraps(fn)
+    def locked(
+        config: SimulationConfig,
+        store: str | os.PathLike[str],
+        client: Client | None = None,
+        options: GenerateOptions | None = None,
+    ) -> RunReport:
+        if options is not None and options.dry_run:
+            return fn(config, store, client, options)
+        with store_lock(store, "generate"):
+            return fn(config, store, client, options)
+
+    return locked
+
+
+@_holding_store_lock
 def generate(
     config: SimulationConfig,
     store: str | os.PathLike[str],
@@ -108,6 +130,8 @@ def generate(
     ------
     InputError
         The store exists without ``resume``, or ``resume`` with a changed config.
+    StoreLockedError
+        Another run holds the store's lock (:mod:`faket_dask.io.lock`).
     ClusterError
         The store is not visible from every worker, or the scheduler is gone too long.
     """
@@ -158,6 +182,7 @@ class _Run:
             st.remove_partial_files(self.store)
             if self.n > int(attrs.get("n_samples", 0)):
                 st.update_store_attrs(self.store, n_samples=self.n)
+            self.recheck_skipped()
             _backfill_manifest(self.store, self.done)
             return pl.SharedInputs.from_attrs(attrs)
         if not self.store.parent.is_dir():
@@ -190,6 +215,24 @@ class _Run:
             shutil.rmtree(self.store, ignore_errors=True)  # nothing computed yet: no half store
             raise
         return inputs
+
+    def recheck_skipped(self) -> None:
+        """The cheap check of the samples ``--resume`` would skip (every recorded file there,
+        with its size): a damaged one is marked incomplete, recorded, and done again."""
+        damaged = {}
+        for sid in sorted(self.done):
+            problems, _ = check_sample(self.store, sid, full=False)
+            if problems:
+                damaged[sid] = "; ".join(problems)
+        for sid, why in damaged.items():
+            self.opts.emit(
+                "warning", self.report, message=f"damaged: sample {sid} ({why}); computing it again"
+            )
+            st.mark_incomplete(self.store, sid, why)
+        rows = [{"sample_id": s, "status": "damaged", "error": w} for s, w in damaged.items()]
+        st.write_manifest(self.store, rows)
+        self.done -= set(damaged)
+        self.report.n_skipped = len(self.done)
 
     def spec(self, inputs: pl.SharedInputs, fault: str | None, sid: int) -> pl.SampleSpec:
         """What the task of sample ``sid`` gets."""
@@ -229,8 +272,14 @@ class _Run:
             report.elapsed_s = time.perf_counter() - t0
             opts.emit("interrupted", report)
             raise
+        except OSError as err:  # the manifest cannot be written (a full disk)
+            report.elapsed_s = time.perf_counter() - t0
+            raise _disk_error(opts, report, err) from None
         report.elapsed_s = time.perf_counter() - t0
-        self.close()
+        try:
+            self.close()
+        except OSError as err:  # a full or read-only disk: the samples are safe, say so
+            raise _disk_error(opts, report, err) from None
         opts.emit("finished", report)
         return report
 
@@ -257,12 +306,22 @@ class _Run:
         st.consolidate(self.store)
 
 
+def _disk_error(opts: GenerateOptions, report: RunReport, err: OSError) -> SamplesFailedError:
+    """The run's summary, then one line: what failed and that ``--resume`` goes on."""
+    opts.emit("finished", report)
+    return SamplesFailedError(
+        f"cannot write the store ({err.strerror or err}): {report.n_done} sample(s) computed "
+        "this run, complete ones are kept; free space (or fix the disk) and rerun with --resume"
+    )
+
+
 def _backfill_manifest(store: Path, done: set[int]) -> None:
     """Add manifest rows for samples complete on disk but missing from the manifest.
 
     (A client killed after the worker marked a sample complete, before it appended the row.)
     """
-    listed = {int(r["sample_id"]) for r in st.read_manifest(store) if r.get("status") == "ok"}
+    latest = st.latest_status(st.read_manifest(store))
+    listed = {sid for sid, status in latest.items() if status == "ok"}
     rows = []
     for sid in sorted(done - listed):
         attrs = st.read_sample_attrs(store, sid) or {}

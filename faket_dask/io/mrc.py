@@ -100,6 +100,16 @@ def _mrc_dtype(data: np.ndarray) -> np.ndarray:
     raise InputError(f"cannot store {data.dtype} in MRC; convert to float32 first")
 
 
+def _output_mode(path: Path) -> int:
+    """The mode a replaced file keeps, or a new file's: ``0o666`` less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_mrc(
     path: str | Path,
     data: np.ndarray,
@@ -130,6 +140,7 @@ def write_mrc(
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"output folder {path.parent} is not writable; choose another output")
     array = np.ascontiguousarray(_mrc_dtype(np.asarray(data)))
+    mode = _output_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:
@@ -141,6 +152,7 @@ def write_mrc(
                 mrc.set_volume()
             if voxel_size is not None:
                 mrc.voxel_size = float(voxel_size)
+        os.chmod(tmp, mode)  # mkstemp makes 0600; an output gets what open() would give it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -104,7 +104,7 @@ def read_tilt_series(path: str | Path, *, var: str | None = None) -> TiltSeries:
         data = np.asarray(ds[name].values)
         angles = np.asarray(ds["tilt_angle"].values) if "tilt_angle" in ds.coords else None
         spacing = ds[name].attrs.get("pixel_spacing", ds.attrs.get("pixel_spacing"))
-        voxel = float(spacing) if spacing is not None else None
+        voxel = _spacing(spacing, path)
     if angles is not None and len(angles) != data.shape[0]:
         raise InputError(
             f"{path} has {data.shape[0]} tilts but its angle file lists {len(angles)}; "
@@ -127,6 +127,9 @@ def write_tilt_series(
     _check_format(path)
     data = np.asarray(series.data)
     if is_mrc(path):
+        tlt = path.with_suffix(".tlt")
+        if series.angles_deg is not None and tlt.exists() and not overwrite:
+            raise InputError(f"{tlt} exists; pass --overwrite or choose another output")
         write_mrc(path, data, series.pixel_spacing, overwrite=overwrite, stack=True)
         if series.angles_deg is not None:
             write_tilt_file(path.with_suffix(".tlt"), series.angles_deg)
@@ -153,7 +156,23 @@ def read_volume(path: str | Path, *, var: str | None = None) -> Volume:
     spacing = ds[name].attrs.get("pixel_spacing", ds.attrs.get("pixel_spacing"))
     data = np.asarray(ds[name].values)
     _require_finite(data, path, "Z slice")
-    return Volume(data, float(spacing) if spacing is not None else None)
+    return Volume(data, _spacing(spacing, path))
+
+
+def _spacing(value: object, path: Path) -> float | None:
+    """A Zarr ``pixel_spacing`` attribute as Å, or one line naming what is wrong with it."""
+    if value is None:
+        return None
+    try:
+        spacing = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        spacing = float("nan")
+    if not (np.isfinite(spacing) and spacing > 0):
+        raise InputError(
+            f"{path}: pixel_spacing {value!r} is not a positive number of Å; fix the attribute "
+            "(or pass --pixel-spacing where the command has it)"
+        )
+    return spacing
 
 
 def write_volume(

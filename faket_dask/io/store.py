@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import shutil
@@ -55,12 +56,15 @@ if TYPE_CHECKING:
 __all__ = [
     "ATTRS_KEY",
     "MANIFEST",
+    "check_writable",
     "completed_ids",
     "consolidate",
     "create_store",
     "is_complete",
     "is_store",
+    "latest_status",
     "mark_complete",
+    "mark_incomplete",
     "open_sample",
     "prepare_sample",
     "read_manifest",
@@ -207,38 +211,159 @@ def remove_partial_files(path: str | os.PathLike[str]) -> int:
     return n
 
 
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Refuse a store this process cannot write (a read-only mount, permissions), before work.
+
+    A probe file in the store and in ``samples/`` (``os.access`` misses read-only mounts).
+    """
+    for folder in (Path(path), Path(path) / SAMPLES):
+        probe = folder / f".faket-write-check-{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise InputError(
+                f"store {path} cannot be written ({err.strerror}: {folder}); it may be on a "
+                "read-only mount: copy it somewhere writable, or fix its permissions"
+            ) from None
+
+
 # --------------------------------------------------------------------------------------------
 # The manifest (client only)
 # --------------------------------------------------------------------------------------------
 
 
+def _manifest_error(path: Path, lineno: int, why: str) -> InputError:
+    return InputError(
+        f"{path} line {lineno} is damaged ({why}); run `faket-dask verify {path.parent} "
+        "--repair` to set the manifest aside and rebuild it from the samples"
+    )
+
+
+def _parse_row(line: bytes, path: Path, lineno: int) -> dict[str, Any]:
+    """One manifest row: a JSON object whose ``sample_id`` is an integer."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _manifest_error(path, lineno, "not UTF-8 text") from None
+    except ValueError:
+        raise _manifest_error(path, lineno, "not JSON") from None
+    if not isinstance(row, dict):
+        raise _manifest_error(path, lineno, f"a JSON {type(row).__name__}, not an object")
+    if "sample_id" in row:
+        sid = row["sample_id"]
+        if isinstance(sid, bool) or not (
+            isinstance(sid, int) or (isinstance(sid, str) and sid.strip().isdigit())
+        ):
+            raise _manifest_error(path, lineno, f"sample_id {sid!r} is not a whole number")
+        row["sample_id"] = int(sid)
+    return row
+
+
+def _last_newline(fd: int, size: int) -> int:
+    """Offset just after the last newline of the file (0 when there is none)."""
+    pos = size
+    while pos > 0:
+        n = min(65536, pos)
+        block = os.pread(fd, n, pos - n)
+        i = block.rfind(b"\n")
+        if i >= 0:
+            return pos - n + i + 1
+        pos -= n
+    return 0
+
+
+def _set_aside_torn_tail(fd: int, path: Path) -> int:
+    """Move a torn last row (no newline) to ``manifest.jsonl.torn-<time>``; the new size."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    keep = _last_newline(fd, size)
+    tail = os.pread(fd, size - keep, keep)
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    aside = path.with_name(f"{path.name}.torn-{stamp}")
+    aside.write_bytes(tail)
+    os.ftruncate(fd, keep)
+    warnings.warn(
+        f"{path} ended in a torn row ({len(tail)} bytes, from a run killed mid-write); "
+        f"set it aside as {aside.name}",
+        stacklevel=3,
+    )
+    return keep
+
+
 def write_manifest(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append summary rows (one JSON object per line) to ``manifest.jsonl`` (client only)."""
-    lines = [json.dumps(jsonable(dict(r)), sort_keys=True) + "\n" for r in rows]
-    if not lines:
+    """Append summary rows (one JSON object per line) to ``manifest.jsonl`` (client only).
+
+    Torn-write safe: the rows go out in one ``write`` on an ``O_APPEND`` descriptor, then
+    ``fsync``; a short write (a full disk) is truncated away again, so a row is in the file
+    whole or not at all. A torn last row left by a killed writer is set aside first
+    (``manifest.jsonl.torn-<time>``), so a new row never joins it. The caller holds the store
+    lock (one writer at a time).
+    """
+    data = "".join(json.dumps(jsonable(dict(r)), sort_keys=True) + "\n" for r in rows).encode()
+    if not data:
         return
-    with open(Path(path) / MANIFEST, "a", encoding="utf-8") as f:
-        f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
+    mpath = Path(path) / MANIFEST
+    fd = os.open(mpath, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = _set_aside_torn_tail(fd, mpath)
+        try:
+            written = os.write(fd, data)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+        if written != len(data):
+            os.ftruncate(fd, size)
+            raise OSError(errno.ENOSPC, f"short write to {mpath} ({written} of {len(data)} B)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All manifest rows in order (a torn last line, from a killed client, is skipped)."""
-    rows: list[dict[str, Any]] = []
+    """All manifest rows in order.
+
+    A torn last row (no newline: a client killed mid-write) is skipped with a warning; the
+    next :func:`write_manifest` sets it aside. Any other damage (a row that is not UTF-8, not
+    JSON, not an object, or whose ``sample_id`` is not a whole number) raises.
+
+    Raises
+    ------
+    InputError
+        A damaged row before the last one (one line naming the line and the fix).
+    """
+    mpath = Path(path) / MANIFEST
     try:
-        with open(Path(path) / MANIFEST, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue
+        raw = mpath.read_bytes()
     except FileNotFoundError:
-        pass
+        return []
+    except IsADirectoryError:
+        raise InputError(f"{mpath} is a directory, not the manifest file") from None
+    lines = raw.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    rows = [_parse_row(ln, mpath, i) for i, ln in enumerate(lines, 1) if ln.strip()]
+    if tail.strip():
+        try:
+            rows.append(_parse_row(tail, mpath, len(lines) + 1))  # whole but for its newline
+        except InputError:
+            warnings.warn(
+                f"{mpath} ends in a torn row ({len(tail)} bytes, from a run killed "
+                "mid-write); it is ignored, and set aside at the next write",
+                stacklevel=2,
+            )
     return rows
+
+
+def latest_status(rows: Iterable[Mapping[str, Any]]) -> dict[int, str]:
+    """``{sample_id: status of its last row}``: a later row (``damaged``...) overrides ``ok``."""
+    out: dict[int, str] = {}
+    for r in rows:
+        if "sample_id" in r:
+            out[int(r["sample_id"])] = str(r.get("status", "ok"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,9 +386,11 @@ def is_complete(path: str | os.PathLike[str], sample_id: int) -> bool:
 
 
 def completed_ids(path: str | os.PathLike[str], ids: Iterable[int] | None = None) -> set[int]:
-    """Ids of complete samples: manifest rows (checked to exist) plus a marker check of the rest.
+    """Ids of complete samples: those whose ``complete`` marker is set.
 
-    ``ids`` limits the check (default: every sample folder present).
+    ``ids`` limits the check (default: every sample folder present). The marker, not the
+    manifest, decides: a manifest row can outlive its sample's data (a sample marked damaged by
+    ``verify --repair``, or rewritten by a run that did not hold the lock).
     """
     root = Path(path)
     if ids is None:
@@ -274,19 +401,7 @@ def completed_ids(path: str | os.PathLike[str], ids: Iterable[int] | None = None
             wanted = set()
     else:
         wanted = {int(i) for i in ids}
-    in_manifest = {
-        int(r["sample_id"])
-        for r in read_manifest(root)
-        if r.get("status") == "ok" and "sample_id" in r
-    }
-    done: set[int] = set()
-    for sid in wanted:
-        if sid in in_manifest:
-            if (_sample_dir(root, sid) / "zarr.json").is_file():
-                done.add(sid)
-        elif is_complete(root, sid):
-            done.add(sid)
-    return done
+    return {sid for sid in wanted if is_complete(root, sid)}
 
 
 def prepare_sample(path: str | os.PathLike[str], sample_id: int, attrs: Mapping[str, Any]) -> Any:
@@ -308,15 +423,54 @@ def prepare_sample(path: str | os.PathLike[str], sample_id: int, attrs: Mapping[
     )
 
 
+def sample_files(folder: Path) -> dict[str, int]:
+    """``{path relative to the sample folder: size}`` of every file the sample wrote.
+
+    The sample's own ``zarr.json`` (rewritten by the marker) and stray ``*.partial`` files are
+    left out. Recorded in the marker as ``files``: the cheap check that every chunk is there.
+    """
+    out: dict[str, int] = {}
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, folder).replace(os.sep, "/")
+            if rel == "zarr.json" or name.endswith(".partial"):
+                continue
+            out[rel] = os.stat(full).st_size
+    return dict(sorted(out.items()))
+
+
 def mark_complete(group: Any, attrs: Mapping[str, Any]) -> None:
-    """Write the sample's final attrs with ``complete=true``: the last write of a sample."""
+    """Write the sample's final attrs with ``complete=true``: the last write of a sample.
+
+    The marker also records ``files``: every file of the sample with its size
+    (:func:`sample_files`), which ``--resume`` and ``open_dataset`` check cheaply.
+    """
     record = dict(group.attrs.asdict())
     record.update(jsonable(dict(attrs)))
+    root = getattr(group.store, "root", None)
+    if root is not None:
+        record["files"] = sample_files(Path(root) / group.path)
     record["complete"] = True
     record["completed_at"] = _now()
     group.attrs.put(record)
 
 
+def mark_incomplete(path: str | os.PathLike[str], sample_id: int, reason: str) -> None:
+    """Clear a damaged sample's ``complete`` marker (client, holding the store lock).
+
+    Its data stays until the task that recomputes it (``--resume``) deletes and rewrites the
+    group; ``damaged`` records why.
+    """
+    meta_path = _sample_dir(path, sample_id) / "zarr.json"
+    meta = _read_json(meta_path)
+    if meta is None:
+        return
+    attrs = dict(meta.get("attributes", {}))
+    attrs["complete"] = False
+    attrs["damaged"] = reason
+    meta["attributes"] = attrs
+    _write_json_atomic(meta_path, meta)
 def open_sample(path: str | os.PathLike[str], sample_id: int) -> zarr.Group:
     """Open a sample's group for reading."""
     group: zarr.Group = _zarr().open_group(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from faket_dask.config import config_from_dict
 from faket_dask.errors import InputError
 from faket_dask.io import store as st
+from faket_dask.io.lock import store_lock
 from faket_dask.read.export import dataset_attrs, read_particle_table
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def write_splits(
     """
     p = Path(store)
     attrs = dataset_attrs(p)
+    st.check_writable(p)
     n = int(attrs.get("n_samples", 0))
     done = st.completed_ids(p, range(n)) if n else st.completed_ids(p)
     f = _check_fractions(fractions)
@@ -106,11 +108,12 @@ def write_splits(
         "method": "sha256('faket-dask-split:<seed>:<sample_id>') -> u in [0,1) -> cumulative",
         "ids": assign_splits(done, f, seed),
     }
-    root_meta = json.loads((p / "zarr.json").read_text())
-    was_consolidated = bool(root_meta.get("consolidated_metadata"))
-    st.update_store_attrs(p, splits=record)
-    if was_consolidated:
-        st.consolidate(p)
+    with store_lock(p, "faket-dask split"):  # one writer at a time
+        root_meta = json.loads((p / "zarr.json").read_text())
+        was_consolidated = bool(root_meta.get("consolidated_metadata"))
+        st.update_store_attrs(p, splits=record)
+        if was_consolidated:
+            st.consolidate(p)
     return record
 
 
@@ -126,11 +129,16 @@ class FaketDataset:
         The shared metadata (``attrs["faket_dask"]`` of the root).
     ids
         Sorted ids of the complete samples.
+    verify
+        Re-read a sample's arrays and check their SHA-256 the first time it is opened (else
+        only the cheap check: every file the sample recorded is there, with its size).
     """
 
     path: Path
     attrs: dict[str, Any]
     ids: list[int] = field(default_factory=list)
+    verify: bool = False
+    _checked: set[int] = field(default_factory=set, repr=False)
 
     @property
     def config(self) -> SimulationConfig:
@@ -178,10 +186,26 @@ class FaketDataset:
         sid = self.check_id(sample_id)
         if grid not in GRIDS:
             raise InputError(f"grid {grid!r}: use one of {', '.join(GRIDS)}")
+        self.check_bytes(sid)
         group = f"{st.sample_group(sid)}/{grid}"
         if not (self.path / group / "zarr.json").is_file():
             raise InputError(f"sample {sid} has no {grid} group (not saved by its config)")
         return xr.open_zarr(self.path, group=group, consolidated=False)
+
+    def check_bytes(self, sample_id: int) -> None:
+        """Refuse a damaged sample (cheap check, or the full one with ``verify``); once each."""
+        from faket_dask.io.verify import check_sample
+
+        sid = int(sample_id)
+        if sid in self._checked:
+            return
+        problems, _ = check_sample(self.path, sid, full=self.verify)
+        if problems:
+            raise InputError(
+                f"sample {sid} of {self.path} is damaged ({'; '.join(problems[:3])}); run "
+                f"`faket-dask verify {self.path} --repair`, then generate --resume"
+            )
+        self._checked.add(sid)
 
     def sample_attrs(self, sample_id: int) -> dict[str, Any]:
         """The sample's attrs: what it drew, checksums, summary."""
@@ -210,8 +234,12 @@ def _short(ids: Sequence[int], k: int = 8) -> str:
     return head + (f", ... ({len(ids)} in all)" if len(ids) > k else "")
 
 
-def open_dataset(store: str | os.PathLike[str]) -> FaketDataset:
+def open_dataset(store: str | os.PathLike[str], *, verify: bool = False) -> FaketDataset:
     """Open a dataset store written by ``faket-dask generate``.
+
+    A sample is checked the first time it is opened: every file it recorded must be there with
+    its size; with ``verify=True`` its arrays are re-read and their SHA-256 compared too. A
+    damaged sample is refused (InputError).
 
     Raises
     ------
@@ -224,4 +252,4 @@ def open_dataset(store: str | os.PathLike[str]) -> FaketDataset:
     attrs = dataset_attrs(p)
     n = int(attrs.get("n_samples", 0))
     ids = sorted(st.completed_ids(p, range(n)) if n else st.completed_ids(p))
-    return FaketDataset(path=p, attrs=attrs, ids=ids)
+    return FaketDataset(path=p, attrs=attrs, ids=ids, verify=verify)

@@ -14,6 +14,7 @@ import numpy as np
 from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, Volume, write_tilt_series, write_volume
 from faket_dask.io import store as st
+from faket_dask.io.writers import array_checksum
 from faket_dask.stages.particles import COLUMNS, to_star
 
 if TYPE_CHECKING:
@@ -109,6 +110,34 @@ def read_particle_table(path: str | os.PathLike[str], sample_id: int) -> pd.Data
     return pd.DataFrame({c: cols[c] for c in order})
 
 
+def _check_outputs(out: Path, overwrite: bool, *, tilts: bool) -> None:
+    """Refuse before writing anything if any output (siblings included) exists."""
+    if overwrite:
+        return
+    outs = [out, out.with_suffix(".star")]
+    if tilts and out.suffix.lower() != ".zarr":
+        outs.append(out.with_suffix(".tlt"))
+    for f in outs:
+        if f.exists():
+            raise InputError(f"{f} exists; pass --overwrite or choose another output")
+
+
+def _check_bytes(store: Path, sample_id: int, key: str, data: np.ndarray) -> None:
+    """Refuse to export a sample whose files are damaged or whose array is not what it recorded."""
+    from faket_dask.io import store as st
+    from faket_dask.io.verify import check_sample
+
+    problems, _ = check_sample(store, sample_id, full=False)
+    recorded = ((st.read_sample_attrs(store, sample_id) or {}).get("checksums") or {}).get(key)
+    if recorded is not None and array_checksum(data) != recorded:
+        problems.append(f"array {key} does not match its recorded SHA-256")
+    if problems:
+        raise InputError(
+            f"sample {sample_id} of {store} is damaged ({'; '.join(problems)}); run "
+            f"`faket-dask verify {store} --repair`, then generate --resume"
+        )
+
+
 def export_sample(
     path: str | os.PathLike[str],
     sample_id: int,
@@ -137,6 +166,7 @@ def export_sample(
         grid, var = "tilts", modality
     if grid not in ("tilts", "volume", "tomogram"):
         raise InputError(f"--modality {modality!r}: use a tilt modality, volume:X or tomogram:X")
+    _check_outputs(out, overwrite, tilts=grid == "tilts")  # all outputs before any is written
     if grid not in g.group_keys():
         raise InputError(f"sample {sample_id} has no {grid} group (not saved by its config)")
     group = g[grid]
@@ -147,6 +177,7 @@ def export_sample(
             f"sample {sample_id} has no {grid} array {var!r}; it has {', '.join(data_names)}"
         )
     data = np.asarray(group[var][...])
+    _check_bytes(p, sample_id, f"{grid}/{var}", data)
     spacing = group.attrs.get("pixel_spacing")
     if grid == "tilts":
         angles = np.asarray(group["tilt_angle"][...])
@@ -158,11 +189,9 @@ def export_sample(
         write_volume(out, Volume(data, spacing), var=var, overwrite=overwrite)
         written.append(out)
     table = read_particle_table(p, sample_id)
+    star = out.with_suffix(".star")
     part_attrs = g["particles"].attrs
     shape = tuple(int(s) for s in part_attrs.get("shape", (0, 0, 0)))
-    star = out.with_suffix(".star")
-    if star.exists() and not overwrite:
-        raise InputError(f"{star} exists; pass --overwrite or choose another output")
     kw: dict[str, Any] = {}
     frame = "volume"
     if grid == "tomogram":

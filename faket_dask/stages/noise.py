@@ -54,6 +54,7 @@ __all__ = [
     "NoiseDraw",
     "NoiseModel",
     "apply_noise",
+    "faket_seed",
     "fit_noise_model",
     "fit_noise_model_from_reference",
     "match_mean_std",
@@ -473,8 +474,8 @@ def noise_field(
     order; CPU and CUDA draws differ.
 
     ``generator_kind="faket"``: tilt ``tilt_index`` of the reference's draw
-    ``np.random.default_rng(seed).normal(size=T*H*W)`` reshaped C-order, float64;
-    ``sample_id`` and ``stream`` are ignored. It draws and discards the earlier tilts
+    ``np.random.default_rng(faket_seed(seed, sample_id)).normal(size=T*H*W)`` reshaped
+    C-order, float64; ``stream`` is ignored. It draws and discards the earlier tilts
     (cost grows with ``tilt_index``): meant for checks; ``apply_noise`` draws sequentially.
     """
     h, w = _check_shape_hw(shape_hw)
@@ -486,21 +487,34 @@ def noise_field(
         t = operator.index(tilt_index)
         if t < 0:
             raise InputError(f"tilt_index must be >= 0, got {t}")
-        tilts = _faket_tilts(seed, (h, w))
+        tilts = _faket_tilts(seed, (h, w), sample_id)
         for _ in range(t):
             next(tilts)
         return torch.from_numpy(next(tilts)).to(device)
     raise InputError(f"generator_kind must be 'keyed' or 'faket', got {generator_kind!r}")
 
 
-def _faket_tilts(seed: int, shape_hw: tuple[int, int]) -> Iterator[np.ndarray]:
+def faket_seed(seed: int, sample_id: int) -> list[int]:
+    """The numpy seed of sample ``sample_id`` under ``rng="faket"``: ``[sample_id, seed]``.
+
+    The reference drew tomogram ``N``'s noise from ``default_rng(N)``. Seeding with the
+    entropy ``[N, seed]`` draws per sample as the reference drew per tomogram: with dataset
+    seed 0 it *is* ``default_rng(N)`` (numpy's ``SeedSequence`` ignores trailing zero words),
+    and other dataset seeds give other streams.
+    """
+    return [operator.index(sample_id), operator.index(seed)]
+
+
+def _faket_tilts(
+    seed: int, shape_hw: tuple[int, int], sample_id: int = 0
+) -> Iterator[np.ndarray]:
     """Yield the reference's flat float64 N(0, 1) draw one ``(H, W)`` tilt at a time.
 
     ``Generator.normal`` fills its output sequentially, so consecutive ``(H, W)`` draws from
-    one generator concatenate to ``default_rng(seed).normal(size=T*H*W)``.
+    one generator concatenate to ``default_rng(faket_seed(seed, sample_id)).normal(size=T*H*W)``.
     """
     try:
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(faket_seed(seed, sample_id))
     except (TypeError, ValueError) as e:
         raise InputError(f"seed must be a non-negative integer, got {seed!r} ({e})") from None
     while True:
@@ -607,8 +621,9 @@ def apply_noise(
     angles_deg
         The ``T`` tilt angles (degrees) of ``noiseless`` (see ``NoiseModel.curves``).
     seed, sample_id
-        Key of the noise streams. ``rng="faket"`` uses ``default_rng(seed)`` and ignores
-        ``sample_id`` (the reference used ``seed = tomogram index``).
+        Key of the noise streams. ``rng="faket"`` uses ``default_rng([sample_id, seed])``
+        (:func:`faket_seed`; the reference used ``default_rng(tomogram index)``, which is
+        sample ``N`` with seed 0).
     options
         The modalities, the noise draw, CONTENT's factor, the tilt offset (:class:`NoiseDraw`).
 
@@ -627,7 +642,7 @@ def apply_noise(
     dtype = torch.float64 if options.rng == "faket" else torch.float32
     device = x.device
     out = {m: torch.empty((n, h, w), dtype=torch.float32, device=device) for m in mods}
-    faket = _faket_tilts(seed, (h, w)) if options.rng == "faket" else None
+    faket = _faket_tilts(seed, (h, w), sample_id) if options.rng == "faket" else None
     for t in range(n):
         z = _standardised(x[t].to(dtype), t)
         if faket is not None:

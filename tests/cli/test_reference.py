@@ -69,13 +69,14 @@ def test_synth_writes_a_labelled_stand_in(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "ref.synth.json").read_text())
     assert record["stand_in"] is True and "stand-in" in record["note"]
     assert record["seed"] == 5 and record["shape"] == [3, 32, 40]
-    # H W only (T from the angles), to Zarr, with the compact spelling.
+    # H W only (T from the angles), to Zarr, with the compact spelling (another stem: ref.zarr
+    # would write ref.synth.json again, which is refused without --overwrite)
     _ok(
         run_cli(
             "reference",
             "synth",
             "-o",
-            tmp_path / "ref.zarr",
+            tmp_path / "ref2.zarr",
             "--shape",
             "24x24",
             "--angles=-10:10:10",
@@ -83,7 +84,7 @@ def test_synth_writes_a_labelled_stand_in(tmp_path: Path) -> None:
             "carbon",
         )
     )
-    assert read_tilt_series(tmp_path / "ref.zarr").data.shape == (3, 24, 24)
+    assert read_tilt_series(tmp_path / "ref2.zarr").data.shape == (3, 24, 24)
 
 
 def test_synth_bad_shape_exits_2(tmp_path: Path) -> None:

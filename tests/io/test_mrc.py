@@ -63,3 +63,23 @@ def test_header_and_rows_read_without_the_whole_volume(tmp_path):
     (tmp_path / "bad.mrc").write_bytes(b"not an mrc")
     with pytest.raises(InputError, match="not a readable MRC"):
         read_mrc_header(tmp_path / "bad.mrc")
+
+
+def test_mrc_outputs_respect_the_umask_and_keep_an_overwritten_mode(tmp_path):
+    import os
+    import stat
+
+    from faket_dask.io.mrc import write_mrc
+
+    old = os.umask(0o027)
+    try:
+        write_mrc(tmp_path / "new.mrc", np.zeros((2, 4, 4), np.float32), 10.0)
+        assert stat.S_IMODE(os.stat(tmp_path / "new.mrc").st_mode) == 0o640
+        os.umask(0o022)
+        write_mrc(tmp_path / "b.mrc", np.zeros((2, 4, 4), np.float32), 10.0)
+        assert stat.S_IMODE(os.stat(tmp_path / "b.mrc").st_mode) == 0o644
+        os.chmod(tmp_path / "b.mrc", 0o604)
+        write_mrc(tmp_path / "b.mrc", np.ones((2, 4, 4), np.float32), 10.0, overwrite=True)
+        assert stat.S_IMODE(os.stat(tmp_path / "b.mrc").st_mode) == 0o604
+    finally:
+        os.umask(old)

@@ -277,12 +277,24 @@ def test_curves_out_of_range(model):
 
 def test_faket_rng_equals_one_flat_draw():
     seed = 7
-    flat = np.random.default_rng(seed).normal(size=T * H * W).reshape(T, H, W)
+    flat = np.random.default_rng([99, seed]).normal(size=T * H * W).reshape(T, H, W)
     per_tilt = torch.stack(
         [noise_field((H, W), seed, 99, t, generator_kind="faket") for t in range(T)]
     )
     assert per_tilt.dtype == torch.float64
     assert np.array_equal(per_tilt.numpy(), flat)
+
+
+def test_faket_rng_draws_per_sample_as_the_reference_per_tomogram():
+    """Sample N of a seed-0 dataset draws the reference's default_rng(N); samples differ."""
+    for n in (0, 3):
+        reference = np.random.default_rng(n).normal(size=(H, W))  # the reference's tomogram N
+        assert np.array_equal(noise_field((H, W), 0, n, 0, generator_kind="faket"), reference)
+    a = noise_field((H, W), 5, 1, 0, generator_kind="faket").numpy()
+    b = noise_field((H, W), 5, 2, 0, generator_kind="faket").numpy()
+    c = noise_field((H, W), 6, 1, 0, generator_kind="faket").numpy()
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.2  # independent draws
+    assert abs(np.corrcoef(a.ravel(), c.ravel())[0, 1]) < 0.2
 
 
 def test_keyed_stream_is_keyed_and_order_independent():
@@ -335,7 +347,7 @@ def test_apply_noise_matches_numpy_recipe(pairs, model, rng):
     noiseless = pairs[0][0]
     seed = 5
     if rng == "faket":
-        eps = np.random.default_rng(seed).normal(size=T * H * W).reshape(T, H, W)
+        eps = np.random.default_rng([2, seed]).normal(size=T * H * W).reshape(T, H, W)
         tol = 1e-5
     else:
         eps = np.stack([noise_field((H, W), seed, 2, t).numpy() for t in range(T)])
@@ -379,7 +391,7 @@ def test_content_shares_the_noisy_draw(pairs, model, rng):
     r = model.fit.array("r")[:, None, None]
     sigma = model.fit.array("sigma")[:, None, None]
     if rng == "faket":
-        eps = np.random.default_rng(9).normal(size=T * H * W).reshape(T, H, W)
+        eps = np.random.default_rng([0, 9]).normal(size=T * H * W).reshape(T, H, W)
     else:
         eps = np.stack([noise_field((H, W), 9, 0, t).numpy() for t in range(T)])
     noise = {}
@@ -407,8 +419,9 @@ def test_apply_noise_is_deterministic_and_seeded(pairs, model):
     f = apply_noise(x, model, ANGLES, 1, sample_id=3, options=faket)["noisy"]
     assert (
         f.numpy().tobytes()
-        == apply_noise(x, model, ANGLES, 1, options=faket)["noisy"].numpy().tobytes()
+        == apply_noise(x, model, ANGLES, 1, sample_id=3, options=faket)["noisy"].numpy().tobytes()
     )
+    assert not torch.equal(f, apply_noise(x, model, ANGLES, 1, sample_id=4, options=faket)["noisy"])
 
 
 def test_apply_noise_between_fitted_angles(pairs, model):
