@@ -36,7 +36,7 @@ import numpy as np
 
 from faket_dask.io import store as st
 from faket_dask.io.verify import check_sample, verify_store
-from faket_dask.io.writers import TiltsWriter
+from faket_dask.io.writers import TiltLayout, TiltsWriter
 from faket_dask.read.access import open_dataset
 from faket_dask.read.export import store_info
 
@@ -48,7 +48,7 @@ def _one_sample(
     group = st.prepare_sample(store, sid, {"seed": 0})
     writer = TiltsWriter(
         group, ["styled"], shape, np.linspace(-60, 60, shape[0]), 10.0,
-        tilts_per_shard=8, chunk=512,
+        TiltLayout(tilts_per_shard=8, chunk=512),
     )
     block = 8
     for t0 in range(0, shape[0], block):

@@ -36,7 +36,9 @@ def sample_memory_bytes(config: SimulationConfig, n_tilts: int) -> int:
     tilts = n_tilts * h * w * 4 * (len(config.output.modalities) + 3)
     style = 0
     if config.style.enabled:
-        style = min(config.style.batch_size, n_tilts) * h * w * STYLE_BYTES_PER_PIXEL
+        # "auto" picks the batch from the memory there is, so its floor is one tilt
+        batch = 1 if config.style.batch_size == "auto" else int(config.style.batch_size)
+        style = min(batch, n_tilts) * h * w * STYLE_BYTES_PER_PIXEL
     return volume + tilts + style
 
 
