@@ -345,7 +345,7 @@ def calibrate(
     dep["thickness_mfp"] = -dep["log_mean"][1]
     return Calibration(
         pixel_spacing=spacing,
-        shape=tuple(int(s) for s in data.shape),  # type: ignore[arg-type]
+        shape=tuple(int(s) for s in data.shape),
         voltage_kv=optics.voltage_kv,
         cs_mm=optics.cs_mm,
         amplitude_contrast=optics.amplitude_contrast,

@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,7 +129,8 @@ def _lowpass_mirror(x: torch.Tensor, cutoff: float) -> torch.Tensor:
     kx = torch.fft.rfftfreq(2 * w, device=x.device, dtype=torch.float64).view(1, -1)
     keep = (kx**2 + ky**2) <= cutoff**2
     spec = torch.fft.rfft2(ext.to(torch.float64)) * keep
-    return torch.fft.irfft2(spec, s=(2 * h, 2 * w))[..., :h, :w].to(x.dtype)
+    out: torch.Tensor = torch.fft.irfft2(spec, s=(2 * h, 2 * w))[..., :h, :w].to(x.dtype)
+    return out
 
 
 def resample_rotate(
@@ -337,7 +339,8 @@ def ctf(
     lib = torch if isinstance(k, torch.Tensor) else np
     k2 = k * k
     chi = math.pi * lam * df * k2 - 0.5 * math.pi * cs * lam**3 * k2 * k2
-    return -lib.sin(chi + math.asin(amplitude_contrast))
+    out: np.ndarray | torch.Tensor = -lib.sin(chi + math.asin(amplitude_contrast))
+    return out
 
 
 def ctf_zeros(
@@ -369,7 +372,8 @@ def detector_mtf(height: int, width: int, nu_c: float = 0.4) -> np.ndarray:
     """
     ny = np.fft.fftfreq(height).reshape(-1, 1)
     nx = np.fft.fftfreq(width).reshape(1, -1)
-    return np.sinc(nx) * np.sinc(ny) / (1.0 + (nx**2 + ny**2) / nu_c**2)
+    out: np.ndarray = np.sinc(nx) * np.sinc(ny) / (1.0 + (nx**2 + ny**2) / nu_c**2)
+    return out
 
 
 @dataclass
@@ -392,7 +396,7 @@ class SynthParams:
     mtf_nu_c: float = 0.4
     note: str = STAND_IN_NOTE
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (with ``stand_in: true``)."""
         d = asdict(self)
         d["shape"] = list(self.shape)
@@ -469,7 +473,7 @@ def synth_reference(
     phantom: str = "cell",
     device: torch.device | str = "cpu",
     mtf_nu_c: float = 0.4,
-    truth: dict | None = None,
+    truth: dict[str, Any] | None = None,
 ) -> TiltSeries:
     """A physics-lite stand-in tilt-series (**not** a microscope; see :data:`STAND_IN_NOTE`).
 
@@ -574,7 +578,9 @@ def synth_reference(
     image = 1.0 + 2.0 * torch.fft.ifft2(torch.fft.fft2(phase) * transfer).real
     image = image[:, pad : pad + h, pad : pad + w].clamp_min(0.0)
 
-    beta2 = lambda kv: 1.0 - 1.0 / (1.0 + kv / 510.99895) ** 2  # noqa: E731
+    def beta2(kv: float) -> float:
+        return 1.0 - 1.0 / (1.0 + kv / 510.99895) ** 2
+
     mfp = mean_free_path_nm * beta2(voltage_kv) / beta2(300.0)
     cos_t = torch.as_tensor(np.cos(np.deg2rad(angles)), device=dev, dtype=torch.float64)
     attenuation = torch.exp(-thickness_nm / (mfp * cos_t)).view(-1, 1, 1)
@@ -641,7 +647,7 @@ def demo_reference(
     if len(shape) == 2:
         full = (angles.size, int(shape[0]), int(shape[1]))
     elif len(shape) == 3:
-        full = tuple(int(s) for s in shape)
+        full = (int(shape[0]), int(shape[1]), int(shape[2]))
     else:
         raise InputError(f"demo reference shape {shape} must be (H, W) or (T, H, W)")
     return synth_reference(full, angles, pixel_spacing=pixel_spacing, seed=seed, device="cpu")
