@@ -26,7 +26,7 @@ from faket_dask.angles import parse_angles
 from faket_dask.config import config_from_dict
 from faket_dask.stages.projection import project
 from faket_dask.stages.reconstruction import bin_tilts, reconstruct
-from faket_dask.stages.reference import synth_reference
+from faket_dask.stages.reference import SynthOptions, synth_reference
 from faket_dask.stages.sample import BuildSpec, build_layout, iter_slabs
 
 
@@ -71,7 +71,8 @@ def main() -> None:
     args = parser.parse_args()
     angles = np.asarray(parse_angles("-60:60:2"))
     clean = noiseless_tilts(args.size, args.thickness, angles)
-    noisy = synth_reference((angles.size, args.size, args.size), angles, 10.0).data
+    opts = SynthOptions(pixel_spacing=10.0)
+    noisy = synth_reference((angles.size, args.size, args.size), angles, opts).data
     noisy = np.asarray(noisy, dtype=np.float64)
     print(f"binning, noiseless {clean.shape}: mean |diff| = {binning_gap(clean):.2%} of std")
     print(f"binning, synth reference {noisy.shape}: mean |diff| = {binning_gap(noisy):.2%} of std")

@@ -19,10 +19,10 @@ MICROSCOPES = {
 
 def synth(name: str, seed: int, size: int = 256, angles: np.ndarray = ANGLES):
     """``(series, truth)`` of one microscope (truth: synth_reference's per-tilt record)."""
-    from faket_dask.stages.reference import synth_reference
+    from faket_dask.stages.reference import SynthOptions, synth_reference
 
     truth: dict = {}
     s = synth_reference(
-        (angles.size, size, size), angles, seed=seed, truth=truth, **MICROSCOPES[name]
+        (angles.size, size, size), angles, SynthOptions(seed=seed, **MICROSCOPES[name]), truth=truth
     )
     return s, truth

@@ -255,9 +255,9 @@ def repair(store: str | os.PathLike[str], report: VerifyReport) -> list[int]:
         if sid not in report.damaged:
             rows.append(_ok_row(p, sid))
     for line in report.manifest:
-        sid = _row_sample(line)
-        if sid is not None:
-            rows.append({"sample_id": sid, "status": "damaged", "error": "not complete"})
+        row_sid = _row_sample(line)
+        if row_sid is not None:
+            rows.append({"sample_id": row_sid, "status": "damaged", "error": "not complete"})
     st.write_manifest(p, rows)
     return sorted(report.damaged)
 

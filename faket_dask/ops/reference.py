@@ -115,17 +115,17 @@ def synth(
 ) -> Path:
     """Write a stand-in reference of `dims` `(T, H, W)` and its ``.synth.json``; the latter's path.
 
-    ``params`` are :func:`faket_dask.stages.reference.synth_reference`'s keyword arguments. The
+    ``params`` are :class:`faket_dask.stages.reference.SynthOptions`' fields. The
     sidecar records them and the per-tilt truth (``truth``: SNR, signal and noise variance,
     electrons per pixel), against which a calibration can be checked.
     """
     # torch and the stages: loaded when the command runs
-    from faket_dask.stages.reference import synth_params, synth_reference
+    from faket_dask.stages.reference import SynthOptions, synth_params, synth_reference
 
     sidecar = output.with_suffix(".synth.json")
     t, h, w = dims
     truth: dict[str, np.ndarray] = {}
-    series = synth_reference((t, h, w), angles_deg, truth=truth, **params)
+    series = synth_reference((t, h, w), angles_deg, SynthOptions(**params), truth=truth)
     write_tilt_series(output, series, var="reference", overwrite=overwrite)
     record = synth_params((t, h, w), angles_deg, **params).to_dict()
     record["truth"] = {k: [float(v) for v in truth[k]] for k in sorted(truth)}

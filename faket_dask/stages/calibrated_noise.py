@@ -64,7 +64,7 @@ def _model_at(
     signal = sum(wt * np.asarray(t.signal_power) for t, wt in zip(tilts, weights, strict=True))
     mean = float(sum(wt * t.mean for t, wt in zip(tilts, weights, strict=True)))
     std = float(sum(wt * t.std for t, wt in zip(tilts, weights, strict=True)))
-    return coef, signal, mean, std  # type: ignore[return-value]
+    return coef, signal, mean, std
 
 
 def tilt_filters(

@@ -281,6 +281,33 @@ def _checked_order(
     return order, validate_angles(angles[order], source="reference tilt angles")
 
 
+def _read_tilts(
+    data: np.ndarray, order: np.ndarray
+) -> tuple[
+    list[tuple[np.ndarray, np.ndarray, np.ndarray]], list[tuple[float, float, tuple[int, int]]]
+]:
+    """The power spectrum and ``(mean, var, shape)`` of each tilt of ``data``, in ``order``."""
+    spectra, moments = [], []
+    for i in order:  # one tilt in memory at a time
+        im = np.asarray(data[int(i)], dtype=np.float64)
+        if not np.all(np.isfinite(im)) or im.std() == 0:
+            raise InputError(f"reference tilt {int(i)} is constant or not finite")
+        spectra.append(tilt_power_spectrum(im))
+        moments.append((float(im.mean()), float(im.var()), im.shape))
+    return spectra, moments
+
+
+def _tilt_dependence(angles: np.ndarray, per_tilt: list[TiltCalibration]) -> dict[str, Any]:
+    """Secant fits of the log mean, noise variance and SNR over angle; the thickness in MFPs."""
+    dep: dict[str, Any] = {
+        "log_mean": _secant_fit(angles, np.array([t.mean for t in per_tilt])),
+        "log_noise_var": _secant_fit(angles, np.array([t.noise_var for t in per_tilt])),
+        "log_snr": _secant_fit(angles, np.array([t.snr for t in per_tilt])),
+    }
+    dep["thickness_mfp"] = -dep["log_mean"][1]
+    return dep
+
+
 def calibrate(
     tilts: np.ndarray,
     angles_deg: Sequence[float] | np.ndarray,
@@ -320,13 +347,7 @@ def calibrate(
     spacing = float(pixel_spacing or 0.0)  # > 0: checked above
     given = () if optics is None else ("voltage_kv", "cs_mm", "amplitude_contrast")
     optics = optics or Optics()
-    spectra, moments = [], []
-    for i in order:  # one tilt in memory at a time
-        im = np.asarray(data[int(i)], dtype=np.float64)
-        if not np.all(np.isfinite(im)) or im.std() == 0:
-            raise InputError(f"reference tilt {int(i)} is constant or not finite")
-        spectra.append(tilt_power_spectrum(im))
-        moments.append((float(im.mean()), float(im.var()), im.shape))
+    spectra, moments = _read_tilts(data, order)
     try:
         defocus, ring = _series_defocus(
             spectra, spacing, optics, defocus_range_um, nu_range
@@ -337,15 +358,10 @@ def calibrate(
         ]
     except ValueError as e:
         raise InputError(f"cannot fit the reference's spectrum: {e}") from None
-    dep: dict[str, Any] = {
-        "log_mean": _secant_fit(angles, np.array([t.mean for t in per_tilt])),
-        "log_noise_var": _secant_fit(angles, np.array([t.noise_var for t in per_tilt])),
-        "log_snr": _secant_fit(angles, np.array([t.snr for t in per_tilt])),
-    }
-    dep["thickness_mfp"] = -dep["log_mean"][1]
+    dep = _tilt_dependence(angles, per_tilt)
     return Calibration(
         pixel_spacing=spacing,
-        shape=tuple(int(s) for s in data.shape),  # type: ignore[arg-type]
+        shape=tuple(int(s) for s in data.shape),
         voltage_kv=optics.voltage_kv,
         cs_mm=optics.cs_mm,
         amplitude_contrast=optics.amplitude_contrast,

@@ -126,7 +126,8 @@ def bin_average_ctf2(
     frac = (np.arange(_SUBSAMPLES) + 0.5) / _SUBSAMPLES
     k = lo + (hi - lo) * frac[None, :]
     c2 = np.asarray(ctf(k, defocus_um, voltage_kv, cs_mm, amplitude_contrast)) ** 2
-    return np.sum(c2 * k, axis=1) / np.sum(k, axis=1)
+    out: np.ndarray = np.sum(c2 * k, axis=1) / np.sum(k, axis=1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -363,10 +364,12 @@ def fit_spectrum(
     nb = xb.shape[1]
 
     def model(p: np.ndarray) -> np.ndarray:
-        return np.logaddexp(xb @ p[:nb], xa @ p[nb:] + np.log(np.maximum(c2, 1e-12)))
+        out: np.ndarray = np.logaddexp(xb @ p[:nb], xa @ p[nb:] + np.log(np.maximum(c2, 1e-12)))
+        return out
 
     def residual(p: np.ndarray) -> np.ndarray:
-        return band.weight * (band.log_power - model(p))
+        out: np.ndarray = band.weight * (band.log_power - model(p))
+        return out
 
     # Start: noise just under the spectrum, signal as strong as the noise.
     b0, _ = _wlstsq(xb, band)

@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,7 +129,8 @@ def _lowpass_mirror(x: torch.Tensor, cutoff: float) -> torch.Tensor:
     kx = torch.fft.rfftfreq(2 * w, device=x.device, dtype=torch.float64).view(1, -1)
     keep = (kx**2 + ky**2) <= cutoff**2
     spec = torch.fft.rfft2(ext.to(torch.float64)) * keep
-    return torch.fft.irfft2(spec, s=(2 * h, 2 * w))[..., :h, :w].to(x.dtype)
+    out: torch.Tensor = torch.fft.irfft2(spec, s=(2 * h, 2 * w))[..., :h, :w].to(x.dtype)
+    return out
 
 
 def resample_rotate(
@@ -337,7 +339,8 @@ def ctf(
     lib = torch if isinstance(k, torch.Tensor) else np
     k2 = k * k
     chi = math.pi * lam * df * k2 - 0.5 * math.pi * cs * lam**3 * k2 * k2
-    return -lib.sin(chi + math.asin(amplitude_contrast))
+    out: np.ndarray | torch.Tensor = -lib.sin(chi + math.asin(amplitude_contrast))
+    return out
 
 
 def ctf_zeros(
@@ -369,7 +372,8 @@ def detector_mtf(height: int, width: int, nu_c: float = 0.4) -> np.ndarray:
     """
     ny = np.fft.fftfreq(height).reshape(-1, 1)
     nx = np.fft.fftfreq(width).reshape(1, -1)
-    return np.sinc(nx) * np.sinc(ny) / (1.0 + (nx**2 + ny**2) / nu_c**2)
+    out: np.ndarray = np.sinc(nx) * np.sinc(ny) / (1.0 + (nx**2 + ny**2) / nu_c**2)
+    return out
 
 
 @dataclass
@@ -392,7 +396,7 @@ class SynthParams:
     mtf_nu_c: float = 0.4
     note: str = STAND_IN_NOTE
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (with ``stand_in: true``)."""
         d = asdict(self)
         d["shape"] = list(self.shape)
@@ -453,23 +457,129 @@ def synth_phantom(
     return vol
 
 
+@dataclass(frozen=True)
+class SynthOptions:
+    """The physics of a :func:`synth_reference` stand-in (defaults: a 300 kV cryo-ET series).
+
+    Attributes
+    ----------
+    pixel_spacing
+        Å per pixel.
+    defocus_um
+        Underfocus in µm (positive).
+    voltage_kv
+        Acceleration voltage in kV.
+    dose
+        Total dose over the series in e/Å².
+    seed
+        Seed of the phantom and the noise.
+    phantom
+        ``cell`` (proteins, vesicles, solvent texture) or ``carbon`` (white noise, for CTF
+        checks), see :func:`synth_phantom`.
+    mtf_nu_c
+        The detector MTF's Lorentzian fall-off ν_c in cycles/pixel (:func:`detector_mtf`).
+    cs_mm
+        Spherical aberration in mm.
+    amplitude_contrast
+        Amplitude contrast fraction, in [0, 1).
+    thickness_nm
+        Specimen thickness in nm.
+    mean_free_path_nm
+        Inelastic mean free path at 300 kV in nm (scaled by β² for other voltages).
+    b_factor
+        Envelope B-factor in Å².
+    """
+
+    pixel_spacing: float = 10.0
+    defocus_um: float = 3.0
+    voltage_kv: float = 300.0
+    dose: float = 120.0
+    seed: int = 0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.07
+    thickness_nm: float = 150.0
+    mean_free_path_nm: float = 350.0
+    b_factor: float = 50.0
+    phantom: str = "cell"
+    mtf_nu_c: float = 0.4
+
+
+def _check_synth(
+    shape: tuple[int, int, int], angles_deg: Sequence[float] | np.ndarray, o: SynthOptions
+) -> np.ndarray:
+    """The validated ``(T,)`` angles of a :func:`synth_reference` call; InputError if bad."""
+    t_n, h, w = (int(s) for s in shape)
+    angles = validate_angles(np.asarray(angles_deg, dtype=np.float64), source="angles")
+    if angles.size != t_n:
+        raise InputError(f"shape has {t_n} tilts but {angles.size} angles were given")
+    if min(h, w) < 8:
+        raise InputError(f"synthetic reference of {h}x{w} pixels is too small; use >= 8x8")
+    for name, value in (
+        ("pixel spacing", o.pixel_spacing),
+        ("voltage", o.voltage_kv),
+        ("dose", o.dose),
+        ("thickness", o.thickness_nm),
+        ("mean free path", o.mean_free_path_nm),
+        ("MTF fall-off", o.mtf_nu_c),
+    ):
+        if not value > 0:
+            raise InputError(f"{name} must be > 0, got {value}")
+    if not 0 <= o.amplitude_contrast < 1:
+        raise InputError(f"amplitude contrast {o.amplitude_contrast} must be in [0, 1)")
+    return angles
+
+
+def _synth_image(
+    hw: tuple[int, int],
+    angles: np.ndarray,
+    o: SynthOptions,
+    rng: np.random.Generator,
+    dev: torch.device,
+) -> torch.Tensor:
+    """Steps 1-2 of :func:`synth_reference`: the ``(T, H, W)`` float64 linear image ``I``."""
+    from faket_dask.stages.projection import project
+
+    h, w = hw
+    pixel_spacing = o.pixel_spacing
+    nz = max(4, round(o.thickness_nm * 10.0 / pixel_spacing))
+    # The slab extends beyond the detector in X so that tilted rays never leave it sideways
+    # (a real specimen is laterally much larger than the field of view).
+    tan_max = math.tan(math.radians(min(float(np.max(np.abs(angles))), 80.0)))
+    margin = math.ceil(nz / 2 * tan_max) + 2
+    # The image is formed on a canvas padded by the CTF's delocalisation (λ·Δf·k_Nyquist) so
+    # that the FFT's periodic wrap-around stays outside the cropped field of view.
+    lam = electron_wavelength(o.voltage_kv)
+    pad = math.ceil(lam * o.defocus_um * 1e4 * 0.5 / pixel_spacing**2) + 8
+    hp, wp = h + 2 * pad, w + 2 * pad
+    volume = synth_phantom((nz, hp, wp + 2 * margin), pixel_spacing, rng, o.phantom)
+    dv = project(torch.from_numpy(volume).to(dev), angles, detector_width=wp)  # negated
+    del volume
+    phase = (-dv).to(torch.float64) * (interaction_constant(o.voltage_kv) * pixel_spacing)
+    phase = phase - phase.mean(dim=(-2, -1), keepdim=True)
+
+    ky = torch.fft.fftfreq(hp, d=pixel_spacing, device=dev, dtype=torch.float64).view(-1, 1)
+    kx = torch.fft.fftfreq(wp, d=pixel_spacing, device=dev, dtype=torch.float64).view(1, -1)
+    k = torch.sqrt(kx**2 + ky**2)
+    transfer = ctf(k, o.defocus_um, o.voltage_kv, o.cs_mm, o.amplitude_contrast) * torch.exp(
+        -o.b_factor * k**2 / 4.0
+    )
+    image = 1.0 + 2.0 * torch.fft.ifft2(torch.fft.fft2(phase) * transfer).real
+    out: torch.Tensor = image[:, pad : pad + h, pad : pad + w].clamp_min(0.0)
+    return out
+
+
+def _beta_squared(voltage_kv: float) -> float:
+    """``β² = (v/c)²`` of an electron accelerated by ``voltage_kv`` (rest energy 510.99895 keV)."""
+    return 1.0 - 1.0 / (1.0 + voltage_kv / 510.99895) ** 2
+
+
 def synth_reference(
     shape: tuple[int, int, int],
     angles_deg: Sequence[float] | np.ndarray,
-    pixel_spacing: float = 10.0,
-    defocus_um: float = 3.0,
-    voltage_kv: float = 300.0,
-    dose: float = 120.0,
-    seed: int = 0,
-    cs_mm: float = 2.7,
-    amplitude_contrast: float = 0.07,
-    thickness_nm: float = 150.0,
-    mean_free_path_nm: float = 350.0,
-    b_factor: float = 50.0,
-    phantom: str = "cell",
+    opts: SynthOptions = SynthOptions(),
+    *,
     device: torch.device | str = "cpu",
-    mtf_nu_c: float = 0.4,
-    truth: dict | None = None,
+    truth: dict[str, Any] | None = None,
 ) -> TiltSeries:
     """A physics-lite stand-in tilt-series (**not** a microscope; see :data:`STAND_IN_NOTE`).
 
@@ -502,21 +612,10 @@ def synth_reference(
         `(T, H, W)`; T must equal the number of angles.
     angles_deg
         Tilt angles in degrees.
-    pixel_spacing
-        Å per pixel.
-    defocus_um
-        Underfocus in µm (positive).
-    voltage_kv
-        Acceleration voltage in kV.
-    dose
-        Total dose over the series in e/Å².
-    seed
-        Seed of the phantom and the noise.
-    phantom
-        ``cell`` (proteins, vesicles, solvent texture) or ``carbon`` (white noise, for CTF
-        checks), see :func:`synth_phantom`.
-    mtf_nu_c
-        The detector MTF's Lorentzian fall-off ν_c in cycles/pixel (:func:`detector_mtf`).
+    opts
+        The microscope and the specimen (:class:`SynthOptions`).
+    device
+        Where the projection and the FFTs run.
     truth
         If given, filled with the per-tilt ground truth: ``snr`` (`(T,)`, as defined above),
         ``signal_var`` and ``noise_var`` (`(T,)`, counts²) and ``electrons_per_pixel`` (`(T,)`,
@@ -527,61 +626,19 @@ def synth_reference(
     TiltSeries
         `(T, H, W)` float32 electron counts per pixel after the MTF.
     """
-    from faket_dask.stages.projection import project
-
+    o = opts
+    angles = _check_synth(shape, angles_deg, o)
     t_n, h, w = (int(s) for s in shape)
-    angles = validate_angles(np.asarray(angles_deg, dtype=np.float64), source="angles")
-    if angles.size != t_n:
-        raise InputError(f"shape has {t_n} tilts but {angles.size} angles were given")
-    if min(h, w) < 8:
-        raise InputError(f"synthetic reference of {h}x{w} pixels is too small; use >= 8x8")
-    for name, value in (
-        ("pixel spacing", pixel_spacing),
-        ("voltage", voltage_kv),
-        ("dose", dose),
-        ("thickness", thickness_nm),
-        ("mean free path", mean_free_path_nm),
-        ("MTF fall-off", mtf_nu_c),
-    ):
-        if not value > 0:
-            raise InputError(f"{name} must be > 0, got {value}")
-    if not 0 <= amplitude_contrast < 1:
-        raise InputError(f"amplitude contrast {amplitude_contrast} must be in [0, 1)")
-    rng = np.random.default_rng(seed)
-    nz = max(4, round(thickness_nm * 10.0 / pixel_spacing))
-    # The slab extends beyond the detector in X so that tilted rays never leave it sideways
-    # (a real specimen is laterally much larger than the field of view).
-    tan_max = math.tan(math.radians(min(float(np.max(np.abs(angles))), 80.0)))
-    margin = math.ceil(nz / 2 * tan_max) + 2
-    # The image is formed on a canvas padded by the CTF's delocalisation (λ·Δf·k_Nyquist) so
-    # that the FFT's periodic wrap-around stays outside the cropped field of view.
-    lam = electron_wavelength(voltage_kv)
-    pad = math.ceil(lam * defocus_um * 1e4 * 0.5 / pixel_spacing**2) + 8
-    hp, wp = h + 2 * pad, w + 2 * pad
-    volume = synth_phantom((nz, hp, wp + 2 * margin), pixel_spacing, rng, phantom)
+    rng = np.random.default_rng(o.seed)
     dev = torch.device(device)
-    dv = project(torch.from_numpy(volume).to(dev), angles, detector_width=wp)  # negated
-    del volume
-    phase = (-dv).to(torch.float64) * (interaction_constant(voltage_kv) * pixel_spacing)
-    phase = phase - phase.mean(dim=(-2, -1), keepdim=True)
-
-    ky = torch.fft.fftfreq(hp, d=pixel_spacing, device=dev, dtype=torch.float64).view(-1, 1)
-    kx = torch.fft.fftfreq(wp, d=pixel_spacing, device=dev, dtype=torch.float64).view(1, -1)
-    k = torch.sqrt(kx**2 + ky**2)
-    transfer = ctf(k, defocus_um, voltage_kv, cs_mm, amplitude_contrast) * torch.exp(
-        -b_factor * k**2 / 4.0
-    )
-    image = 1.0 + 2.0 * torch.fft.ifft2(torch.fft.fft2(phase) * transfer).real
-    image = image[:, pad : pad + h, pad : pad + w].clamp_min(0.0)
-
-    beta2 = lambda kv: 1.0 - 1.0 / (1.0 + kv / 510.99895) ** 2  # noqa: E731
-    mfp = mean_free_path_nm * beta2(voltage_kv) / beta2(300.0)
+    image = _synth_image((h, w), angles, o, rng, dev)
+    mfp = o.mean_free_path_nm * _beta_squared(o.voltage_kv) / _beta_squared(300.0)
     cos_t = torch.as_tensor(np.cos(np.deg2rad(angles)), device=dev, dtype=torch.float64)
-    attenuation = torch.exp(-thickness_nm / (mfp * cos_t)).view(-1, 1, 1)
-    electrons = dose / t_n * pixel_spacing**2
+    attenuation = torch.exp(-o.thickness_nm / (mfp * cos_t)).view(-1, 1, 1)
+    electrons = o.dose / t_n * o.pixel_spacing**2
     expected = (electrons * attenuation * image).cpu().numpy()
     counts = torch.from_numpy(rng.poisson(expected).astype(np.float64)).to(dev)
-    mtf = torch.from_numpy(detector_mtf(h, w, mtf_nu_c)).to(dev)
+    mtf = torch.from_numpy(detector_mtf(h, w, o.mtf_nu_c)).to(dev)
     out = torch.fft.ifft2(torch.fft.fft2(counts) * mtf).real
     if truth is not None:
         clean = torch.fft.ifft2(torch.fft.fft2(torch.from_numpy(expected).to(dev)) * mtf).real
@@ -593,7 +650,7 @@ def synth_reference(
             noise_var=noise_var,
             electrons_per_pixel=(electrons * attenuation).view(-1).cpu().numpy(),
         )
-    return TiltSeries(out.to(torch.float32).cpu().numpy(), angles, float(pixel_spacing))
+    return TiltSeries(out.to(torch.float32).cpu().numpy(), angles, float(o.pixel_spacing))
 
 
 def synth_params(
@@ -641,7 +698,8 @@ def demo_reference(
     if len(shape) == 2:
         full = (angles.size, int(shape[0]), int(shape[1]))
     elif len(shape) == 3:
-        full = tuple(int(s) for s in shape)
+        full = (int(shape[0]), int(shape[1]), int(shape[2]))
     else:
         raise InputError(f"demo reference shape {shape} must be (H, W) or (T, H, W)")
-    return synth_reference(full, angles, pixel_spacing=pixel_spacing, seed=seed, device="cpu")
+    opts = SynthOptions(pixel_spacing=pixel_spacing, seed=seed)
+    return synth_reference(full, angles, opts, device="cpu")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,7 +106,7 @@ class Template:
         """(N, 3) float64 (z, y, x) offsets from the centre of the contour's boundary voxels."""
         inside = self.density > self.level
         core = ndimage.binary_erosion(inside)
-        return (np.argwhere(inside & ~core) - self.centre).astype(np.float64)
+        return np.asarray((np.argwhere(inside & ~core) - self.centre).astype(np.float64))
 
     @property
     def volume_voxels(self) -> int:
@@ -229,36 +229,36 @@ def _capsule(p: np.ndarray, a: tuple[float, ...], b: tuple[float, ...], r: float
     pa = p - a_[:, None, None, None]
     t = np.clip(np.tensordot(ab, pa, axes=1) / float(ab @ ab), 0.0, 1.0)
     d = pa - ab[:, None, None, None] * t
-    return np.sqrt((d**2).sum(axis=0)) - r
+    return np.asarray(np.sqrt((d**2).sum(axis=0)) - r)
 
 
 def _ellipsoid(p: np.ndarray, c: tuple[float, ...], radii: tuple[float, ...]) -> np.ndarray:
     q = (p - np.asarray(c, float)[:, None, None, None]) / np.asarray(radii, float)[
         :, None, None, None
     ]
-    return (np.sqrt((q**2).sum(axis=0)) - 1.0) * min(radii)
+    return np.asarray((np.sqrt((q**2).sum(axis=0)) - 1.0) * min(radii))
 
 
 def _sdf_sphere(p: np.ndarray) -> np.ndarray:
-    return np.sqrt((p**2).sum(axis=0)) - 40.0
+    return np.asarray(np.sqrt((p**2).sum(axis=0)) - 40.0)
 
 
 def _sdf_ribosome(p: np.ndarray) -> np.ndarray:
     large = _ellipsoid(p, (-5.0, 0.0, -25.0), (120.0, 110.0, 105.0))
     small = _ellipsoid(p, (20.0, 0.0, 95.0), (95.0, 70.0, 60.0))
-    return np.minimum(large, small)
+    return np.asarray(np.minimum(large, small))
 
 
 def _sdf_proteasome(p: np.ndarray) -> np.ndarray:
     x, y, z = p
     r = np.sqrt(x**2 + y**2)
     radial = np.maximum(r - 60.0, 25.0 - r)
-    return np.maximum(radial, np.abs(z) - 75.0)
+    return np.asarray(np.maximum(radial, np.abs(z) - 75.0))
 
 
 def _sdf_ring(p: np.ndarray) -> np.ndarray:
     x, y, z = p
-    return np.sqrt((np.sqrt(x**2 + y**2) - 60.0) ** 2 + z**2) - 22.0
+    return np.asarray(np.sqrt((np.sqrt(x**2 + y**2) - 60.0) ** 2 + z**2) - 22.0)
 
 
 def _sdf_rod(p: np.ndarray) -> np.ndarray:
@@ -270,7 +270,7 @@ def _sdf_lshape(p: np.ndarray) -> np.ndarray:
     ax = _capsule(p, o, (o[0] + 140.0, o[1], o[2]), 22.0)
     az = _capsule(p, o, (o[0], o[1], o[2] + 90.0), 22.0)
     ay = _capsule(p, o, (o[0], o[1] + 50.0, o[2]), 22.0)
-    return np.minimum(np.minimum(ax, az), ay)
+    return np.asarray(np.minimum(np.minimum(ax, az), ay))
 
 
 #: name -> (signed distance in Å of a point (3, ...) in Å, bounding radius in Å)
@@ -335,15 +335,17 @@ def resample_map(data: np.ndarray, src_spacing: float, dst_spacing: float) -> np
     half = np.ceil(extent / step).astype(int) + 1
     out_shape = tuple(int(2 * h + 1) for h in half)
     offset = centre_in - half * step
-    return ndimage.affine_transform(
-        arr,
-        np.full(3, step),
-        offset=offset,
-        output_shape=out_shape,
-        order=1,
-        mode="constant",
-        cval=0.0,
-        prefilter=False,
+    return np.asarray(
+        ndimage.affine_transform(
+            arr,
+            np.full(3, step),
+            offset=offset,
+            output_shape=out_shape,
+            order=1,
+            mode="constant",
+            cval=0.0,
+            prefilter=False,
+        )
     )
 
 
@@ -406,7 +408,7 @@ class Atoms:
     @property
     def f0(self) -> np.ndarray:
         """``(N,)`` forward scattering amplitude ``f(0) = Σ a_i`` of each atom, in Å."""
-        return self.a.sum(axis=1)
+        return np.asarray(self.a.sum(axis=1))
 
 
 def is_atomic_model(path: str | Path) -> bool:
@@ -466,13 +468,15 @@ def read_atoms(path: str | Path) -> Atoms:
     )
 
 
-def _voxel_fractions(pos: np.ndarray, base: np.ndarray, offs: np.ndarray, sig: np.ndarray):
+def _voxel_fractions(
+    pos: np.ndarray, base: np.ndarray, offs: np.ndarray, sig: np.ndarray
+) -> np.ndarray:
     """``(N, 5, K)`` fraction of each Gaussian's 1-D mass in voxels ``base + offs`` (one axis)."""
     from scipy.special import erf
 
     edge = (base[:, None] + offs[None, :])[:, None, :] - pos[:, None, None]  # voxel units
     inv = 1.0 / (np.sqrt(2.0) * sig)[:, :, None]
-    return 0.5 * (erf((edge + 0.5) * inv) - erf((edge - 0.5) * inv))
+    return np.asarray(0.5 * (erf((edge + 0.5) * inv) - erf((edge - 0.5) * inv)))
 
 
 def potential_on_grid(
@@ -581,7 +585,9 @@ def load_template(
     """
     if spec.startswith("example:"):
         spec = str(example_path(spec.partition(":")[2]))
-    key: tuple = (spec, float(pixel_spacing), name, threshold, density, source_pixel_spacing)
+    key: tuple[Hashable, ...] = (
+        spec, float(pixel_spacing), name, threshold, density, source_pixel_spacing
+    )
     if not spec.startswith("builtin:"):
         p = Path(spec)
         if not p.is_file():

@@ -12,8 +12,8 @@ from faket_dask.stages.ctf import (
     radial_grid,
     tilt_power_spectrum,
 )
+from faket_dask.stages.reference import SynthOptions, ctf_zeros, synth_reference
 from faket_dask.stages.reference import ctf as reference_ctf
-from faket_dask.stages.reference import ctf_zeros, synth_reference
 
 
 def _image_with_spectrum(n, ps, df, noise, envelope, seed):
@@ -67,7 +67,8 @@ def test_no_rings_scores_about_zero():
 def test_carbon_thon_rings_give_the_synth_defocus():
     """The CTF-check phantom (flat spectrum): the zeros sit where reference.ctf_zeros says."""
     ang = np.array([0.0])
-    s = synth_reference((1, 256, 256), ang, pixel_spacing=5.0, defocus_um=2.5, phantom="carbon")
+    opts = SynthOptions(pixel_spacing=5.0, defocus_um=2.5, phantom="carbon")
+    s = synth_reference((1, 256, 256), ang, opts)
     freq, power, counts = tilt_power_spectrum(s.data[0])
     df, _ = fit_defocus(freq, power, counts, 5.0)
     assert df == pytest.approx(2.5, rel=0.02)

@@ -15,6 +15,7 @@ from faket_dask.stages.projection import project
 from faket_dask.stages.reconstruction import reconstruct
 from faket_dask.stages.reference import (
     STAND_IN_NOTE,
+    SynthOptions,
     ctf,
     ctf_zeros,
     demo_reference,
@@ -228,12 +229,14 @@ def test_synth_power_spectrum_zeros_match_the_ctf(seed: int, dose: float) -> Non
     s = synth_reference(
         (3, n, n),
         angles,
-        pixel_spacing=ps,
-        defocus_um=df,
-        dose=dose,
-        thickness_nm=30,
-        seed=seed,
-        phantom="carbon",
+        SynthOptions(
+            pixel_spacing=ps,
+            defocus_um=df,
+            dose=dose,
+            thickness_nm=30,
+            seed=seed,
+            phantom="carbon",
+        ),
     )
     radius, prof = _radial_profile(s.data)
     predicted = ctf_zeros(3, df) * n * ps  # in frequency-index units: 38.3, 54.5, 66.9
@@ -252,8 +255,8 @@ def test_synth_power_spectrum_zeros_match_the_ctf(seed: int, dose: float) -> Non
 def test_synth_attenuation_and_shot_noise() -> None:
     n, angles = 64, np.array([-60.0, 0.0, 60.0])
     kw = {"pixel_spacing": 10.0, "thickness_nm": 100.0, "seed": 4}
-    high = synth_reference((3, n, n), angles, dose=1e7, **kw).data.astype(np.float64)
-    low = synth_reference((3, n, n), angles, dose=30.0, **kw).data.astype(np.float64)
+    high = synth_reference((3, n, n), angles, SynthOptions(dose=1e7, **kw)).data.astype(np.float64)
+    low = synth_reference((3, n, n), angles, SynthOptions(dose=30.0, **kw)).data.astype(np.float64)
     # Mean intensity drops as exp(−t / (λ cos θ)) (λ = 350 nm at 300 kV).
     means = high.mean(axis=(1, 2))
     expect = np.exp(-100.0 / (350.0 * np.cos(np.deg2rad(angles))))

@@ -244,4 +244,4 @@ def _quaternion_z_to(v_xyz: np.ndarray) -> np.ndarray:
         return np.array([0.0, 1.0, 0.0, 0.0])
     axis = np.cross(z, v)
     q = np.array([1.0 + c, *axis])
-    return q / np.linalg.norm(q)
+    return np.asarray(q / np.linalg.norm(q))

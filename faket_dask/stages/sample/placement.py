@@ -69,7 +69,8 @@ MAX_CANDIDATES = 64
 
 def _flat(cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
     """Flat indices (int64) of ``(n, 3)`` cells (NumPy's integer matmul has no fast path)."""
-    return cells[:, 0] * strides[0] + cells[:, 1] * strides[1] + cells[:, 2] * strides[2]
+    out: np.ndarray = cells[:, 0] * strides[0] + cells[:, 1] * strides[1] + cells[:, 2] * strides[2]
+    return out
 
 
 class OccupancyGrid:
@@ -111,7 +112,8 @@ class OccupancyGrid:
         ] = mask
         n = chi - clo
         coarse = padded.reshape(int(n[0]), b, int(n[1]), b, int(n[2]), b).any(axis=(1, 3, 5))
-        return tuple(slice(int(a), int(c)) for a, c in zip(clo, chi, strict=True)), coarse
+        sl = tuple(slice(int(a), int(c)) for a, c in zip(clo, chi, strict=True))
+        return sl, np.asarray(coarse)
 
     def free(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> bool:
         """Whether no voxel of the ``(lo, mask)`` pieces lies in a taken cell."""
@@ -129,7 +131,7 @@ class OccupancyGrid:
 
     def taken(self, points: np.ndarray) -> np.ndarray:
         """Whether each voxel of ``points`` (N, 3) lies in a taken cell."""
-        return self.flat[_flat(points // self.b, self.strides)]
+        return np.asarray(self.flat[_flat(points // self.b, self.strides)])
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,7 +177,7 @@ def _cell_set(cells: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     dense = np.zeros(tuple(int(v) for v in cells.max(axis=0) - lo + shifts.max(axis=0) + 1), bool)
     for sh in shifts:
         dense[tuple((cells - lo + sh).T)] = True
-    return np.argwhere(dense) + lo
+    return np.asarray(np.argwhere(dense) + lo)
 
 
 def footprint(box: RotatedBox, occ: OccupancyGrid) -> Footprint:
@@ -198,7 +200,8 @@ def _cells_at(occ: OccupancyGrid, fp: Footprint, position: np.ndarray) -> np.nda
     if occ.b == 1:
         return fp.test_flat
     b = occ.b
-    key = tuple(int(v) for v in position % b)
+    phase = position % b
+    key = (int(phase[0]), int(phase[1]), int(phase[2]))
     if key not in fp.phases:  # the box's mask in b^3 blocks, as the old grid did
         lo = fp.low_offset + np.array(key)
         clo = lo // b
@@ -219,7 +222,7 @@ def _ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     ends = np.cumsum(counts)
     shift = np.repeat(starts - (ends - counts), counts)
-    return np.arange(total, dtype=np.int64) + shift
+    return np.asarray(np.arange(total, dtype=np.int64) + shift)
 
 
 class _Bank:
@@ -308,7 +311,7 @@ def _search(occ: OccupancyGrid, rng: np.random.Generator, fp: Footprint) -> np.n
         first = np.maximum(cells[k] * occ.b, low)
         last = np.minimum(cells[k] * occ.b + occ.b - 1, high)
         if (first <= last).all():
-            return rng.integers(first, last + 1)
+            return np.asarray(rng.integers(first, last + 1))
         cells = np.delete(cells, k, axis=0)
     return None
 

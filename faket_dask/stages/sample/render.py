@@ -129,7 +129,7 @@ def _ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenated ``arange(s, s + n)`` for every pair (int64)."""
     ends = np.cumsum(counts)
     shift = np.repeat(starts - (ends - counts), counts)
-    return np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + shift
+    return np.asarray(np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + shift)
 
 
 def scatter_particles(
@@ -205,8 +205,8 @@ class Renderer:
         hit = np.flatnonzero((layout._ylo < y1) & (layout._yhi > y0))
         ids = layout.particles["id"].to_numpy()
         parts = [i for i in hit if isinstance(layout.objects[i], _Particle)]
-        particles = [layout.objects[i] for i in parts]
-        bank, which = self.bank(layout.objects, particles, nx)  # type: ignore[arg-type]
+        particles = [p for p in (layout.objects[i] for i in parts) if isinstance(p, _Particle)]
+        bank, which = self.bank(layout.objects, particles, nx)
         pos = np.array([p.position for p in particles], dtype=np.int64).reshape(-1, 3)
         cls = np.array([p.class_id for p in particles], dtype=np.int64)
         scatter_particles(slab, y0, bank, which, pos, (cls, ids[parts]))
@@ -229,8 +229,8 @@ class Renderer:
         missing = [p for p, s in zip(parts, sparse, strict=True) if s is None]
         rotated = {p.index: self.cache.get(p.index) for p in missing}
         todo = [p for p in missing if rotated[p.index] is None]
-        boxes = self.rotate([(p.template, p.quaternion) for p in todo])
-        rotated.update({p.index: box for p, box in zip(todo, boxes, strict=True)})
+        new_boxes = self.rotate([(p.template, p.quaternion) for p in todo])
+        rotated.update({p.index: box for p, box in zip(todo, new_boxes, strict=True)})
         out = []
         for p, sb in zip(parts, sparse, strict=True):
             if sb is None:
