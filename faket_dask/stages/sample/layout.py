@@ -82,7 +82,7 @@ from faket_dask.stages.sample.objects import (
 )
 from faket_dask.stages.sample.placement import OccupancyGrid, draw_particles
 from faket_dask.stages.sample.render import Renderer
-from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, SampleSpec, _check_rows, keyed_rng
+from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, BuildSpec, _check_rows, keyed_rng
 from faket_dask.stages.templates import RotatedBox, Template, load_template, rotate_template
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class SampleLayout:
         What was drawn: counts per class, occupancy reached, grid factor, ``jammed``.
     """
 
-    spec: SampleSpec | None
+    spec: BuildSpec | None
     shape: tuple[int, int, int]
     pixel_spacing: float
     classes: dict[int, str]
@@ -202,7 +202,7 @@ def _place(
 
 
 def _draw_membranes(
-    spec: SampleSpec,
+    spec: BuildSpec,
     rng: np.random.Generator,
     occ: OccupancyGrid,
     class_id: int,
@@ -275,7 +275,7 @@ def _draw_membranes(
 
 
 def _draw_beads(
-    spec: SampleSpec, rng: np.random.Generator, occ: OccupancyGrid, class_id: int
+    spec: BuildSpec, rng: np.random.Generator, occ: OccupancyGrid, class_id: int
 ) -> list[_Object]:
     cfg = spec.sample.fiducials
     ps = spec.pixel_spacing
@@ -319,7 +319,7 @@ def _draw_beads(
     return out
 
 
-def _load_templates(spec: SampleSpec, classes: list[ParticleClassConfig]) -> dict[str, Template]:
+def _load_templates(spec: BuildSpec, classes: list[ParticleClassConfig]) -> dict[str, Template]:
     out = {}
     for c in classes:
         src = c.template if c.template.startswith("builtin:") else spec.resolve(c.template)
@@ -362,7 +362,7 @@ def _rotate_many(items: list[tuple[Template, np.ndarray]]) -> list[RotatedBox]:
         return list(pool.map(one, items))
 
 
-def build_layout(spec: SampleSpec) -> SampleLayout | GrandModelLayout:
+def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
     """Draw a sample's objects and particle table (no volume is rendered).
 
     An imported grand model (``sample.grand_model``) gives a :class:`GrandModelLayout`.
