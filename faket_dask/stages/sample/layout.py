@@ -66,6 +66,7 @@ import pandas as pd
 from faket_dask.config import ParticleClassConfig, SampleConfig
 from faket_dask.errors import InputError
 from faket_dask.stages.particles import (
+    ParticleRows,
     quaternions_to_matrices,
     table_from_arrays,
 )
@@ -425,15 +426,17 @@ def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
             quats[i] = _quaternion_z_to(o.normal[::-1])
     voxels = np.array([_count_voxels(o) for o in objects], dtype=np.int64)
     table = table_from_arrays(
-        ids=np.arange(1, n + 1),
-        class_ids=np.array([o.class_id for o in objects], dtype=np.int64),
-        class_names=[class_ids[o.class_id] for o in objects],
-        kinds=[o.kind for o in objects],
-        positions_xyz=positions,
-        quaternions=quats,
-        pixel_spacing=ps,
-        voxels=voxels,
-        radii_angst=radii,
+        ParticleRows(
+            ids=np.arange(1, n + 1),
+            class_ids=np.array([o.class_id for o in objects], dtype=np.int64),
+            class_names=[class_ids[o.class_id] for o in objects],
+            kinds=[o.kind for o in objects],
+            positions_xyz=positions,
+            quaternions=quats,
+            pixel_spacing=ps,
+            voxels=voxels,
+            radii_angst=radii,
+        )
     )
     counts = table["class_name"].value_counts()
     info["counts"] = {name: int(counts.get(name, 0)) for name in class_ids.values()}
