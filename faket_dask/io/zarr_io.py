@@ -62,7 +62,7 @@ def open_group_dataset(path: str | Path, *, eager: bool = False) -> xr.Dataset:
                 group=group,
                 consolidated=False,
                 decode_timedelta=False,
-                **({"chunks": None} if eager else {}),
+                chunks=None if eager else {},  # {}: the stored chunks (as by default)
             )
             return ds
     except (ValueError, KeyError, OSError) as err:
