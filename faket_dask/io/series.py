@@ -99,7 +99,7 @@ def read_tilt_series(path: str | Path, *, var: str | None = None) -> TiltSeries:
         _require_3d(data, path, "tilt-series (T, H, W)")
         angles = _sibling_angles(path)
     else:
-        ds = open_group_dataset(path)
+        ds = open_group_dataset(path, eager=True)  # no Dask: the pipeline reads in-thread
         name = pick_variable(ds, TILT_DIMS, var, path)
         data = np.asarray(ds[name].values)
         angles = np.asarray(ds["tilt_angle"].values) if "tilt_angle" in ds.coords else None

@@ -164,6 +164,23 @@ def read_store_attrs(path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(attrs)
 
 
+def write_input_group(root: str | os.PathLike[str], name: str, attrs: Mapping[str, Any]) -> Path:
+    """Write an attributes-only group ``name`` (e.g. ``inputs/noise_model_00``) under ``root``.
+
+    The group replaces any old one there; the store stays a clean Zarr v3 hierarchy. Returns
+    the group's folder.
+    """
+    zarr = _zarr()
+    zarr.open_group(str(root), path=name, mode="w", zarr_format=3, attributes=dict(attrs))
+    return Path(root) / name
+
+
+def read_group_attrs(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The attributes of the Zarr v3 group at ``path``; ``None`` if it is not one."""
+    meta = _read_json(Path(path) / "zarr.json")
+    return None if meta is None else dict(meta.get("attributes", {}))
+
+
 def update_store_attrs(path: str | os.PathLike[str], **values: Any) -> None:
     """Merge ``values`` into the shared metadata (client only)."""
     zarr = _zarr()

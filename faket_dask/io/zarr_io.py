@@ -41,8 +41,12 @@ def split_zarr_path(path: str | Path) -> tuple[Path, str | None]:
     return root, group
 
 
-def open_group_dataset(path: str | Path) -> xr.Dataset:
-    """Open the group that a path names as a lazy xarray dataset."""
+def open_group_dataset(path: str | Path, *, eager: bool = False) -> xr.Dataset:
+    """Open the group that a path names as a lazy xarray dataset.
+
+    ``eager=True`` opens it without Dask (``chunks=None``): the arrays are still read only when
+    indexed, but in the calling thread, never through a Dask scheduler.
+    """
     import xarray as xr  # heavy (~1 s): on first use, so `import faket_dask` stays light
 
     root, group = split_zarr_path(path)
@@ -54,7 +58,11 @@ def open_group_dataset(path: str | Path) -> xr.Dataset:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ds: xr.Dataset = xr.open_zarr(
-                root, group=group, consolidated=False, decode_timedelta=False
+                root,
+                group=group,
+                consolidated=False,
+                decode_timedelta=False,
+                chunks=None if eager else {},  # {}: the stored chunks (as by default)
             )
             return ds
     except (ValueError, KeyError, OSError) as err:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from faket_dask.config import SimulationConfig, union_angles
 from faket_dask.demo import DEMO_REFERENCE_SEED, DEMO_SNR
 from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
+from faket_dask.io import store as st
 from faket_dask.stages.calibration import Calibration, calibrate
 from faket_dask.stages.noise import NoiseModel, fit_noise_model_from_reference
 from faket_dask.stages.reference import demo_reference
@@ -258,13 +258,7 @@ def _materialize_noise_model(
     # a zarr group whose attrs hold the model: the store stays a clean zarr hierarchy
     text = model.model_dump_json()
     name = f"inputs/noise_model_{i:02d}"
-    zarr.open_group(
-        str(root),
-        path=name,
-        mode="w",
-        zarr_format=3,
-        attributes={key: json.loads(text)},
-    )
+    st.write_input_group(root, name, {key: json.loads(text)})
     return {**m, "path": str(root / name), "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 
 from faket_dask.errors import InputError
 from faket_dask.io import read_tilt_series
+from faket_dask.io import store as st
 from faket_dask.stages.calibration import Calibration
 from faket_dask.stages.noise import NoiseModel
 from faket_dask.stages.style import GramCache
@@ -68,13 +67,9 @@ def gram_cache() -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _load_reference(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    # dask: the one Dask import left in the pipeline, until io reads Zarr in-thread itself
-    import dask
-
-    # Zarr inputs open as lazy xarray/dask arrays; inside a Dask worker, computing them would go
-    # to the cluster (and let this worker start other samples meanwhile): read them in-thread.
-    with dask.config.set(scheduler="synchronous"):
-        series = read_tilt_series(path)
+    # read in this thread (io opens Zarr without Dask): inside a Dask worker, a lazy read would
+    # go to the cluster and let this worker start other samples meanwhile
+    series = read_tilt_series(path)
     data = np.ascontiguousarray(series.data, dtype=np.float32)
     data.setflags(write=False)
     angles = None if series.angles_deg is None else np.asarray(series.angles_deg, "f8")
@@ -84,9 +79,8 @@ def _load_reference(path: str) -> tuple[np.ndarray, np.ndarray | None]:
 @functools.lru_cache(maxsize=16)
 def _load_noise_model(path: str) -> NoiseModel:
     """A noise model from a noise.json, or from the attrs of a store's ``inputs`` group."""
-    meta = Path(path) / "zarr.json"
-    if meta.is_file():
-        attrs = json.loads(meta.read_text()).get("attributes", {})
+    attrs = st.read_group_attrs(path)
+    if attrs is not None:
         return NoiseModel.model_validate(attrs["noise_model"])
     return NoiseModel.load(path)
 
@@ -94,7 +88,9 @@ def _load_noise_model(path: str) -> NoiseModel:
 @functools.lru_cache(maxsize=4)
 def _load_calibration(path: str) -> Calibration:
     """A calibration from the attrs of a store's ``inputs`` group."""
-    attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
+    attrs = st.read_group_attrs(path)
+    if attrs is None:
+        raise InputError(f"{path} is not a Zarr group; the store's inputs are damaged")
     return Calibration.model_validate(attrs["calibration"])
 
 

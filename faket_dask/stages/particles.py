@@ -51,6 +51,7 @@ __all__ = [
     "COLUMNS",
     "STAR_ATTR_MAX_ROWS",
     "STAR_FRAMES",
+    "ParticleRows",
     "TableRecord",
     "angle_between",
     "canonical_quaternions",
@@ -149,45 +150,68 @@ def matrices_from_table(table: pd.DataFrame) -> np.ndarray:
 def empty_table() -> pd.DataFrame:
     """A particle table with no rows and the standard columns."""
     return table_from_arrays(
-        ids=np.zeros(0, int),
-        class_ids=np.zeros(0, int),
-        class_names=[],
-        kinds=[],
-        positions_xyz=np.zeros((0, 3)),
-        quaternions=np.zeros((0, 4)),
-        pixel_spacing=1.0,
+        ParticleRows(
+            ids=np.zeros(0, int),
+            class_ids=np.zeros(0, int),
+            class_names=[],
+            kinds=[],
+            positions_xyz=np.zeros((0, 3)),
+            quaternions=np.zeros((0, 4)),
+            pixel_spacing=1.0,
+        )
     )
 
 
-def table_from_arrays(
-    *,
-    ids: np.ndarray,
-    class_ids: np.ndarray,
-    class_names: Sequence[str],
-    kinds: Sequence[str],
-    positions_xyz: np.ndarray,
-    quaternions: np.ndarray,
-    pixel_spacing: float,
-    voxels: np.ndarray | None = None,
-    radii_angst: np.ndarray | None = None,
-) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ParticleRows:
+    """The per-particle arrays a particle table is assembled from (``N`` rows).
+
+    Attributes
+    ----------
+    ids, class_ids : ndarray, shape (N,)
+        Particle ids and class ids.
+    class_names, kinds : sequence of str, length N
+        Class name and kind (``particle``, ``membrane``, ``fiducial``) of each row.
+    positions_xyz : ndarray, shape (N, 3)
+        Centres in voxels, ``x, y, z`` order.
+    quaternions : ndarray, shape (N, 4)
+        Orientations ``(w, x, y, z)`` (canonicalised by the table).
+    pixel_spacing : float
+        Angstrom per voxel (for the ``*_angst`` columns).
+    voxels, radii_angst : ndarray, shape (N,), optional
+        Occupied voxels and radius in angstrom of each row (zeros when absent).
+    """
+
+    ids: np.ndarray
+    class_ids: np.ndarray
+    class_names: Sequence[str]
+    kinds: Sequence[str]
+    positions_xyz: np.ndarray
+    quaternions: np.ndarray
+    pixel_spacing: float
+    voxels: np.ndarray | None = None
+    radii_angst: np.ndarray | None = None
+
+
+def table_from_arrays(rows: ParticleRows) -> pd.DataFrame:
     """Assemble a particle table (see the module docstring for the columns)."""
-    n = len(ids)
-    pos = np.asarray(positions_xyz, dtype=np.float64).reshape(n, 3)
-    q = canonical_quaternions(quaternions) if n else np.zeros((0, 4))
+    n = len(rows.ids)
+    voxels, radii = rows.voxels, rows.radii_angst
+    pos = np.asarray(rows.positions_xyz, dtype=np.float64).reshape(n, 3)
+    q = canonical_quaternions(rows.quaternions) if n else np.zeros((0, 4))
     eul = relion_euler_from_quaternions(q)
     df = pd.DataFrame(
         {
-            "id": np.asarray(ids, dtype=np.int64),
-            "class_id": np.asarray(class_ids, dtype=np.int64),
-            "class_name": pd.Series(list(class_names), dtype=object),
-            "kind": pd.Series(list(kinds), dtype=object),
+            "id": np.asarray(rows.ids, dtype=np.int64),
+            "class_id": np.asarray(rows.class_ids, dtype=np.int64),
+            "class_name": pd.Series(list(rows.class_names), dtype=object),
+            "kind": pd.Series(list(rows.kinds), dtype=object),
             "x": pos[:, 0],
             "y": pos[:, 1],
             "z": pos[:, 2],
-            "x_angst": pos[:, 0] * pixel_spacing,
-            "y_angst": pos[:, 1] * pixel_spacing,
-            "z_angst": pos[:, 2] * pixel_spacing,
+            "x_angst": pos[:, 0] * rows.pixel_spacing,
+            "y_angst": pos[:, 1] * rows.pixel_spacing,
+            "z_angst": pos[:, 2] * rows.pixel_spacing,
             "rot": eul[:, 0],
             "tilt": eul[:, 1],
             "psi": eul[:, 2],
@@ -196,7 +220,7 @@ def table_from_arrays(
             "qy": q[:, 2],
             "qz": q[:, 3],
             "voxels": np.zeros(n, np.int64) if voxels is None else np.asarray(voxels, np.int64),
-            "radius_angst": np.zeros(n) if radii_angst is None else np.asarray(radii_angst, float),
+            "radius_angst": np.zeros(n) if radii is None else np.asarray(radii, float),
         }
     )
     return df[list(COLUMNS)]
@@ -494,15 +518,17 @@ def _complete(df: pd.DataFrame, ps: float, class_names: dict[int, str] | None) -
         df[["qw", "qx", "qy", "qz"]] = q
     pos = df[["x", "y", "z"]].to_numpy(dtype=np.float64)
     return table_from_arrays(
-        ids=df["id"].to_numpy(),
-        class_ids=df["class_id"].to_numpy(),
-        class_names=df["class_name"].astype(str).tolist(),
-        kinds=df["kind"].astype(str).tolist(),
-        positions_xyz=pos,
-        quaternions=df[["qw", "qx", "qy", "qz"]].to_numpy(dtype=np.float64),
-        pixel_spacing=ps,
-        voxels=df["voxels"].to_numpy() if "voxels" in df.columns else None,
-        radii_angst=df["radius_angst"].to_numpy() if "radius_angst" in df.columns else None,
+        ParticleRows(
+            ids=df["id"].to_numpy(),
+            class_ids=df["class_id"].to_numpy(),
+            class_names=df["class_name"].astype(str).tolist(),
+            kinds=df["kind"].astype(str).tolist(),
+            positions_xyz=pos,
+            quaternions=df[["qw", "qx", "qy", "qz"]].to_numpy(dtype=np.float64),
+            pixel_spacing=ps,
+            voxels=df["voxels"].to_numpy() if "voxels" in df.columns else None,
+            radii_angst=df["radius_angst"].to_numpy() if "radius_angst" in df.columns else None,
+        )
     )
 
 

@@ -42,6 +42,21 @@ def test_zarr_series_is_xarray_readable(tmp_path, series):
     assert ds.attrs["pixel_spacing"] == 6.0
 
 
+def test_zarr_series_reads_without_dask(tmp_path, series):
+    # the pipeline reads style references inside Dask workers: the read must never reach a
+    # Dask scheduler (here one that fails every graph it is given)
+    import dask
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read_tilt_series went through Dask")
+
+    write_tilt_series(tmp_path / "s.zarr", series)
+    with dask.config.set(scheduler=refuse):
+        back = read_tilt_series(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(back.data, series.data)
+    np.testing.assert_allclose(back.angles_deg, series.angles_deg)
+
+
 def test_rawtlt_is_used_when_no_tlt(tmp_path, series):
     write_mrc(tmp_path / "r.mrc", series.data, 6.0)
     write_tilt_file(tmp_path / "r.rawtlt", [-1.0, 0.0, 1.0])

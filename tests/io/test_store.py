@@ -70,3 +70,20 @@ def test_consolidate_and_unconsolidate(tmp_path):
     assert "consolidated_metadata" not in meta and meta["attributes"]["faket_dask"]["x"] == 1
     (path / "zarr.json.1.partial").write_text("x")
     assert st.remove_partial_files(path) == 1
+
+
+def test_input_group_attrs_round_trip(tmp_path):
+    st.create_store(tmp_path / "d.zarr", {"seed": 1})
+    attrs = {"noise_model": {"snr": 0.5, "curve": [1.0, 2.5]}}
+    folder = st.write_input_group(tmp_path / "d.zarr", "inputs/noise_model_00", attrs)
+    assert folder == tmp_path / "d.zarr" / "inputs" / "noise_model_00"
+    assert st.read_group_attrs(folder) == attrs
+    # an independent reader: zarr itself sees the group and its attributes
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "d.zarr"), path="inputs/noise_model_00", mode="r")
+    assert dict(g.attrs) == attrs
+    # written again, the group is replaced, not merged
+    st.write_input_group(tmp_path / "d.zarr", "inputs/noise_model_00", {"calibration": {"a": 1}})
+    assert st.read_group_attrs(folder) == {"calibration": {"a": 1}}
+    assert st.read_group_attrs(tmp_path / "nothing") is None

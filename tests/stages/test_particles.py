@@ -13,6 +13,7 @@ from faket_dask.errors import InputError
 from faket_dask.stages import particles
 from faket_dask.stages.particles import (
     COLUMNS,
+    ParticleRows,
     angle_between,
     quaternions_to_matrices,
     random_quaternions,
@@ -53,14 +54,16 @@ def small_table(n: int = 12, seed: int = 0) -> pd.DataFrame:
     cids = [i % 3 + 1 for i in range(n - 2)] + [4, 5]
     pos = rng.integers(0, [SHAPE[2], SHAPE[1], SHAPE[0]], size=(n, 3)).astype(float)
     return table_from_arrays(
-        ids=np.arange(1, n + 1),
-        class_ids=np.array(cids),
-        class_names=names,
-        kinds=kinds,
-        positions_xyz=pos,
-        quaternions=random_quaternions(rng, n),
-        pixel_spacing=PS,
-        voxels=rng.integers(10, 100, n),
+        ParticleRows(
+            ids=np.arange(1, n + 1),
+            class_ids=np.array(cids),
+            class_names=names,
+            kinds=kinds,
+            positions_xyz=pos,
+            quaternions=random_quaternions(rng, n),
+            pixel_spacing=PS,
+            voxels=rng.integers(10, 100, n),
+        )
     )
 
 

@@ -66,6 +66,7 @@ import pandas as pd
 from faket_dask.config import ParticleClassConfig, SampleConfig
 from faket_dask.errors import InputError
 from faket_dask.stages.particles import (
+    ParticleRows,
     quaternions_to_matrices,
     table_from_arrays,
 )
@@ -82,7 +83,7 @@ from faket_dask.stages.sample.objects import (
 )
 from faket_dask.stages.sample.placement import OccupancyGrid, draw_particles
 from faket_dask.stages.sample.render import Renderer
-from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, SampleSpec, _check_rows, keyed_rng
+from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, BuildSpec, _check_rows, keyed_rng
 from faket_dask.stages.templates import RotatedBox, Template, load_template, rotate_template
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class SampleLayout:
         What was drawn: counts per class, occupancy reached, grid factor, ``jammed``.
     """
 
-    spec: SampleSpec | None
+    spec: BuildSpec | None
     shape: tuple[int, int, int]
     pixel_spacing: float
     classes: dict[int, str]
@@ -202,7 +203,7 @@ def _place(
 
 
 def _draw_membranes(
-    spec: SampleSpec,
+    spec: BuildSpec,
     rng: np.random.Generator,
     occ: OccupancyGrid,
     class_id: int,
@@ -275,7 +276,7 @@ def _draw_membranes(
 
 
 def _draw_beads(
-    spec: SampleSpec, rng: np.random.Generator, occ: OccupancyGrid, class_id: int
+    spec: BuildSpec, rng: np.random.Generator, occ: OccupancyGrid, class_id: int
 ) -> list[_Object]:
     cfg = spec.sample.fiducials
     ps = spec.pixel_spacing
@@ -319,7 +320,7 @@ def _draw_beads(
     return out
 
 
-def _load_templates(spec: SampleSpec, classes: list[ParticleClassConfig]) -> dict[str, Template]:
+def _load_templates(spec: BuildSpec, classes: list[ParticleClassConfig]) -> dict[str, Template]:
     out = {}
     for c in classes:
         src = c.template if c.template.startswith("builtin:") else spec.resolve(c.template)
@@ -362,7 +363,7 @@ def _rotate_many(items: list[tuple[Template, np.ndarray]]) -> list[RotatedBox]:
         return list(pool.map(one, items))
 
 
-def build_layout(spec: SampleSpec) -> SampleLayout | GrandModelLayout:
+def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
     """Draw a sample's objects and particle table (no volume is rendered).
 
     An imported grand model (``sample.grand_model``) gives a :class:`GrandModelLayout`.
@@ -425,15 +426,17 @@ def build_layout(spec: SampleSpec) -> SampleLayout | GrandModelLayout:
             quats[i] = _quaternion_z_to(o.normal[::-1])
     voxels = np.array([_count_voxels(o) for o in objects], dtype=np.int64)
     table = table_from_arrays(
-        ids=np.arange(1, n + 1),
-        class_ids=np.array([o.class_id for o in objects], dtype=np.int64),
-        class_names=[class_ids[o.class_id] for o in objects],
-        kinds=[o.kind for o in objects],
-        positions_xyz=positions,
-        quaternions=quats,
-        pixel_spacing=ps,
-        voxels=voxels,
-        radii_angst=radii,
+        ParticleRows(
+            ids=np.arange(1, n + 1),
+            class_ids=np.array([o.class_id for o in objects], dtype=np.int64),
+            class_names=[class_ids[o.class_id] for o in objects],
+            kinds=[o.kind for o in objects],
+            positions_xyz=positions,
+            quaternions=quats,
+            pixel_spacing=ps,
+            voxels=voxels,
+            radii_angst=radii,
+        )
     )
     counts = table["class_name"].value_counts()
     info["counts"] = {name: int(counts.get(name, 0)) for name in class_ids.values()}

@@ -10,7 +10,7 @@ import pandas as pd
 
 from faket_dask.stages.sample.grand_model import GrandModelLayout
 from faket_dask.stages.sample.layout import SampleLayout, build_layout
-from faket_dask.stages.sample.spec import SampleSpec
+from faket_dask.stages.sample.spec import BuildSpec
 
 if TYPE_CHECKING:
     import torch
@@ -74,14 +74,14 @@ def iter_slabs(
 
 
 def build_sample(
-    spec: SampleSpec | SampleLayout | GrandModelLayout, slab_size: int | None = None
+    spec: BuildSpec | SampleLayout | GrandModelLayout, slab_size: int | None = None
 ) -> Sample:
     """Draw and render a whole sample: the layout, then every slab, concatenated along Y.
 
     For volumes that fit in memory (tests, demos). Large samples should use
     :func:`build_layout` and :func:`render_slab` (or :func:`iter_slabs`) instead.
     """
-    layout = build_layout(spec) if isinstance(spec, SampleSpec) else spec
+    layout = build_layout(spec) if isinstance(spec, BuildSpec) else spec
     nz, ny, nx = layout.shape
     density = np.empty((nz, ny, nx), dtype=np.float32)
     classes = np.empty((nz, ny, nx), dtype=layout.class_dtype)

@@ -86,8 +86,8 @@ class BuildSpec:
         return str(p)
 
 
-# The old name, used by layout.py and slabs.py until their rewrite (helper i18) lands: remove
-# then (nothing else may use it).
+# The old name, still used by placement.py only (being typed by another helper): switch it to
+# BuildSpec there, then remove this alias (nothing else may use it).
 SampleSpec = BuildSpec
 
 
