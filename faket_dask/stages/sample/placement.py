@@ -38,7 +38,7 @@ from faket_dask.errors import InputError
 from faket_dask.stages.particles import random_quaternions
 from faket_dask.stages.sample import objects
 from faket_dask.stages.sample.objects import _BoxCache, _Particle
-from faket_dask.stages.sample.spec import SampleSpec, keyed_rng
+from faket_dask.stages.sample.spec import BuildSpec, keyed_rng
 from faket_dask.stages.templates import RotatedBox, Template
 
 #: Rotates ``(template, quaternion)`` pairs into boxes (the layout's threaded rotation).
@@ -411,7 +411,7 @@ def place_sequence(
 
 
 def _orientation_boxes(
-    spec: SampleSpec, classes: list[ParticleClassConfig], templates: dict[str, Template],
+    spec: BuildSpec, classes: list[ParticleClassConfig], templates: dict[str, Template],
     rotate: Rotate,
 ) -> list[tuple[np.ndarray, list[RotatedBox]]]:
     """Per class: ``orientation_grid`` uniform random quaternions and their rotated boxes.
@@ -432,7 +432,7 @@ class _Sequence:
 
     def __init__(
         self,
-        spec: SampleSpec,
+        spec: BuildSpec,
         classes: list[ParticleClassConfig],
         templates: dict[str, Template],
         occ: OccupancyGrid,
@@ -474,7 +474,7 @@ class _Placer:
 
     def __init__(
         self,
-        spec: SampleSpec,
+        spec: BuildSpec,
         rng: np.random.Generator,
         occ: OccupancyGrid,
         seq: _Sequence,
@@ -553,7 +553,7 @@ def _fill(placer: _Placer, info: dict[str, Any]) -> None:
 
 
 def draw_particles(
-    spec: SampleSpec,
+    spec: BuildSpec,
     rng: np.random.Generator,
     occ: OccupancyGrid,
     kinds: tuple[list[ParticleClassConfig], dict[str, Template]],

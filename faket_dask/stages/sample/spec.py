@@ -86,9 +86,6 @@ class BuildSpec:
         return str(p)
 
 
-# The old name, still used by placement.py only (being typed by another helper): switch it to
-# BuildSpec there, then remove this alias (nothing else may use it).
-SampleSpec = BuildSpec
 
 
 def _check_rows(y0: int, y1: int, ny: int) -> tuple[int, int]:
