@@ -15,7 +15,10 @@ from faket_dask.errors import InputError, SamplesFailedError
 from ._common import ProfileOpt, SchedulerFileOpt, SchedulerOpt, WorkerTimeoutOpt, on_cluster
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from faket_dask.config import SimulationConfig
+    from faket_dask.dist.plan import RunReport
 
 NWorkersOpt = Annotated[
     int | None,
@@ -31,57 +34,67 @@ ThreadsOpt = Annotated[
 ]
 
 
+OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="The dataset store (.zarr).")]
+ConfigOpt = Annotated[Path | None, typer.Option("-c", "--config", help="Simulation config (YAML).")]
+NSamplesOpt = Annotated[
+    int | None, typer.Option("--n-samples", help="Samples to make (default: the config's).")
+]
+OverrideOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--override",
+        help="KEY=VALUE (YAML value) over the config, repeatable: tilts.shape=[64,64], "
+        "sample.particles.0.count=2.",
+    ),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue an existing store: skip complete samples.")
+]
+RetriesOpt = Annotated[int, typer.Option("--retries", help="Retries of a failing sample.")]
+WindowOpt = Annotated[
+    int | None, typer.Option("--window", help="Samples in flight (default: 3 per thread).")
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan and output size; compute nothing.")
+]
+DemoOpt = Annotated[
+    bool,
+    typer.Option(
+        "--demo",
+        help="The built-in demo: up to 4 samples of 31 tilts at 128^2, built-in templates "
+        "and reference (ImageNet weights if available, else random, loudly).",
+    ),
+]
+SmallOpt = Annotated[
+    bool,
+    typer.Option(
+        "--small", help="With --demo: 2 samples of 21 tilts at 64^2 (under a minute on 2 cores)."
+    ),
+]
+ProgressOpt = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
+]
+
+
 def generate(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Option("-o", "--output", help="The dataset store (.zarr).")],
-    config: Annotated[
-        Path | None, typer.Option("-c", "--config", help="Simulation config (YAML).")
-    ] = None,
-    n_samples: Annotated[
-        int | None, typer.Option("--n-samples", help="Samples to make (default: the config's).")
-    ] = None,
-    override: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--override",
-            help="KEY=VALUE (YAML value) over the config, repeatable: tilts.shape=[64,64], "
-            "sample.particles.0.count=2.",
-        ),
-    ] = None,
+    output: OutputOpt,
+    config: ConfigOpt = None,
+    n_samples: NSamplesOpt = None,
+    override: OverrideOpt = None,
     scheduler: SchedulerOpt = None,
     scheduler_file: SchedulerFileOpt = None,
     cluster_profile: ProfileOpt = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an existing store: skip complete samples.")
-    ] = False,
-    retries: Annotated[int, typer.Option("--retries", help="Retries of a failing sample.")] = 0,
+    resume: ResumeOpt = False,
+    retries: RetriesOpt = 0,
     worker_timeout: WorkerTimeoutOpt = 60.0,
     n_workers: NWorkersOpt = None,
     threads_per_worker: ThreadsOpt = None,
-    window: Annotated[
-        int | None, typer.Option("--window", help="Samples in flight (default: 3 per thread).")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan and output size; compute nothing.")
-    ] = False,
-    demo: Annotated[
-        bool,
-        typer.Option(
-            "--demo",
-            help="The built-in demo: up to 4 samples of 31 tilts at 128^2, built-in templates "
-            "and reference (ImageNet weights if available, else random, loudly).",
-        ),
-    ] = False,
-    small: Annotated[
-        bool,
-        typer.Option(
-            "--small",
-            help="With --demo: 2 samples of 21 tilts at 64^2 (under a minute on 2 cores).",
-        ),
-    ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
-    ] = True,
+    window: WindowOpt = None,
+    dry_run: DryRunOpt = False,
+    demo: DemoOpt = False,
+    small: SmallOpt = False,
+    progress: ProgressOpt = True,
 ) -> None:
     """Generate labeled, styled tilt-series into one Zarr store, on a Dask cluster.
 
@@ -131,6 +144,12 @@ def generate(
             report = run_generate(cfg, output, client, opts)
     finally:
         view.close()
+    _outcome(report, output, echo)
+
+
+
+def _outcome(report: RunReport, output: Path, echo: Callable[[str], object]) -> None:
+    """What the run's end means for the user: the next step, or why it failed (exit 2 or 1)."""
     if report.config_error is not None:
         raise InputError(
             f"all {report.n_failed} samples failed on the config: {report.config_error}. A "

@@ -363,6 +363,57 @@ def _rotate_many(items: list[tuple[Template, np.ndarray]]) -> list[RotatedBox]:
         return list(pool.map(one, items))
 
 
+def _import(spec: BuildSpec, volume: str) -> GrandModelLayout:
+    """The grand model a config imports (``sample.grand_model`` and its masks and particles)."""
+    cfg = spec.sample
+
+    def path(value: str | None) -> str | None:
+        return spec.resolve(value) if value else None
+
+    return import_grand_model(
+        spec.resolve(volume),
+        class_mask=path(cfg.grand_model_class_mask),
+        instance_mask=path(cfg.grand_model_instance_mask),
+        particles=path(cfg.grand_model_particles),
+        pixel_spacing=spec.pixel_spacing,
+        class_names={i + 1: n for i, n in enumerate(cfg.grand_model_classes)} or None,
+        expected_yx=spec.shape[1:],
+    )
+
+
+def _object_table(objects: list[_Object], class_ids: dict[int, str], ps: float) -> pd.DataFrame:
+    """The particle table of every object: particles, then membranes, then beads (ids 1..N)."""
+    n = len(objects)
+    positions = np.zeros((n, 3))
+    quats = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
+    radii = np.zeros(n)
+    for i, o in enumerate(objects):
+        if isinstance(o, _Particle):
+            positions[i] = o.position[::-1]
+            quats[i] = o.quaternion
+        elif isinstance(o, _Vesicle | _Bead):
+            positions[i] = o.centre[::-1]
+            radii[i] = o.radius * ps
+        elif isinstance(o, _Disc):
+            positions[i] = o.centre[::-1]
+            radii[i] = o.radius * ps
+            quats[i] = _quaternion_z_to(o.normal[::-1])
+    voxels = np.array([_count_voxels(o) for o in objects], dtype=np.int64)
+    return table_from_arrays(
+        ParticleRows(
+            ids=np.arange(1, n + 1),
+            class_ids=np.array([o.class_id for o in objects], dtype=np.int64),
+            class_names=[class_ids[o.class_id] for o in objects],
+            kinds=[o.kind for o in objects],
+            positions_xyz=positions,
+            quaternions=quats,
+            pixel_spacing=ps,
+            voxels=voxels,
+            radii_angst=radii,
+        )
+    )
+
+
 def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
     """Draw a sample's objects and particle table (no volume is rendered).
 
@@ -375,23 +426,7 @@ def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
     """
     cfg = spec.sample
     if cfg.grand_model:
-        return import_grand_model(
-            spec.resolve(cfg.grand_model),
-            class_mask=spec.resolve(cfg.grand_model_class_mask)
-            if cfg.grand_model_class_mask
-            else None,
-            instance_mask=(
-                spec.resolve(cfg.grand_model_instance_mask)
-                if cfg.grand_model_instance_mask
-                else None
-            ),
-            particles=spec.resolve(cfg.grand_model_particles)
-            if cfg.grand_model_particles
-            else None,
-            pixel_spacing=spec.pixel_spacing,
-            class_names={i + 1: n for i, n in enumerate(cfg.grand_model_classes)} or None,
-            expected_yx=spec.shape[1:],
-        )
+        return _import(spec, cfg.grand_model)
     nz, ny, nx = spec.shape
     if min(spec.shape) < 1:
         raise InputError(f"the sample volume {spec.shape} is empty")
@@ -408,36 +443,8 @@ def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
     parts = draw_particles(spec, rng, occ, (classes, templates), cache, info, _rotate_many)
     del occ
     objects: list[_Object] = [*parts, *membranes, *beads]
-    n = len(objects)
     ps = spec.pixel_spacing
-    positions = np.zeros((n, 3))
-    quats = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
-    radii = np.zeros(n)
-    for i, o in enumerate(objects):
-        if isinstance(o, _Particle):
-            positions[i] = o.position[::-1]
-            quats[i] = o.quaternion
-        elif isinstance(o, _Vesicle | _Bead):
-            positions[i] = o.centre[::-1]
-            radii[i] = o.radius * ps
-        elif isinstance(o, _Disc):
-            positions[i] = o.centre[::-1]
-            radii[i] = o.radius * ps
-            quats[i] = _quaternion_z_to(o.normal[::-1])
-    voxels = np.array([_count_voxels(o) for o in objects], dtype=np.int64)
-    table = table_from_arrays(
-        ParticleRows(
-            ids=np.arange(1, n + 1),
-            class_ids=np.array([o.class_id for o in objects], dtype=np.int64),
-            class_names=[class_ids[o.class_id] for o in objects],
-            kinds=[o.kind for o in objects],
-            positions_xyz=positions,
-            quaternions=quats,
-            pixel_spacing=ps,
-            voxels=voxels,
-            radii_angst=radii,
-        )
-    )
+    table = _object_table(objects, class_ids, ps)
     counts = table["class_name"].value_counts()
     info["counts"] = {name: int(counts.get(name, 0)) for name in class_ids.values()}
     layout = SampleLayout(
