@@ -117,7 +117,9 @@ def generate(
     if not dry_run:  # one writer at a time; held until the command ends (re-entered by the run)
         ctx.with_resource(store_lock(output, "faket-dask generate"))
     check_store(output, cfg, resume)  # before any cluster starts (and before torch loads)
-    check_budget(cfg, n_samples or cfg.n_samples, output, local=local, warn=warn)
+    check_budget(
+        cfg, n_samples or cfg.n_samples, output, local=local, warn=warn, dry_run=dry_run
+    )
     # torch, dask: loaded once the input is checked, so that bad input fails fast
     from faket_dask.dist.cluster import connect, resolve_source
 

@@ -1,8 +1,8 @@
 """Behaviour pinned by bytes: two datasets generated through the real CLI hash as recorded.
 
-The demo (one sample) and a richer config (two particle classes, vesicles, a planar membrane,
-fiducials, solvent, an SNR range, two style references drawn per sample, every modality, the
-density and a tomogram) are generated with ``faket-dask generate`` on an embedded cluster, and
+The demo config (one sample, with the random weights of its offline fallback) and a richer
+config (two particle classes, vesicles, a planar membrane, fiducials, solvent, an SNR
+range, two style references drawn per sample, every modality, the density and a tomogram) are generated with ``faket-dask generate`` on an embedded cluster, and
 the SHA-256 of every array of every sample is computed here, independently of the checksums
 the store records. ``tests/data/pinned-checksums.json`` holds the values of sample builder 2
 (issue 18; the layered re-layout of issue 13 left the builder-1 values unchanged): a refactor
@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+
+from faket_dask.demo import demo_config
 
 PINNED = Path(__file__).parent / "data" / "pinned-checksums.json"
 CLI = [sys.executable, "-m", "faket_dask_cli"]
@@ -93,7 +95,13 @@ def generate_all(workdir: Path) -> dict[str, dict[str, str]]:
     cfg = json.loads(json.dumps(RICH))
     cfg["style"].update(reference=refs[0], references=refs)
     (workdir / "rich.yaml").write_text(yaml.safe_dump(cfg))
-    jobs = {"demo": ["--demo", "--n-samples", "1"], "rich": ["-c", str(workdir / "rich.yaml")]}
+    # the demo config with the weights its offline fallback gives (random, the dataset seed):
+    # in two full-suite runs the 'imagenet'-then-fallback resolution gave other styled bytes
+    # than alone (cause not found; see the closing note of issue 13), explicit weights do not
+    demo = demo_config(1).to_dict()
+    demo["style"]["weights"] = "random"
+    (workdir / "demo.yaml").write_text(yaml.safe_dump(demo))
+    jobs = {"demo": ["-c", str(workdir / "demo.yaml")], "rich": ["-c", str(workdir / "rich.yaml")]}
     result = {}
     for name, args in jobs.items():
         out = workdir / f"{name}.zarr"

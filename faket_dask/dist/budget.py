@@ -15,6 +15,7 @@ from pathlib import Path
 from faket_dask.config import SimulationConfig
 from faket_dask.dist.plan import _n_tilts, estimate_sample_bytes
 from faket_dask.errors import InputError
+from faket_dask.stages.sample import default_slab_size
 
 __all__ = ["STYLE_BYTES_PER_PIXEL", "check_budget", "host_memory_bytes", "sample_memory_bytes"]
 
@@ -27,12 +28,16 @@ REMOTE_MEMORY_LIMIT = 2**40
 def sample_memory_bytes(config: SimulationConfig, n_tilts: int) -> int:
     """Estimated peak bytes of one sample on a worker.
 
-    The volume (float32 density, uint8 class and uint32 instance masks), the tilt stacks
+    Two Y slabs of the volume (float32 density, uint8 class and uint32 instance masks: the
+    volume is built and projected slab by slab, never whole), the tilt stacks
     (noiseless, each output modality and two working copies, float32) and the style batch's
     VGG-19 activations (``STYLE_BYTES_PER_PIXEL`` per pixel per tilt of the batch).
     """
     h, w = config.tilts.shape
-    volume = config.sample.thickness * h * w * (4 + 1 + 4)
+    z = config.sample.thickness
+    # the volume is built and projected by Y slabs (two in flight with the read-ahead), never whole
+    rows = min(h, config.sample.slab_size or default_slab_size((z, h, w)))
+    volume = 2 * z * rows * w * (4 + 1 + 4)
     tilts = n_tilts * h * w * 4 * (len(config.output.modalities) + 3)
     style = 0
     if config.style.enabled:
@@ -43,7 +48,7 @@ def sample_memory_bytes(config: SimulationConfig, n_tilts: int) -> int:
 
 
 def host_memory_bytes() -> int:
-    """This machine's physical memory (0 when unknown)."""
+    """Physical memory of this machine (0 when unknown)."""
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
@@ -61,10 +66,13 @@ def check_budget(
     *,
     local: bool,
     warn: Callable[[str], None] | None = None,
+    dry_run: bool = False,
 ) -> dict[str, int]:
     """Refuse a run whose sample cannot fit in a worker's memory or on the store's disk.
 
     ``local``: the embedded cluster on this machine (its memory is the limit; else 1 TiB).
+    ``dry_run``: a plan computes nothing, so a sample too large for this machine is a warning
+    (the plan is still shown, e.g. for a cluster whose workers have more memory).
     Returns ``{"memory_per_sample", "disk_per_sample", "disk_free"}``.
 
     Raises
@@ -78,11 +86,15 @@ def check_budget(
     where = "this machine's memory" if local else "any worker's memory (1 TiB)"
     if limit and mem > limit:
         h, w = config.tilts.shape
-        raise InputError(
+        message = (
             f"one sample needs about {_gib(mem)} ({n_tilts} tilts of {h} x {w}, a volume "
             f"{config.sample.thickness} voxels thick), more than {where} ({_gib(limit)}); "
             "choose a smaller tilts.shape, sample.thickness, fewer angles or style.batch_size"
         )
+        if not dry_run:
+            raise InputError(message)
+        if warn is not None:
+            warn(f"warning: {message}")
     disk = sum(estimate_sample_bytes(config).values())
     folder = Path(store).expanduser().resolve()
     while not folder.exists() and folder != folder.parent:
