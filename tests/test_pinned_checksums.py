@@ -6,9 +6,9 @@ style references drawn per sample, every modality, the density and a tomogram) a
 with ``faket-dask generate`` on an embedded cluster, and the SHA-256 of every array of every
 sample is computed here, independently of the checksums the store records.
 ``tests/data/pinned-checksums.json`` holds the values of sample builder 2 (issue 18; the layered
-re-layout of issue 13 left the builder-1 values unchanged): a refactor must leave them unchanged. A change that is
-meant to change sample bytes (a new builder version) regenerates the file with
-``python tests/test_pinned_checksums.py`` and says so in its commit.
+re-layout of issue 13 left the builder-1 values unchanged): a refactor must leave them
+unchanged. A change that is meant to change sample bytes (a new builder version) regenerates
+the file with ``python tests/test_pinned_checksums.py`` and says so in its commit.
 
 CPU only: the bytes are those of this machine's torch build (pinned in constraints.txt).
 """
