@@ -1,9 +1,9 @@
-"""Behaviour pinned by bytes: two datasets generated through the real CLI hash as recorded.
+"""Behaviour pinned by bytes: a dataset generated through the real CLI hashes as recorded.
 
-A rich config (two particle classes, vesicles, a planar membrane, fiducials, solvent, an SNR range, two
-style references drawn per sample, every modality, the density and a tomogram) are generated
-with ``faket-dask generate`` on an embedded cluster, and the SHA-256 of every array of every
-sample is computed here, independently of the checksums the store records.
+A rich config (two particle classes, vesicles, a planar membrane, fiducials, solvent, an SNR
+range, two style references drawn per sample, every modality, the density and a tomogram) is
+generated with ``faket-dask generate`` on an embedded cluster, and the SHA-256 of every array
+of every sample is computed here, independently of the checksums the store records.
 ``tests/data/pinned-checksums.json`` holds the values of sample builder 2 (issue 18; the layered
 re-layout of issue 13 left the builder-1 values unchanged): a refactor must leave them
 unchanged. A change that is meant to change sample bytes (a new builder version) regenerates
