@@ -341,6 +341,7 @@ def _open_client(source: ClusterSource, timeout: float, stack: contextlib.ExitSt
                 "or pass --scheduler/--cluster-profile"
             ) from None
 
+        stack.enter_context(_caller_environ_kept())
         cluster = stack.enter_context(
             LocalCUDACluster(
                 n_workers=source.n_workers, threads_per_worker=source.threads_per_worker
@@ -351,18 +352,25 @@ def _open_client(source: ClusterSource, timeout: float, stack: contextlib.ExitSt
     return _open_local(source, stack)
 
 
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def _open_local(source: ClusterSource, stack: contextlib.ExitStack) -> Client:
     import dask
     from distributed import Client, LocalCluster
 
     n = int(source.n_workers or 1)
     cores = os.cpu_count() or 1
-    per_worker = max(1, cores // n)
+    per_worker = str(max(1, cores // n))
     # distributed pins OMP/MKL/OpenBLAS to 1 thread per worker; give each worker its share.
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-    environ.update(
-        OMP_NUM_THREADS=per_worker, MKL_NUM_THREADS=per_worker, OPENBLAS_NUM_THREADS=per_worker
-    )
+    threads = dict.fromkeys(_THREAD_VARIABLES, per_worker)
+    environ.update(threads)
+    stack.enter_context(_caller_environ_kept())
+    # a value already in the caller's environment beats the config in distributed's nanny, so
+    # the share goes there too: the workers' thread count (hence the styled bytes) must not
+    # depend on whether the shell, or an earlier cluster in this process, set OMP_NUM_THREADS
+    os.environ.update(threads)
     stack.enter_context(dask.config.set({"distributed.nanny.pre-spawn-environ": environ}))
     cluster = stack.enter_context(
         LocalCluster(
@@ -376,6 +384,22 @@ def _open_local(source: ClusterSource, stack: contextlib.ExitStack) -> Client:
     client = stack.enter_context(Client(cluster, set_as_default=False))
     client.register_plugin(QuietWorker())  # its output shares the terminal with the client's
     return client
+
+
+@contextlib.contextmanager
+def _caller_environ_kept() -> Iterator[None]:
+    """Give the caller's ``os.environ`` back when the embedded cluster is closed.
+
+    distributed's nanny writes its pre-spawn variables (``OMP_NUM_THREADS=1``, ...) into the
+    environment of the process that starts it, and leaves them there: a Python caller, and every
+    subprocess it starts later, would inherit them.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 #: Seconds a nanny of an embedded cluster gives its worker process to exit on close.

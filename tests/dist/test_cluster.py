@@ -66,6 +66,32 @@ def test_embedded_cluster_with_two_threads_per_worker(monkeypatch):
     assert any("1 2-thread worker process" in line for line in lines)
 
 
+def _worker_threads() -> tuple[str | None, int]:
+    import os
+
+    import torch
+
+    return os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+
+
+def test_embedded_workers_get_their_share_whatever_the_caller_set(monkeypatch):
+    # distributed's nanny lets a variable already in the caller's environment beat its config
+    # and writes its own into the caller's environment: either made the workers' thread count
+    # (hence the styled bytes) depend on what ran before in the process or the shell
+    import os
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    share = max(1, (os.cpu_count() or 1) // 1)
+    with connect(n_workers=1) as client:
+        got = list(client.run(_worker_threads).values())
+    assert got == [(str(share), share)]
+    assert dict(os.environ) == before  # nothing of the nanny's is left in the caller
+
+
 def test_detect_gpus_without_cuda(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert detect_gpus() == 0
