@@ -51,7 +51,7 @@ def one_store(path: Path, ref: Path, noise: dict, ps: float, size: int) -> Path:
             "output": {"modalities": ["styled", "noisy", "noiseless"], "chunk": 128},
         }
     )
-    inputs = resolve_inputs(cfg, path, echo=lambda _: None)
+    inputs = resolve_inputs(cfg, path)
     st.create_store(path, {"config": cfg.to_dict(), "n_samples": 1, **inputs.to_attrs()})
     inputs = materialize_inputs(inputs, cfg, path)
     st.update_store_attrs(path, **inputs.to_attrs())

@@ -87,7 +87,14 @@ def noise_fit(
 @noise_app.command("apply")
 def noise_apply(
     noiseless: Annotated[Path, typer.Argument(help="Noiseless tilt-series (MRC/Zarr).")],
-    model: Annotated[Path, typer.Option("--model", help="noise.json from `noise fit`.")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            help="noise.json from `noise fit`, or micro.json from `reference calibrate` "
+            "(the calibrated model).",
+        ),
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="NOISY tilt-series out.")],
     content_out: Annotated[
         Path | None, typer.Option(help="Also write CONTENT (same draw at 0.25x sigma) here.")
@@ -110,7 +117,7 @@ def noise_apply(
     cluster_profile: ProfileOpt = None,
     tilts_per_block: TiltsPerBlockOpt = 8,
 ) -> None:
-    """Add FakET's tilt-dependent Gaussian noise: NOISY, CONTENT and BASELINE.
+    """Add FakET's tilt-dependent Gaussian noise, or the calibrated model: NOISY, CONTENT, BASELINE.
 
     With a cluster option and Zarr input/outputs, every block of tilts is one task.
     """
@@ -146,9 +153,9 @@ def noise_apply(
         # dask: loaded only for a cluster run
         from faket_dask.dist.cluster import connect
         from faket_dask.dist.series_graph import noise_zarr
-        from faket_dask.stages.noise import NoiseModel
+        from faket_dask.stages.calibrated_noise import load_noise_model
 
-        NoiseModel.load(model)  # a bad model is bad input (exit 2) before any cluster is reached
+        load_noise_model(model)  # a bad model is bad input (exit 2) before any cluster is reached
         with connect(scheduler, scheduler_file, cluster_profile) as client:
             result = noise_zarr(opts, client)
         echo_done(output, f"{main.upper()} on the cluster in {result['n_blocks']} blocks")

@@ -48,6 +48,12 @@ from faket_dask.io.zarr_io import (
 )
 from faket_dask.options import NoiseOptions, ProjectOptions, StyleOptions
 from faket_dask.pipeline import get_style_model, gram_cache, resolve_device
+from faket_dask.stages.calibrated_noise import (
+    CalibratedNoiseOptions,
+    apply_calibrated_noise,
+    load_noise_model,
+)
+from faket_dask.stages.calibration import Calibration
 from faket_dask.stages.noise import NoiseDraw, NoiseModel, apply_noise
 from faket_dask.stages.projection import project_slab
 from faket_dask.stages.style import StyleRun, style_transfer
@@ -331,7 +337,11 @@ def project_zarr(opts: ProjectOptions, client: Client) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class NoiseBlockJob:
-    """What every noise task of one modality shares: the model, the angles, the stream key."""
+    """What every noise task of one modality shares: the model, the angles, the stream key.
+
+    ``model_json`` is FakET's noise model, or with ``calibrated`` a calibration (the
+    calibrated model, checked against the tilts' ``pixel_spacing`` when known).
+    """
 
     model_json: str
     angles: list[float]
@@ -339,6 +349,8 @@ class NoiseBlockJob:
     seed: int
     sample_id: int
     device: str
+    calibrated: bool = False
+    pixel_spacing: float | None = None
 
 
 def _noise_block(
@@ -346,11 +358,22 @@ def _noise_block(
 ) -> np.ndarray:
     """One modality for one block of tilts, drawing the keyed streams of those tilts."""
     t0, t1 = block_info[0]["array-location"][0] if block_info else (0, block.shape[0])
-    model = NoiseModel.model_validate_json(job.model_json)
     x = torch.from_numpy(np.ascontiguousarray(block, np.float32)).to(resolve_device(job.device))
+    if job.calibrated:
+        out = apply_calibrated_noise(
+            x,
+            Calibration.model_validate_json(job.model_json),
+            job.angles[t0:t1],
+            job.seed,
+            job.sample_id,
+            CalibratedNoiseOptions(
+                modalities=(job.modality,), tilt_offset=t0, pixel_spacing=job.pixel_spacing
+            ),
+        )
+        return out[job.modality].cpu().numpy()
     out = apply_noise(
         x,
-        model,
+        NoiseModel.model_validate_json(job.model_json),
         job.angles[t0:t1],
         seed=job.seed,
         sample_id=job.sample_id,
@@ -360,13 +383,15 @@ def _noise_block(
 
 
 def noise_zarr(opts: NoiseOptions, client: Client) -> dict[str, Any]:
-    """Add FakET's noise to a chunked Zarr tilt-series on a cluster, one task per tilt block.
+    """Add noise to a chunked Zarr tilt-series on a cluster, one task per tilt block.
 
+    ``opts.model`` is FakET's noise model or a calibration (the calibrated model).
     ``opts.outputs`` maps modalities (``noisy``, ``content``, ``baseline``) to Zarr groups; each
-    equals :func:`faket_dask.stages.noise.apply_noise` with ``rng="keyed"`` on the whole series.
+    equals :func:`faket_dask.stages.noise.apply_noise` with ``rng="keyed"`` (or
+    :func:`faket_dask.stages.calibrated_noise.apply_calibrated_noise`) on the whole series.
     """
     t_start = time.perf_counter()
-    model = NoiseModel.load(opts.model)
+    model = load_noise_model(opts.model)
     x, angles, spacing = open_tilts(opts.noiseless, opts.var)
     if opts.angles_deg is not None:
         angles = np.asarray(opts.angles_deg)
@@ -387,6 +412,8 @@ def noise_zarr(opts: NoiseOptions, client: Client) -> dict[str, Any]:
             int(opts.seed),
             int(opts.sample_id),
             opts.device,
+            calibrated=isinstance(model, Calibration),
+            pixel_spacing=None if spacing is None else float(spacing),
         )
         block = da.map_blocks(
             _noise_block, x, job=job, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32)

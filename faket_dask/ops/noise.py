@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
 from faket_dask.ops._common import angles_or_own, check_tilt_counts
 from faket_dask.options import NoiseOptions
@@ -69,6 +70,9 @@ def fit_from_pairs(
 def apply(opts: NoiseOptions) -> dict[str, Path]:
     """Draw the noise of ``opts.outputs``' modalities over the whole series; write each.
 
+    ``opts.model`` is FakET's ``noise.json`` or a ``micro.json`` from ``reference
+    calibrate`` (the calibrated model: keyed streams only).
+
     Returns the modality → path written, in the order of ``opts.outputs``.
     """
     series = read_tilt_series(opts.noiseless, var=opts.var)
@@ -78,20 +82,38 @@ def apply(opts: NoiseOptions) -> dict[str, Path]:
     import torch
 
     from faket_dask.pipeline import torch_device
+    from faket_dask.stages.calibrated_noise import (
+        CalibratedNoiseOptions,
+        apply_calibrated_noise,
+        load_noise_model,
+    )
     from faket_dask.stages.noise import NoiseDraw, NoiseModel, apply_noise
 
-    noise_model = NoiseModel.load(opts.model)
+    noise_model = load_noise_model(opts.model)
     tensor = torch.from_numpy(series.data).to(torch_device(opts.device))
-    out = apply_noise(
-        tensor,
-        noise_model,
-        tilt_angles,
-        seed=opts.seed,
-        sample_id=opts.sample_id,
-        options=NoiseDraw(
-            rng="faket" if opts.rng == "faket" else "keyed", modalities=tuple(opts.outputs)
-        ),
-    )
+    modalities = tuple(opts.outputs)
+    if isinstance(noise_model, NoiseModel):
+        out = apply_noise(
+            tensor,
+            noise_model,
+            tilt_angles,
+            seed=opts.seed,
+            sample_id=opts.sample_id,
+            options=NoiseDraw(
+                rng="faket" if opts.rng == "faket" else "keyed", modalities=modalities
+            ),
+        )
+    else:
+        if opts.rng != "keyed":
+            raise InputError("the calibrated model draws keyed streams; drop --rng faket")
+        out = apply_calibrated_noise(
+            tensor,
+            noise_model,
+            tilt_angles,
+            opts.seed,
+            opts.sample_id,
+            CalibratedNoiseOptions(modalities=modalities, pixel_spacing=series.pixel_spacing),
+        )
     for name, path in opts.outputs.items():
         result = TiltSeries(out[name].cpu().numpy(), tilt_angles, series.pixel_spacing)
         write_tilt_series(path, result, var=name, overwrite=opts.overwrite)

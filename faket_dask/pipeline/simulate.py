@@ -59,7 +59,11 @@ from faket_dask.pipeline.worker_cache import (
     gram_cache,
     resolve_device,
 )
-from faket_dask.stages.calibrated_noise import CalibratedNoiseOptions, apply_calibrated_noise
+from faket_dask.stages.calibrated_noise import (
+    CalibratedNoiseOptions,
+    apply_calibrated_noise,
+    apply_detector,
+)
 from faket_dask.stages.noise import STATS, Curves, NoiseDraw, NoiseModel, apply_noise
 from faket_dask.stages.particles import table_record
 from faket_dask.stages.projection import project_slab
@@ -68,6 +72,13 @@ from faket_dask.stages.sample import BuildSpec, build_layout, default_slab_size,
 from faket_dask.stages.style import StyleRun, style_transfer
 
 NOISE_MODALITIES = ("noisy", "content", "baseline")
+
+CALIBRATED_TRANSFER = {
+    "optics": "CTF and envelope on the projection, before the noise",
+    "detector": "MTF = sqrt(B / B(0)) of the calibrated noise spectrum, last: on NOISY, "
+    "CONTENT and BASELINE after the noise, on FAKET after the style step",
+}
+"""What the calibrated noise model applied (the ``transfer`` attribute of ``tilts``)."""
 
 
 def _noise(
@@ -85,6 +96,7 @@ def _noise(
             modalities=tuple(modalities),
             content_factor=cfg.noise.content_factor,
             pixel_spacing=cfg.tilts.pixel_spacing,
+            before_detector="styled" in cfg.output.modalities,
         )
         calibration = _load_calibration(entry["path"])
         return apply_calibrated_noise(
@@ -103,6 +115,12 @@ def _noise(
             rng=cfg.noise.rng, modalities=modalities, content_factor=cfg.noise.content_factor
         ),
     )
+
+
+def _calibrated(spec: SampleSpec, drew: Mapping[str, Any]) -> bool:
+    """Whether the sample's drawn noise model is the calibrated one."""
+    models, i = spec.inputs.noise_models, drew.get("noise_model")
+    return i is not None and i < len(models) and models[i].get("spec") == "calibrated"
 
 
 def _with_snr(model: NoiseModel, snr: float) -> NoiseModel:
@@ -487,18 +505,25 @@ def _style(
     stacks: Mapping[str, Any],
     device: str,
 ) -> torch.Tensor:
-    """FAKET `(T, H, W)`: CONTENT styled towards the drawn reference's tilts, from NOISY."""
+    """FAKET `(T, H, W)`: CONTENT styled towards the drawn reference's tilts, from NOISY.
+
+    With the calibrated noise model the detector comes last: the style step (FakET's,
+    unchanged) runs on NOISY and CONTENT before the detector, then its output passes through
+    the detector's MTF and takes the style tilts' mean and std again.
+    """
     cfg = spec.config
+    detector_last = _calibrated(spec, drew)
     ref_rec = spec.inputs.style_references[drew["style_reference"]]
     ref, ref_angles = _load_reference(ref_rec["path"])
     style_np, idx = _style_stack(ref, ref_angles, angles)
     model = get_style_model(str(spec.inputs.weights_spec), spec.inputs.weights_seed, device)
     key = f"{ref_rec.get('sha256', ref_rec['path'])}:{hashlib.sha1(idx.tobytes()).hexdigest()}"
+    pre = "_pre" if detector_last else ""
     with deterministic_mode(cfg.style.deterministic, device):
-        return style_transfer(
-            stacks["content"],
+        styled = style_transfer(
+            stacks[f"content{pre}"],
             torch.from_numpy(np.array(style_np)),
-            stacks["noisy"],
+            stacks[f"noisy{pre}"],
             model,
             StyleRun(
                 precision=cfg.style.precision,
@@ -508,6 +533,14 @@ def _style(
             gram_cache=gram_cache(),
             style_key=key,
         )
+    if not detector_last:
+        return styled
+    ref64 = np.asarray(style_np, dtype=np.float64)
+    entry = spec.inputs.noise_models[drew["noise_model"]]
+    calibration = _load_calibration(entry["path"])
+    return apply_detector(
+        styled, calibration, angles, ref64.mean(axis=(1, 2)), ref64.std(axis=(1, 2))
+    )
 
 
 def _recon_source(modalities: Sequence[str]) -> str:
@@ -598,12 +631,14 @@ def _tilts_writer(
     if drew.get("shifts_px") is not None:
         sh = np.asarray(drew["shifts_px"], dtype=np.float64)
         extra = {"shift_y_px": sh[:, 0], "shift_x_px": sh[:, 1]}
-    attrs = {
+    attrs: dict[str, Any] = {
         "tilt_axis_deg": drew.get("tilt_axis_deg", 0.0),
         "style_reference": drew.get("style_reference"),
         "noise_model": drew.get("noise_model"),
         "weights": spec.inputs.weights.get("name") if spec.inputs.weights else None,
     }
+    if _calibrated(spec, drew):
+        attrs["transfer"] = CALIBRATED_TRANSFER
     out = cfg.output
     return wr.TiltsWriter(
         group,

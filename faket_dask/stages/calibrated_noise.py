@@ -20,25 +20,51 @@ dependence). The noise stream is :func:`faket_dask.stages.noise.noise_field`'s, 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from faket_dask.errors import InputError
-from faket_dask.stages.calibration import Calibration
-from faket_dask.stages.noise import CONTENT_FACTOR, match_mean_std, noise_field
+from faket_dask.stages.calibration import CALIBRATION_FORMAT, Calibration
+from faket_dask.stages.noise import CONTENT_FACTOR, NoiseModel, match_mean_std, noise_field
+from faket_dask.stages.style.losses import STEP_SIZE, ema_weights
 
 __all__ = [
     "CALIBRATED_MODALITIES",
+    "MTF_FLOOR",
     "CalibratedNoiseOptions",
     "apply_calibrated_noise",
+    "apply_detector",
+    "detector_mtf",
+    "load_noise_model",
+    "step_compensation",
     "tilt_filters",
 ]
 
 CALIBRATED_MODALITIES = ("noisy", "content", "baseline")
+
+
+def load_noise_model(path: str | Path) -> NoiseModel | Calibration:
+    """FakET's ``noise.json`` (:class:`NoiseModel`), or a calibration (the calibrated model).
+
+    A JSON file whose ``format`` is :data:`CALIBRATION_FORMAT` (``reference calibrate``'s
+    ``micro.json``) is a :class:`Calibration`; anything else is read as a noise model (whose
+    loader names what is wrong with it).
+    """
+    p = Path(path)
+    if p.is_file():
+        try:
+            fmt = json.loads(p.read_text(encoding="utf-8")).get("format")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            fmt = None
+        if fmt == CALIBRATION_FORMAT:
+            return Calibration.load(p)
+    return NoiseModel.load(p)
 
 
 def _rgrid(h: int, w: int) -> np.ndarray:
@@ -99,30 +125,118 @@ def _radial_mean(power: np.ndarray, r: np.ndarray, n_bins: int) -> np.ndarray:
     return (sums / np.maximum(counts, 1))[idx]
 
 
+MTF_FLOOR = 0.05
+"""Lowest detector MTF used (keeps the pre-detector signal ``S / MTF²`` bounded)."""
+
+
+def detector_mtf(cal: Calibration, angle: float | None, shape_hw: tuple[int, int]) -> np.ndarray:
+    """The detector's MTF measured from the reference's noise spectrum, on the ``rfft2`` grid.
+
+    Shot noise is white before the detector, so the noise power spectrum the calibration
+    measured is ``B(ν) = B(0)·MTF²(ν)``: ``MTF = sqrt(B / B(0))``, i.e. the noise model without
+    its constant term, floored at :data:`MTF_FLOOR`. `(H, W//2 + 1)`, 1 at ν = 0.
+    """
+    coef, _, _, _ = _model_at(cal, angle)
+    r = _rgrid(*shape_hw)
+    shape = np.polynomial.polynomial.polyval((r / 0.7) ** 2, np.r_[0.0, coef[1:]])
+    return np.maximum(np.exp(0.5 * shape), MTF_FLOOR)
+
+
 def _one_tilt(
     p: torch.Tensor,
     eps: torch.Tensor,
     cal: Calibration,
     angle: float | None,
     factors: dict[str, float],
-) -> dict[str, torch.Tensor]:
-    """NOISY/CONTENT-like images of one tilt: ``{name: noise factor}`` → tilt."""
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """NOISY/CONTENT-like images of one tilt: ``{name: noise factor}`` → three images.
+
+    ``(after, signal, noise)``: ``after`` is the image through the detector (spectra ``S`` and
+    ``B``) matched to the tilt's mean and std; ``signal`` (spectrum ``S / MTF²``) and
+    ``noise`` (white, power ``B(0)`` times the factor) are the parts before the detector,
+    scaled by the same gain, so that ``mean + MTF ⊛ (signal + noise) = after``.
+    """
     h, w = p.shape
     s, b, sign, mean, std = tilt_filters(cal, angle, (h, w))
+    mtf = detector_mtf(cal, angle, (h, w))
     spec = torch.fft.rfft2((p - p.mean()).to(torch.float64))
     own = _radial_mean((spec.abs() ** 2 / (h * w)).cpu().numpy(), _rgrid(h, w), min(h, w))
     with np.errstate(divide="ignore", invalid="ignore"):
-        gain = np.where(own > 0, sign * np.sqrt(s / own), 0.0)
+        gain = np.where(own > 0, sign * np.sqrt(s / own), 0.0) / mtf
     gain[0, 0] = 0.0
     dev = p.device
     signal = torch.fft.irfft2(spec * torch.from_numpy(gain).to(dev), s=(h, w))
-    noise = torch.fft.irfft2(
-        torch.fft.rfft2(eps.to(torch.float64)) * torch.from_numpy(np.sqrt(b)).to(dev), s=(h, w)
-    )
+    noise = eps.to(torch.float64) * math.sqrt(float(b[0, 0]))
+    mtf_t = torch.from_numpy(mtf).to(dev)
     out = {}
     for name, f in factors.items():
-        out[name] = match_mean_std((signal + f * noise).to(torch.float32), mean, std)
+        after = torch.fft.irfft2(torch.fft.rfft2(signal + f * noise) * mtf_t, s=(h, w))
+        g = std / float(after.std(correction=0))
+        pre = ((signal * g).to(torch.float32), (noise * (f * g)).to(torch.float32))
+        out[name] = (match_mean_std(after.to(torch.float32), mean, std), *pre)
     return out
+
+
+STEP = STEP_SIZE * ema_weights()[1]
+"""FakET's style step in [0, 1] units: Adam's first step (``lr``, sign-like) times the EMA's
+weight on the stepped image, ``0.15 × 0.5025 = 0.0754``."""
+
+
+def step_compensation(
+    signal: torch.Tensor, noise: torch.Tensor, means: torch.Tensor, n_iter: int = 6
+) -> torch.Tensor:
+    """`(T,)` factors on the white noise of the style init that FakET's step takes away.
+
+    FakET normalises the init stack by its range ``R`` (min–max over all tilts) and moves
+    every pixel by ``δ = STEP · R`` against the sign of the loss gradient, which for a noisy
+    init follows the sign of its noise. On white Gaussian noise of std ``σ`` that is a
+    shrinkage: ``E[(n − δ sign n)²] = σ² − 2√(2/π) δσ + δ²``. The noise std that comes out
+    at ``σ₀`` (the tilt's own) is ``σ = √(2/π) δ + √(σ₀² − (1 − 2/π) δ²)`` (``√(2/π) δ``, the
+    least, where ``δ`` is too large for ``σ₀``). ``R`` grows with ``σ``: a few fixed-point
+    iterations over the stack ``means + signal + σ/σ₀ · noise``.
+
+    Parameters
+    ----------
+    signal, noise
+        `(T, H, W)` the init's parts before the detector (``noise`` of std ``σ₀`` per tilt).
+    means
+        `(T,)` the tilts' means.
+    """
+    sigma0 = noise.to(torch.float64).std(dim=(1, 2), correction=0)
+    base = signal.to(torch.float64) + means.to(torch.float64)[:, None, None]
+    f = torch.ones_like(sigma0)
+    c = math.sqrt(2.0 / math.pi)
+    for _ in range(n_iter):
+        x = base + f[:, None, None] * noise
+        delta = STEP * float(x.max() - x.min())
+        rest = torch.clamp(sigma0**2 - (1.0 - c * c) * delta**2, min=0.0)
+        f = (c * delta + torch.sqrt(rest)) / sigma0
+    return f
+
+
+def apply_detector(
+    tilts: torch.Tensor,
+    calibration: Calibration,
+    angles_deg: Sequence[float] | np.ndarray,
+    target_mean: Sequence[float] | np.ndarray | torch.Tensor,
+    target_std: Sequence[float] | np.ndarray | torch.Tensor,
+) -> torch.Tensor:
+    """Tilts `(T, H, W)` through the detector's MTF (:func:`detector_mtf`), matched to targets.
+
+    The detector comes last in the calibrated model: FakET's styled tilts (made from NOISY and
+    CONTENT before the detector) pass through it, then take the `(T,)` target mean and std
+    (FakET's per-tilt match to the raw style tilts). Returns float32 on ``tilts``' device.
+    """
+    angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
+    if tilts.ndim != 3 or angles.size != tilts.shape[0]:
+        raise InputError(f"tilts {tuple(tilts.shape)} and {angles.size} angles do not match")
+    n, h, w = tilts.shape
+    out = torch.empty((n, h, w), dtype=torch.float32, device=tilts.device)
+    for t in range(n):
+        mtf = torch.from_numpy(detector_mtf(calibration, float(angles[t]), (h, w)))
+        x = torch.fft.rfft2(tilts[t].to(torch.float64)) * mtf.to(tilts.device)
+        out[t] = torch.fft.irfft2(x, s=(h, w)).to(torch.float32)
+    return match_mean_std(out, target_mean, target_std)
 
 
 @dataclass(frozen=True)
@@ -139,12 +253,39 @@ class CalibratedNoiseOptions:
         Index of the first given tilt in its whole series (its keyed noise stream).
     pixel_spacing
         The tilts' Å per pixel; it must equal the calibration's (checked when given).
+    before_detector
+        Also return NOISY and CONTENT before the detector's MTF (``noisy_pre``,
+        ``content_pre``): the style step's init and content when the detector comes last.
     """
 
     modalities: tuple[str, ...] = ("noisy", "content")
     content_factor: float = CONTENT_FACTOR
     tilt_offset: int = 0
     pixel_spacing: float | None = None
+    before_detector: bool = False
+
+
+def _before_detector(
+    parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+    cal: Calibration,
+    angles: np.ndarray,
+) -> dict[str, torch.Tensor]:
+    """``noisy_pre`` and ``content_pre``: the style step's init and content.
+
+    Both carry the init's white noise raised by :func:`step_compensation` (CONTENT keeps its
+    factor relative to NOISY).
+    """
+    means = torch.tensor([_model_at(cal, float(a))[2] for a in angles], dtype=torch.float64)
+    signal = {m: torch.stack([s for s, _ in v]) for m, v in parts.items()}
+    noise = {m: torch.stack([e for _, e in v]) for m, v in parts.items()}
+    dev = signal["noisy"].device
+    f = step_compensation(signal["noisy"], noise["noisy"], means.to(dev))
+    return {
+        f"{m}_pre": (means.to(dev)[:, None, None] + signal[m] + f[:, None, None] * noise[m]).to(
+            torch.float32
+        )
+        for m in signal
+    }
 
 
 def apply_calibrated_noise(
@@ -174,7 +315,8 @@ def apply_calibrated_noise(
     Returns
     -------
     dict[str, torch.Tensor]
-        One float32 `(T, H, W)` tensor per modality, in the requested order.
+        One float32 `(T, H, W)` tensor per modality, in the requested order; with
+        ``options.before_detector`` also ``noisy_pre`` and ``content_pre``.
     """
     if noiseless.ndim != 3 or 0 in noiseless.shape:
         raise InputError(f"noiseless must be a (T, H, W) stack, got {tuple(noiseless.shape)}")
@@ -193,15 +335,22 @@ def apply_calibrated_noise(
         )
     out = {m: torch.empty((n, h, w), dtype=torch.float32, device=noiseless.device) for m in mods}
     factors = {"noisy": 1.0, "content": float(options.content_factor)}
+    want = {m: f for m, f in factors.items() if m in mods or options.before_detector}
+    parts: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {m: [] for m in want}
     for t in range(n):
         p = noiseless[t].to(torch.float64)
         if not bool(torch.isfinite(p).all()) or float(p.std()) == 0:
             raise InputError(f"noiseless tilt {t} is constant or not finite")
         eps = noise_field((h, w), seed, sample_id, options.tilt_offset + t, noiseless.device)
-        want = {m: factors[m] for m in mods if m in factors}
         if want:
-            for m, x in _one_tilt(p, eps, calibration, float(angles[t]), want).items():
-                out[m][t] = x
+            made = _one_tilt(p, eps, calibration, float(angles[t]), want)
+            for m, (after, signal, noise) in made.items():
+                if m in out:
+                    out[m][t] = after
+                if options.before_detector:
+                    parts[m].append((signal, noise))
         if "baseline" in mods:
-            out["baseline"][t] = _one_tilt(p, eps, calibration, None, {"b": 1.0})["b"]
+            out["baseline"][t] = _one_tilt(p, eps, calibration, None, {"b": 1.0})["b"][0]
+    if options.before_detector:
+        out.update(_before_detector(parts, calibration, angles))
     return out

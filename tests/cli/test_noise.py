@@ -96,3 +96,65 @@ def test_noise_on_a_cluster_equals_single_process(tmp_path: Path, dask_cluster) 
         a = read_tilt_series(tmp_path / f"{name}_local.zarr").data
         b = read_tilt_series(tmp_path / f"{name}_cluster.zarr").data
         np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.timeout(480)  # three CLI runs and a cluster on a shared machine
+def test_calibrated_noise_on_a_cluster_equals_single_process(
+    tmp_path: Path, dask_cluster
+) -> None:
+    """`noise apply --model micro.json` (the calibrated model): cluster blocks == one process.
+
+    The calibration is of a synth microscope (as `reference calibrate` writes it); the
+    one-process verb is checked against the stage called here, and each tilt against the
+    calibration's mean and std at its angle.
+    """
+    from _microscopes import synth
+
+    from faket_dask.stages.calibrated_noise import apply_calibrated_noise
+    from faket_dask.stages.calibration import calibrate
+    from faket_dask.stages.projection import project
+
+    ref, _ = synth("df3", seed=5, size=96, angles=np.arange(-40.0, 41.0, 10.0))
+    cal = calibrate(ref.data, ref.angles_deg, 6.0)
+    cal.save(tmp_path / "micro.json")
+
+    vol = np.random.default_rng(3).random((10, 40, 36)).astype(np.float32)
+    angles = parse_angles("-35:45:10")  # between and beyond the reference's tilts
+    tilts = project(torch.from_numpy(vol), angles).numpy()
+    write_tilt_series(tmp_path / "nl.zarr", TiltSeries(tilts, angles, 6.0), var="noiseless")
+    noise = ["noise", "apply", tmp_path / "nl.zarr", "--model", tmp_path / "micro.json"]
+    noise += ["--seed", 4, "--sample-id", 2, "--device", "cpu"]
+    on_cluster = ["--scheduler", dask_cluster.scheduler_address, "--tilts-per-block", 3]
+    for where, extra in (("local", []), ("cluster", on_cluster)):
+        run_cli(
+            *noise,
+            "-o",
+            tmp_path / f"n_{where}.zarr",
+            "--content-out",
+            tmp_path / f"c_{where}.zarr",
+            *extra,
+        )
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the verbs run (OMP_NUM_THREADS=1)
+    try:
+        want = apply_calibrated_noise(torch.from_numpy(tilts), cal, angles, 4, 2)
+    finally:
+        torch.set_num_threads(n)
+    for name, modality in (("n", "noisy"), ("c", "content")):
+        local = read_tilt_series(tmp_path / f"{name}_local.zarr").data
+        cluster = read_tilt_series(tmp_path / f"{name}_cluster.zarr").data
+        np.testing.assert_array_equal(cluster, local)
+        np.testing.assert_allclose(local, want[modality].numpy(), rtol=0, atol=1e-4)
+        for t, a in enumerate(angles):
+            i, j, w = cal.interpolation(float(a))
+            mean = (1 - w) * cal.tilts[i].mean + w * cal.tilts[j].mean
+            std = (1 - w) * cal.tilts[i].std + w * cal.tilts[j].std
+            assert abs(local[t].mean() - mean) < 1e-3 * abs(mean)
+            assert abs(local[t].std() - std) < 1e-3 * std
+    # the noise differs from the noiseless input's shape: not a copy, not a rescale
+    assert abs(np.corrcoef(local[4].ravel(), tilts[4].ravel())[0, 1]) < 0.99
+
+    line = one_error_line(
+        run_cli(*noise, "-o", tmp_path / "f.zarr", "--rng", "faket", check=False)
+    )
+    assert "keyed" in line
