@@ -139,7 +139,8 @@ def detector_mtf(cal: Calibration, angle: float | None, shape_hw: tuple[int, int
     coef, _, _, _ = _model_at(cal, angle)
     r = _rgrid(*shape_hw)
     shape = np.polynomial.polynomial.polyval((r / 0.7) ** 2, np.r_[0.0, coef[1:]])
-    return np.maximum(np.exp(0.5 * shape), MTF_FLOOR)
+    mtf: np.ndarray = np.maximum(np.exp(0.5 * shape), MTF_FLOOR)
+    return mtf
 
 
 def _one_tilt(

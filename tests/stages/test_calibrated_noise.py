@@ -95,3 +95,85 @@ def test_bad_input(cal):
         apply_calibrated_noise(p, cal, [0.0], 0, options=CalibratedNoiseOptions(("styled",)))
     with pytest.raises(InputError, match="constant"):
         apply_calibrated_noise(torch.zeros(1, 64, 64), cal, [0.0], 0)
+
+
+def test_detector_mtf_recovers_the_synth_detector(cal):
+    """MTF = sqrt(B / B(0)) of the calibration vs. the analytic MTF the synth applied (ν_c 0.4).
+
+    The calibration saw only the tilt-series; the analytic MTF is reference.detector_mtf's.
+    Compared along the x axis up to 0.45 cycles/pixel (the fit band ends at 0.7 radially).
+    """
+    from faket_dask.stages.calibrated_noise import detector_mtf
+    from faket_dask.stages.reference import detector_mtf as analytic
+
+    n = 256
+    ours = detector_mtf(cal, 0.0, (n, n))[0, : int(0.45 * n)]
+    truth = analytic(n, n, nu_c=0.4)[0, : int(0.45 * n)]
+    assert ours[0] == 1.0
+    np.testing.assert_allclose(ours, truth, rtol=0.15)
+    assert ours[-1] < 0.6  # it does fall: not a flat (white) detector
+
+
+def test_apply_detector_filters_by_the_mtf_and_matches_the_targets(cal):
+    """White noise through apply_detector: power spectrum ∝ MTF², the targets' mean and std."""
+    from faket_dask.stages.calibrated_noise import apply_detector, detector_mtf
+
+    n = 128
+    white = torch.from_numpy(np.random.default_rng(1).normal(size=(2, n, n))).float()
+    out = apply_detector(white, cal, [0.0, 30.0], [10.0, -3.0], [2.0, 0.5]).double()
+    np.testing.assert_allclose(out.mean(dim=(1, 2)).numpy(), [10.0, -3.0], atol=1e-4)
+    np.testing.assert_allclose(out.std(dim=(1, 2), correction=0).numpy(), [2.0, 0.5], rtol=1e-5)
+    for t, a in enumerate((0.0, 30.0)):
+        mtf = detector_mtf(cal, a, (n, n))
+        x = np.fft.rfft2(white[t].double().numpy())
+        want = np.fft.irfft2(x * mtf, s=(n, n))
+        want = (want - want.mean()) / want.std() * [2.0, 0.5][t] + [10.0, -3.0][t]
+        np.testing.assert_allclose(out[t].numpy(), want, atol=1e-4 * [2.0, 0.5][t] * 10)
+
+
+def test_step_compensation_undoes_the_sign_shrinkage_of_the_step():
+    """Closed form vs. Monte Carlo: n·f − δ·sign(n) has the target std σ₀ again.
+
+    δ = 0.15 × 0.5025 × (the init stack's range), the range taken at the compensated noise.
+    """
+    from faket_dask.stages.calibrated_noise import STEP, step_compensation
+
+    rng = np.random.default_rng(2)
+    sigma0 = np.array([1.0, 1.3, 1.15, 0.25])  # the last: too little noise for the step
+    noise = torch.from_numpy(rng.normal(size=(4, 200, 200)) * sigma0[:, None, None])
+    signal = torch.from_numpy(rng.normal(size=(4, 200, 200)) * 0.5)
+    means = torch.tensor([5.0, 5.2, 5.1, 5.0], dtype=torch.float64)
+    f = step_compensation(signal, noise, means)
+    assert np.all(f.numpy()[:3] > 1.0)  # the step takes noise away: more goes in
+    assert STEP == pytest.approx(0.15 * 0.01 / (0.01 + 0.99 * 0.01))
+    x = signal + means[:, None, None] + f[:, None, None] * noise
+    delta = STEP * float(x.max() - x.min())
+    n = f[:, None, None] * noise
+    after = (n - delta * torch.sign(n)).std(dim=(1, 2), correction=0).numpy()
+    sig = noise.std(dim=(1, 2), correction=0).numpy()
+    np.testing.assert_allclose(after[:3], sig[:3], rtol=0.02)
+    # where δ is too large for σ₀ the least noise the model allows: σ = √(2/π) δ
+    assert float(f[3]) * sig[3] == pytest.approx(np.sqrt(2 / np.pi) * delta, rel=1e-3)
+    assert after[3] > sig[3]
+
+
+def test_before_detector_is_the_style_init_and_content(cal):
+    """noisy_pre/content_pre: same signal; their noise at 1 : 0.25; stored NOISY unchanged."""
+    angles = np.array([-20.0, 10.0])
+    p = _projection(2, size=64)
+    plain = apply_calibrated_noise(p, cal, angles, seed=5, sample_id=2)
+    out = apply_calibrated_noise(
+        p, cal, angles, seed=5, sample_id=2, options=CalibratedNoiseOptions(before_detector=True)
+    )
+    assert list(out) == ["noisy", "content", "noisy_pre", "content_pre"]
+    for m in ("noisy", "content"):
+        assert torch.equal(out[m], plain[m])
+    # NOISY_pre − CONTENT_pre is pure noise: white (flat spectrum), unlike NOISY − CONTENT
+    d = (out["noisy_pre"] - out["content_pre"]).double().numpy()
+    power = np.abs(np.fft.rfft2(d - d.mean(axis=(1, 2), keepdims=True))) ** 2
+    r = np.hypot(*np.meshgrid(np.fft.fftfreq(64), np.fft.rfftfreq(64), indexing="ij"))
+    low, high = power[:, (r > 0.05) & (r < 0.15)].mean(), power[:, (r > 0.35) & (r < 0.45)].mean()
+    assert 0.8 < high / low < 1.25
+    d2 = (out["noisy"] - out["content"]).double().numpy()
+    p2 = np.abs(np.fft.rfft2(d2 - d2.mean(axis=(1, 2), keepdims=True))) ** 2
+    assert p2[:, (r > 0.35) & (r < 0.45)].mean() < 0.7 * p2[:, (r > 0.05) & (r < 0.15)].mean()
