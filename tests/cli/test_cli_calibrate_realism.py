@@ -88,6 +88,9 @@ def test_realism_of_a_calibrated_store_on_held_out_tilts(refs, tmp_path_factory,
     assert model["spec"] == "calibrated" and model["source"] == str(micro)
     stored = json.loads((Path(model["path"]) / "zarr.json").read_text())["attributes"]
     assert Calibration.model_validate(stored["calibration"]) == Calibration.load(micro)
+    # which transfer was applied is recorded with the tilts: the detector last
+    tilts = json.loads((store / "samples" / "000000" / "tilts" / "zarr.json").read_text())
+    assert "last" in tilts["attributes"]["transfer"]["detector"]
     assert_one_line_exit_2(run_cli("realism", tmp_path, "--heldout", refs / "H.mrc"), "store")
     # the report's section: the same table
     page = tmp_path / "report.html"
