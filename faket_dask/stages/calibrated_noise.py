@@ -2,12 +2,14 @@
 
 Per tilt ``t`` at angle θ (``noise.model: calibrated``), with the :class:`Calibration`'s
 signal power ``S(k)``, noise power ``B(k)``, mean and std interpolated linearly between the
-reference tilts about θ (``log B``; the end tilts outside the reference's range)::
+reference tilts about θ (``log B``; the end tilts outside the reference's range). The optics
+(CTF, envelope) act before the noise, the detector last: its MTF is read off the noise
+spectrum, ``MTF = sqrt(B / B(0))`` (shot noise is white before the detector)::
 
-    signal = F⁻¹[ −sign(CTF(k)) · sqrt(S(k) / P̄(k)) · F[P_t − mean(P_t)] ]
-    noise  = F⁻¹[ sqrt(B(k)) · F[ε_t] ]           ε_t: the keyed N(0, 1) stream of the tilt
-    NOISY   = match_mean_std(signal + noise, mean, std)
-    CONTENT = match_mean_std(signal + 0.25 · noise, mean, std)
+    signal_pre = F⁻¹[ −sign(CTF(k)) · sqrt(S(k) / P̄(k)) / MTF(k) · F[P_t − mean(P_t)] ]
+    noise_pre  = sqrt(B(0)) · ε_t                  ε_t: the keyed N(0, 1) stream of the tilt
+    NOISY   = match_mean_std(F⁻¹[MTF · F[signal_pre + noise_pre]], mean, std)
+    CONTENT = match_mean_std(F⁻¹[MTF · F[signal_pre + 0.25 · noise_pre]], mean, std)
 
 ``P̄`` is the radially averaged power of the noiseless tilt ``P_t`` itself, so the filter
 gives the signal the reference's signal spectrum (``S = A·CTF²`` in the calibrated band: the
@@ -16,6 +18,11 @@ where the CTF changes sign, as a microscope does. Signal and noise then stand at
 reference's SNR, ``mean S / mean B``. BASELINE uses the tilt-averaged calibration (no tilt
 dependence). The noise stream is :func:`faket_dask.stages.noise.noise_field`'s, keyed by
 ``(seed, sample_id, tilt)``: deterministic, whichever worker draws it.
+
+FakET's style step (unchanged) runs before the detector, on ``noisy_pre``/``content_pre``
+(``CalibratedNoiseOptions.before_detector``), whose white noise is raised by
+:func:`step_compensation` for what the step's sign-like move takes away; its output then goes
+through :func:`apply_detector`.
 """
 
 from __future__ import annotations
