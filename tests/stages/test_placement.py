@@ -7,6 +7,7 @@ import pytest
 
 from faket_dask.stages.particles import quaternions_to_matrices, random_quaternions
 from faket_dask.stages.sample.placement import OccupancyGrid, footprint, place_sequence
+from faket_dask.stages.sample.rotation import voxel_box
 from faket_dask.stages.templates import builtin_template, rotate_template
 
 pytestmark = pytest.mark.timeout(120)
@@ -16,7 +17,10 @@ def _footprints(occ: OccupancyGrid, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     tpls = [builtin_template(s, 10.0, scale=0.6) for s in ("rod", "lshape", "sphere")]
     qs = random_quaternions(rng, n)
-    boxes = [rotate_template(tpls[i % 3], quaternions_to_matrices(q)[0]) for i, q in enumerate(qs)]
+    boxes = [
+        voxel_box(rotate_template(tpls[i % 3], quaternions_to_matrices(q)[0]))
+        for i, q in enumerate(qs)
+    ]
     return boxes, [footprint(box, occ) for box in boxes]
 
 

@@ -305,6 +305,7 @@ def test_import_grand_model(tmp_path):
 
 
 def test_box_cache_returns_the_rotated_bytes_and_evicts_past_its_budget():
+    from faket_dask.stages.sample.rotation import voxel_box
     from faket_dask.stages.templates import builtin_template, rotate_template
 
     tpl = builtin_template("ribosome", 10.0)
@@ -312,17 +313,18 @@ def test_box_cache_returns_the_rotated_bytes_and_evicts_past_its_budget():
     boxes = [rotate_template(tpl, quaternions_to_matrices(q)[0]) for q in rng.normal(size=(3, 4))]
     cache = sample_objects._BoxCache(budget=10**9)
     for i, box in enumerate(boxes):
-        cache.put(i, box)
+        cache.put(i, voxel_box(box))
     for i, box in enumerate(boxes):
-        got = cache.get(i)
+        got = cache.get(i)  # the voxel list gives back the dense box, byte for byte
         assert got.density.tobytes() == box.density.tobytes()
         assert got.mask.tobytes() == box.mask.tobytes() and got.mask.dtype == bool
         np.testing.assert_array_equal(got.offset, box.offset)
     plain = sum(b.density.nbytes + b.mask.nbytes for b in boxes)
-    assert cache.nbytes < plain / 2  # bits and masked values only
+    voxels = sum(int(b.mask.sum()) for b in boxes)
+    assert cache.nbytes == 7 * voxels < plain  # int8 offsets and float32 values per voxel
     small = sample_objects._BoxCache(budget=cache.nbytes - 1)
     for i, box in enumerate(boxes):
-        small.put(i, box)
+        small.put(i, voxel_box(box))
     assert small.get(0) is None and small.get(2) is not None  # least recently used out
 
 

@@ -54,9 +54,8 @@ background. Instance ids are 1..N: particles, then membranes, then beads, the ta
 
 from __future__ import annotations
 
+import functools
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +66,6 @@ from faket_dask.config import ParticleClassConfig, SampleConfig
 from faket_dask.errors import InputError
 from faket_dask.stages.particles import (
     ParticleRows,
-    quaternions_to_matrices,
     table_from_arrays,
 )
 from faket_dask.stages.sample.grand_model import GrandModelLayout, import_grand_model
@@ -83,12 +81,12 @@ from faket_dask.stages.sample.objects import (
 )
 from faket_dask.stages.sample.placement import OccupancyGrid, draw_particles
 from faket_dask.stages.sample.render import Renderer
+from faket_dask.stages.sample.rotation import rotate_items
 from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, BuildSpec, _check_rows, keyed_rng
-from faket_dask.stages.templates import RotatedBox, Template, load_template, rotate_template
+from faket_dask.stages.templates import Template, load_template
 
 if TYPE_CHECKING:
-
-    pass
+    import torch
 
 
 #: The sample builder's version (a sample's bytes change with it): 1 placed and rendered
@@ -128,6 +126,7 @@ class SampleLayout:
     objects: list[_Object] = field(default_factory=list, repr=False)
     solvent: tuple[float, float, float] = (0.0, 0.0, 20.0)  # density, rel. std, corr. (Å)
     _cache: _BoxCache = field(default_factory=_BoxCache, repr=False)
+    device: str | torch.device | None = field(default=None, repr=False)
     _renderer: Renderer | None = field(default=None, repr=False)
     _ylo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     _yhi: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
@@ -147,7 +146,8 @@ class SampleLayout:
         if len(self._ylo) != len(self.objects):
             self._index()
         if self._renderer is None:
-            self._renderer = Renderer(self._cache, _rotate_many)
+            rotate = functools.partial(rotate_items, device=self.device)
+            self._renderer = Renderer(self._cache, rotate)
         density, classes, instances = self._renderer.rows(self, y0, y1)
         return density, classes, instances
 
@@ -338,31 +338,6 @@ def _load_templates(spec: BuildSpec, classes: list[ParticleClassConfig]) -> dict
     return out
 
 
-def _threads() -> int:
-    """Threads for rotating templates (SciPy's ndimage releases the GIL)."""
-    env = os.environ.get("FAKET_DASK_SAMPLE_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
-
-
-def _rotate_many(items: list[tuple[Template, np.ndarray]]) -> list[RotatedBox]:
-    """Rotate templates by quaternions, in threads; the same bytes as one by one."""
-
-    def one(item: tuple[Template, np.ndarray]) -> RotatedBox:
-        return rotate_template(item[0], quaternions_to_matrices(item[1])[0])
-
-    n = _threads()
-    if n == 1 or len(items) < 4:
-        return [one(it) for it in items]
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, items))
-
-
 def _import(spec: BuildSpec, volume: str) -> GrandModelLayout:
     """The grand model a config imports (``sample.grand_model`` and its masks and particles)."""
     cfg = spec.sample
@@ -414,10 +389,15 @@ def _object_table(objects: list[_Object], class_ids: dict[int, str], ps: float) 
     )
 
 
-def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
+def build_layout(
+    spec: BuildSpec, device: str | torch.device | None = None
+) -> SampleLayout | GrandModelLayout:
     """Draw a sample's objects and particle table (no volume is rendered).
 
     An imported grand model (``sample.grand_model``) gives a :class:`GrandModelLayout`.
+    Particles are rotated on ``device`` (default: the host, SciPy in threads; a CUDA device:
+    batched in torch, the same voxels, :mod:`~faket_dask.stages.sample.rotation`); the
+    layout does not depend on it.
 
     Raises
     ------
@@ -440,7 +420,8 @@ def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
     info: dict[str, Any] = {"builder": BUILDER_VERSION, "occupancy_grid_factor": occ.b}
     membranes = _draw_membranes(spec, rng, occ, membrane_id)
     beads = _draw_beads(spec, rng, occ, fiducial_id)
-    parts = draw_particles(spec, rng, occ, (classes, templates), cache, info, _rotate_many)
+    rotate = functools.partial(rotate_items, device=device)
+    parts = draw_particles(spec, rng, occ, (classes, templates), cache, info, rotate, device)
     del occ
     objects: list[_Object] = [*parts, *membranes, *beads]
     ps = spec.pixel_spacing
@@ -458,6 +439,7 @@ def build_layout(spec: BuildSpec) -> SampleLayout | GrandModelLayout:
         objects=objects,
         solvent=(cfg.solvent, cfg.solvent_noise, cfg.solvent_correlation),
         _cache=cache,
+        device=device,
     )
     layout._index()
     return layout

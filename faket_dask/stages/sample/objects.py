@@ -14,15 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faket_dask.stages.particles import (
-    quaternions_to_matrices,
-)
+from faket_dask.stages.sample.rotation import VoxelBox, rotate_items
 from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE
-from faket_dask.stages.templates import RotatedBox, Template, rotate_template
+from faket_dask.stages.templates import Template
 
 if TYPE_CHECKING:
-
-    pass
+    import torch
 
 
 #: Largest occupancy grid (bytes, one byte per cell) used while placing objects.
@@ -84,24 +81,25 @@ class _Particle(_Object):
     box_shape: np.ndarray
     cache: _BoxCache
     voxels: int = 0
-    shared: RotatedBox | None = None  # its box on the class's orientation grid
+    shared: VoxelBox | None = None  # its box on the class's orientation grid
+    device: str | torch.device | None = None  # where it is rotated again (cache misses)
     kind: str = "particle"
 
     def __post_init__(self) -> None:
         self.lo = self.position + self.box_offset
         self.hi = self.lo + self.box_shape
 
-    def box(self) -> RotatedBox:
+    def box(self) -> VoxelBox:
         if self.shared is not None:
             return self.shared
         box = self.cache.get(self.index)
         if box is None:
-            box = rotate_template(self.template, quaternions_to_matrices(self.quaternion)[0])
+            box = rotate_items([(self.template, self.quaternion)], self.device)[0]
             self.cache.put(self.index, box)
         return box
 
     def region(
-        self, lo: np.ndarray, hi: np.ndarray, box: RotatedBox | None = None
+        self, lo: np.ndarray, hi: np.ndarray, box: VoxelBox | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         box = self.box() if box is None else box
         sl = tuple(slice(int(a), int(b)) for a, b in zip(lo - self.lo, hi - self.lo, strict=True))
@@ -186,43 +184,32 @@ class _Bead(_Object):
 
 
 class _BoxCache:
-    """Rotated particle boxes by particle index, least recently used out past a byte budget.
+    """Rotated particles (voxel lists) by particle index, least recently used out past a budget.
 
-    Boxes are kept compact: the mask as bits and the density only at the mask's voxels (a
-    box's density is zero elsewhere), about a third of the plain arrays' bytes. So the
-    layout's rotations usually all stay cached for rendering instead of being computed again.
+    A :class:`~faket_dask.stages.sample.rotation.VoxelBox` holds 7 bytes a voxel (int8
+    offsets, float32 density) for templates up to 126 voxels in radius, so the layout's
+    rotations usually all stay cached for rendering instead of being computed again.
     """
 
     def __init__(self, budget: int | None = None) -> None:
         self.budget = BOX_CACHE_BYTES if budget is None else int(budget)
         self.nbytes = 0
-        self._boxes: OrderedDict[int, tuple[np.ndarray, tuple[int, ...], np.ndarray, np.ndarray]]
-        self._boxes = OrderedDict()
+        self._boxes: OrderedDict[int, VoxelBox] = OrderedDict()
 
-    def get(self, key: int) -> RotatedBox | None:
-        item = self._boxes.get(key)
-        if item is None:
-            return None
-        self._boxes.move_to_end(key)
-        offset, shape, bits, values = item
-        mask = np.unpackbits(bits, count=int(np.prod(shape))).view(bool).reshape(shape)
-        density = np.zeros(shape, dtype=np.float32)
-        density[mask] = values
-        return RotatedBox(offset=offset.copy(), density=density, mask=mask)
+    def get(self, key: int) -> VoxelBox | None:
+        box = self._boxes.get(key)
+        if box is not None:
+            self._boxes.move_to_end(key)
+        return box
 
-    def put(self, key: int, box: RotatedBox) -> None:
-        if key in self._boxes:
+    def put(self, key: int, box: VoxelBox) -> None:
+        if key in self._boxes or box.nbytes > self.budget:
             return
-        bits = np.packbits(box.mask)
-        values = np.ascontiguousarray(box.density[box.mask], dtype=np.float32)
-        size = bits.nbytes + values.nbytes
-        if size > self.budget:
-            return
-        self._boxes[key] = (np.array(box.offset, np.int64), box.shape, bits, values)
-        self.nbytes += size
+        self._boxes[key] = box
+        self.nbytes += box.nbytes
         while self.nbytes > self.budget:
-            _, (_, _, old_bits, old_values) = self._boxes.popitem(last=False)
-            self.nbytes -= old_bits.nbytes + old_values.nbytes
+            _, old = self._boxes.popitem(last=False)
+            self.nbytes -= old.nbytes
 
     def clear(self) -> None:
         self._boxes.clear()

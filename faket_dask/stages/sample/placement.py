@@ -27,7 +27,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.signal import correlate
@@ -38,11 +38,15 @@ from faket_dask.errors import InputError
 from faket_dask.stages.particles import random_quaternions
 from faket_dask.stages.sample import objects
 from faket_dask.stages.sample.objects import _BoxCache, _Particle
+from faket_dask.stages.sample.rotation import VoxelBox
 from faket_dask.stages.sample.spec import BuildSpec, keyed_rng
-from faket_dask.stages.templates import RotatedBox, Template
+from faket_dask.stages.templates import Template
 
-#: Rotates ``(template, quaternion)`` pairs into boxes (the layout's threaded rotation).
-Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[RotatedBox]]
+if TYPE_CHECKING:
+    import torch
+
+#: Rotates ``(template, quaternion)`` pairs into voxel lists (the layout's rotation).
+Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[VoxelBox]]
 
 __all__ = [
     "WINDOW",
@@ -150,8 +154,6 @@ class Footprint:
         ``(c,)`` the same as flat offsets on the grid (its mask voxels' when ``b == 1``).
     radius
         Largest distance (voxels) from the position to a mask voxel.
-    mask
-        Its rotated box's mask (the box starts at ``low_offset``).
     phases
         Coarse grids: flat offsets of its exact cells by phase ``p mod b`` (filled lazily).
     """
@@ -162,7 +164,6 @@ class Footprint:
     test_cells: np.ndarray
     test_flat: np.ndarray
     radius: float
-    mask: np.ndarray = field(repr=False)
     phases: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -180,10 +181,10 @@ def _cell_set(cells: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     return np.asarray(np.argwhere(dense) + lo)
 
 
-def footprint(box: RotatedBox, occ: OccupancyGrid) -> Footprint:
-    """The :class:`Footprint` of a rotated box on an occupancy grid."""
+def footprint(box: VoxelBox, occ: OccupancyGrid) -> Footprint:
+    """The :class:`Footprint` of a rotated particle on an occupancy grid."""
     b = occ.b
-    vox = np.argwhere(box.mask) + np.asarray(box.offset, dtype=np.int64)
+    vox = np.asarray(box.zyx, dtype=np.int64)
     if b == 1:
         cells = vox
     else:  # phase 0 cells, dilated one cell forward on every axis
@@ -192,7 +193,7 @@ def footprint(box: RotatedBox, occ: OccupancyGrid) -> Footprint:
     radius = float(np.sqrt(float((vox * vox).sum(axis=1).max())))
     lo = np.asarray(box.offset, dtype=np.int64)
     high = lo + np.array(box.shape, dtype=np.int64)
-    return Footprint(lo, high, vox, cells, _flat(cells, occ.strides), radius, box.mask)
+    return Footprint(lo, high, vox, cells, _flat(cells, occ.strides), radius)
 
 
 def _cells_at(occ: OccupancyGrid, fp: Footprint, position: np.ndarray) -> np.ndarray:
@@ -202,16 +203,9 @@ def _cells_at(occ: OccupancyGrid, fp: Footprint, position: np.ndarray) -> np.nda
     b = occ.b
     phase = position % b
     key = (int(phase[0]), int(phase[1]), int(phase[2]))
-    if key not in fp.phases:  # the box's mask in b^3 blocks, as the old grid did
-        lo = fp.low_offset + np.array(key)
-        clo = lo // b
-        before = lo - clo * b
-        n = -(-(before + np.array(fp.mask.shape)) // b)
-        padded = np.zeros(tuple(int(v) for v in n * b), dtype=bool)
-        inner = zip(before, fp.mask.shape, strict=True)
-        padded[tuple(slice(int(a), int(a + m)) for a, m in inner)] = fp.mask
-        blocks = padded.reshape(int(n[0]), b, int(n[1]), b, int(n[2]), b).any(axis=(1, 3, 5))
-        fp.phases[key] = _flat(np.argwhere(blocks) + clo, occ.strides)
+    if key not in fp.phases:  # the cells of its voxels at this phase
+        cells = (fp.voxels + np.array(key)) // b
+        fp.phases[key] = np.unique(_flat(cells, occ.strides))
     return fp.phases[key]
 
 
@@ -413,7 +407,7 @@ def place_sequence(
 def _orientation_boxes(
     spec: BuildSpec, classes: list[ParticleClassConfig], templates: dict[str, Template],
     rotate: Rotate,
-) -> list[tuple[np.ndarray, list[RotatedBox]]]:
+) -> list[tuple[np.ndarray, list[VoxelBox]]]:
     """Per class: ``orientation_grid`` uniform random quaternions and their rotated boxes.
 
     The quaternions of class ``ci`` come from a stream keyed by ``(seed, sample_id,
@@ -444,7 +438,7 @@ class _Sequence:
         self.grid = _orientation_boxes(spec, classes, templates, rotate) if grid else None
         self.fps: dict[tuple[int, int], Footprint] = {}
 
-    def block(self, cis: list[int]) -> list[tuple[int, np.ndarray, RotatedBox, Footprint]]:
+    def block(self, cis: list[int]) -> list[tuple[int, np.ndarray, VoxelBox, Footprint]]:
         """Particles of classes ``cis``: orientation, rotated box and footprint each."""
         if self.grid is None:
             qs = random_quaternions(self.orient_rng, len(cis))
@@ -466,7 +460,7 @@ class _Sequence:
         return out
 
 
-_Item = tuple[int, np.ndarray, RotatedBox, Footprint]
+_Item = tuple[int, np.ndarray, VoxelBox, Footprint]
 
 
 class _Placer:
@@ -479,8 +473,10 @@ class _Placer:
         occ: OccupancyGrid,
         seq: _Sequence,
         cache: _BoxCache,
+        device: str | torch.device | None = None,
     ) -> None:
         self.spec, self.rng, self.occ, self.seq, self.cache = spec, rng, occ, seq, cache
+        self.device = device
         self.out: list[_Particle] = []
 
     def place(self, items: list[_Item]) -> int:
@@ -508,6 +504,7 @@ class _Placer:
                 cache=self.cache,
                 voxels=fp.count,
                 shared=box if shared else None,
+                device=self.device,
             )
             if not shared:
                 self.cache.put(part.index, box)
@@ -560,6 +557,7 @@ def draw_particles(
     cache: _BoxCache,
     info: dict[str, Any],
     rotate: Rotate,
+    device: str | torch.device | None = None,
 ) -> list[_Particle]:
     """Particles: classes and orientations from their own streams, positions from ``rng``.
 
@@ -572,7 +570,7 @@ def draw_particles(
     """
     classes, templates = kinds
     seq = _Sequence(spec, classes, templates, occ, rotate)
-    placer = _Placer(spec, rng, occ, seq, cache)
+    placer = _Placer(spec, rng, occ, seq, cache, device)
     counted = [i for i, c in enumerate(classes) if c.count]
     counted.sort(key=lambda i: -templates[classes[i].name].volume_voxels)
     plan = [ci for ci in counted for _ in range(int(classes[ci].count or 0))]

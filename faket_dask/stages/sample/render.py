@@ -1,7 +1,8 @@
 """Batched rendering of particles into a slab: rotated boxes as voxel lists, scattered at once.
 
-A rotated box becomes a :class:`SparseBox`: its mask voxels as offsets from the particle's
-position, sorted by Y row, with their densities. The boxes a slab needs are concatenated into
+A rotated particle (a :class:`~faket_dask.stages.sample.rotation.VoxelBox`, its voxels sorted
+by Y row) becomes a :class:`SparseBox` by indexing its rows. The boxes a slab needs are
+concatenated into
 one :class:`BoxBank` (built once per layout when boxes are shared on an orientation grid); the
 voxels of every particle that meets the slab are then gathered and scattered into the slab's
 density, class and instance arrays in a few tensor operations, on the device of the density.
@@ -10,24 +11,24 @@ Particles never overlap, so the order of the writes does not matter.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faket_dask.stages.sample.objects import BOX_CACHE_BYTES, _BoxCache, _Object, _Particle
+from faket_dask.stages.sample.objects import _BoxCache, _Object, _Particle
+from faket_dask.stages.sample.rotation import VoxelBox
 from faket_dask.stages.sample.spec import keyed_rng
-from faket_dask.stages.templates import RotatedBox, Template
+from faket_dask.stages.templates import Template
 
 if TYPE_CHECKING:
     from faket_dask.stages.sample.layout import SampleLayout
 
-#: Rotates ``(template, quaternion)`` pairs into boxes (the layout's threaded rotation).
-Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[RotatedBox]]
+#: Rotates ``(template, quaternion)`` pairs into voxel lists (the layout's rotation).
+Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[VoxelBox]]
 
-__all__ = ["BoxBank", "SparseBox", "SparseCache", "scatter_particles", "sparse_box"]
+__all__ = ["BoxBank", "SparseBox", "scatter_particles", "sparse_box"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,39 +63,12 @@ class SparseBox:
         return self.zyx.nbytes + self.values.nbytes + self.row_ptr.nbytes
 
 
-def sparse_box(box: RotatedBox) -> SparseBox:
-    """The :class:`SparseBox` of a rotated box."""
-    yzx = np.argwhere(box.mask.transpose(1, 0, 2))  # sorted by y, then z, then x
-    values = box.density[yzx[:, 1], yzx[:, 0], yzx[:, 2]].astype(np.float32)
-    zyx = (yzx[:, [1, 0, 2]] + np.asarray(box.offset, dtype=np.int64)).astype(np.int32)
-    row_ptr = np.searchsorted(yzx[:, 0], np.arange(box.mask.shape[1] + 1)).astype(np.int64)
-    return SparseBox(int(box.offset[1]), zyx, values, row_ptr)
-
-
-class SparseCache:
-    """Sparse boxes by particle index, least recently used out past a byte budget."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = int(budget)
-        self.nbytes = 0
-        self._boxes: OrderedDict[int, SparseBox] = OrderedDict()
-
-    def get(self, key: int) -> SparseBox | None:
-        """The box of particle ``key``, or None."""
-        box = self._boxes.get(key)
-        if box is not None:
-            self._boxes.move_to_end(key)
-        return box
-
-    def put(self, key: int, box: SparseBox) -> None:
-        """Keep a box (the least recently used ones go past the budget)."""
-        if key in self._boxes or box.nbytes > self.budget:
-            return
-        self._boxes[key] = box
-        self.nbytes += box.nbytes
-        while self.nbytes > self.budget:
-            _, old = self._boxes.popitem(last=False)
-            self.nbytes -= old.nbytes
+def sparse_box(box: VoxelBox) -> SparseBox:
+    """The :class:`SparseBox` of a rotated particle (its voxels are already sorted by row)."""
+    first = int(box.offset[1])
+    zyx = box.zyx.astype(np.int32)
+    row_ptr = np.searchsorted(zyx[:, 1], np.arange(first, first + box.shape[1] + 1))
+    return SparseBox(first, zyx, box.values, row_ptr.astype(np.int64))
 
 
 class BoxBank:
@@ -190,7 +164,6 @@ class Renderer:
 
     def __init__(self, cache: _BoxCache, rotate: Rotate) -> None:
         self.cache, self.rotate = cache, rotate
-        self.sparse = SparseCache(BOX_CACHE_BYTES)
         self.grid_bank: BoxBank | None = None
         self.box_of: dict[int, int] = {}
 
@@ -223,20 +196,15 @@ class Renderer:
             if self.grid_bank is None:
                 boxes = {id(p.shared): p.shared for p in objects if isinstance(p, _Particle)}
                 self.box_of = {k: j for j, k in enumerate(boxes)}
-                self.grid_bank = BoxBank([sparse_box(b) for b in boxes.values()], nx)  # type: ignore[arg-type]
+                self.grid_bank = BoxBank([sparse_box(b) for b in boxes.values() if b], nx)
             return self.grid_bank, np.array([self.box_of[id(p.shared)] for p in parts])
-        sparse = [self.sparse.get(p.index) for p in parts]
-        missing = [p for p, s in zip(parts, sparse, strict=True) if s is None]
-        rotated = {p.index: self.cache.get(p.index) for p in missing}
-        todo = [p for p in missing if rotated[p.index] is None]
-        new_boxes = self.rotate([(p.template, p.quaternion) for p in todo])
-        rotated.update({p.index: box for p, box in zip(todo, new_boxes, strict=True)})
-        out = []
-        for p, sb in zip(parts, sparse, strict=True):
-            if sb is None:
-                sb = sparse_box(rotated[p.index])  # type: ignore[arg-type]
-                self.sparse.put(p.index, sb)
-            out.append(sb)
+        boxes = [self.cache.get(p.index) for p in parts]
+        todo = [p for p, b in zip(parts, boxes, strict=True) if b is None]
+        again = self.rotate([(p.template, p.quaternion) for p in todo])  # no longer cached
+        for p, box in zip(todo, again, strict=True):
+            self.cache.put(p.index, box)  # for the next slab it meets
+        new = iter(again)
+        out = [sparse_box(b if b is not None else next(new)) for b in boxes]
         return BoxBank(out, nx), np.arange(len(parts))
 
 

@@ -1,0 +1,294 @@
+"""Rotated particles as voxel lists, rotated on the host (SciPy, in threads) or on a device.
+
+A rotated particle is the set of output voxels ``o`` (offsets from its position, ``(z, y,
+x)``) whose trilinear interpolation of the template at ``p = m o + c`` lies above the
+template's contour level (``m``: the rotation on ``(z, y, x)`` offsets, ``c``: the template's
+reference voxel), with those interpolated densities: the definition of
+:func:`~faket_dask.stages.templates.rotate_template` (SciPy, order 1, float64, stored as
+float32).
+
+Two implementations of it, chosen by the device:
+
+* host (``device`` None or ``"cpu"``): :func:`rotate_template`, one SciPy call per particle, in
+  threads (``FAKET_DASK_SAMPLE_THREADS``, default up to 8 cores; SciPy releases the GIL).
+  Torch's batched alternatives (``grid_sample``, gathers) measured no faster per voxel on a
+  2-core host (``docs/performance.md``), so the host keeps SciPy's bytes.
+* a torch device (CUDA): :func:`rotate_batch` rotates many orientations of one template at
+  once. Only candidate voxels are interpolated: every voxel that can pass the level lies
+  within ``radius + sqrt(3)`` of the position (a cell corner inside the contour is within
+  ``sqrt(3)`` of ``p``), a ball of offsets shared by every orientation; a candidate is
+  interpolated only when the cell ``floor(p)`` has a corner inside the contour (one gather of
+  a precomputed table; exact, since a cell whose corners all lie at or below the level
+  interpolates to at most the level). Coordinates and weights are float64, as SciPy's, so
+  the two agree voxel for voxel (tested against each other on the host).
+
+Each particle comes out as a :class:`VoxelBox`: its voxels sorted by ``(y, z, x)`` with their
+densities, the form placement tests and the renderer scatters; its dense box (``mask``,
+``density``) is built only when asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from faket_dask.stages.particles import quaternions_to_matrices
+from faket_dask.stages.templates import RotatedBox, Template, rotate_template
+
+__all__ = ["CHUNK_SAMPLES", "VoxelBox", "rotate_batch", "rotate_items", "voxel_box"]
+
+#: Candidate voxels (orientations x ball offsets) evaluated at a time on a device.
+CHUNK_SAMPLES = 1 << 22
+#: The eight cell corners ``(dz, dy, dx)``, in the order the interpolation reduces them.
+_CORNERS = np.array([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class VoxelBox:
+    """A rotated particle as a list of voxels.
+
+    Attributes
+    ----------
+    zyx
+        ``(m, 3)`` int8 (int16, int32 for large templates) offsets of its voxels from the
+        particle's position, sorted by ``(y, z, x)``.
+    values
+        ``(m,)`` float32 densities, all above the template's level.
+    """
+
+    zyx: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        reach = int(np.abs(self.zyx).max(initial=0))
+        if reach < 127 and self.zyx.dtype != np.int8:  # 7 bytes a voxel, kept in caches
+            object.__setattr__(self, "zyx", self.zyx.astype(np.int8))
+
+    @functools.cached_property
+    def offset(self) -> np.ndarray:
+        """``(3,)`` int64 first voxel of the bounding box, from the position."""
+        return np.asarray(self.zyx.min(axis=0), dtype=np.int64)
+
+    @functools.cached_property
+    def shape(self) -> tuple[int, int, int]:
+        """Bounding box shape ``(z, y, x)``."""
+        ext = self.zyx.max(axis=0).astype(np.int64) - self.offset + 1
+        return int(ext[0]), int(ext[1]), int(ext[2])
+
+    @property
+    def count(self) -> int:
+        """Voxels."""
+        return len(self.values)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return int(self.zyx.nbytes + self.values.nbytes)
+
+    @functools.cached_property
+    def _dense(self) -> tuple[np.ndarray, np.ndarray]:
+        idx = tuple((self.zyx.astype(np.int64) - self.offset).T)
+        mask = np.zeros(self.shape, dtype=bool)
+        mask[idx] = True
+        density = np.zeros(self.shape, dtype=np.float32)
+        density[idx] = self.values
+        return mask, density
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The bounding box's voxel mask (bool, built on first use)."""
+        return self._dense[0]
+
+    @property
+    def density(self) -> np.ndarray:
+        """The bounding box's density (float32, zero outside the mask; built on first use)."""
+        return self._dense[1]
+
+
+def voxel_box(box: RotatedBox) -> VoxelBox:
+    """The :class:`VoxelBox` of a dense rotated box (voxels sorted by ``(y, z, x)``)."""
+    yzx = np.argwhere(box.mask.transpose(1, 0, 2))
+    values = box.density[yzx[:, 1], yzx[:, 0], yzx[:, 2]].astype(np.float32)
+    zyx = yzx[:, [1, 0, 2]] + np.asarray(box.offset, dtype=np.int64)
+    small = np.abs(zyx).max(initial=0) < 2**15 - 1
+    return VoxelBox(zyx.astype(np.int16 if small else np.int32), values)  # int8 if it fits
+
+
+# --------------------------------------------------------------------------- host: SciPy
+
+
+def _threads() -> int:
+    """Threads for rotating templates on the host (SciPy's ndimage releases the GIL)."""
+    env = os.environ.get("FAKET_DASK_SAMPLE_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def _rotate_host(items: list[tuple[Template, np.ndarray]]) -> list[VoxelBox]:
+    """Rotate templates by quaternions with SciPy, in threads; the same bytes as one by one."""
+
+    def one(item: tuple[Template, np.ndarray]) -> VoxelBox:
+        return voxel_box(rotate_template(item[0], quaternions_to_matrices(item[1])[0]))
+
+    n = _threads()
+    if n == 1 or len(items) < 4:
+        return [one(it) for it in items]
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, items))
+
+
+# --------------------------------------------------------------------------- device: torch
+
+
+@dataclass(frozen=True, eq=False)
+class _Kernel:
+    """A template prepared for batched rotation on one device."""
+
+    ball: torch.Tensor  # (K, 3) float64 candidate offsets (z, y, x), sorted by (y, z, x)
+    ball_int: np.ndarray  # (K, 3) the same as int16/int32 (host)
+    near: torch.Tensor  # (d*h*w,) bool: the cell at this corner has a corner inside
+    density: torch.Tensor  # (d*h*w,) float64
+    dims: torch.Tensor  # (3,) int64 template shape
+    strides: torch.Tensor  # (3,) int64
+    corners: torch.Tensor  # (8,) int64 flat offsets of a cell's corners
+    centre: torch.Tensor  # (3,) float64 reference voxel
+    level: float
+
+
+_KERNELS: weakref.WeakKeyDictionary[Template, dict[str, _Kernel]] = weakref.WeakKeyDictionary()
+
+
+def _kernel(template: Template, device: torch.device) -> _Kernel:
+    """The (cached) :class:`_Kernel` of a template on ``device``."""
+    per = _KERNELS.setdefault(template, {})
+    if str(device) in per:
+        return per[str(device)]
+    dens = np.asarray(template.density, dtype=np.float64)
+    inside = dens > template.level
+    near = np.zeros_like(inside)  # near[u]: some corner u + e (e in {0,1}^3) is inside
+    d, h, w = inside.shape
+    for dz, dy, dx in _CORNERS:
+        near[: d - dz, : h - dy, : w - dx] |= inside[dz:, dy:, dx:]
+    r = template.radius_px + math.sqrt(3.0) + 1e-6
+    n = math.ceil(r)
+    ax = np.arange(-n, n + 1, dtype=np.int64)
+    yy, zz, xx = np.meshgrid(ax, ax, ax, indexing="ij")  # (y, z, x) order: sorted by y, z, x
+    zyx = np.stack([zz.ravel(), yy.ravel(), xx.ravel()], axis=1)
+    zyx = zyx[(zyx * zyx).sum(axis=1) <= r * r]
+    strides = np.array([h * w, w, 1], dtype=np.int64)
+    k = _Kernel(
+        ball=torch.as_tensor(zyx, dtype=torch.float64, device=device),
+        ball_int=zyx.astype(np.int16 if n < 2**15 - 1 else np.int32),
+        near=torch.as_tensor(near.ravel(), device=device),
+        density=torch.as_tensor(dens.ravel(), device=device),
+        dims=torch.as_tensor(np.array(inside.shape, dtype=np.int64), device=device),
+        strides=torch.as_tensor(strides, device=device),
+        corners=torch.as_tensor(_CORNERS @ strides, device=device),
+        centre=torch.as_tensor(template.centre, dtype=torch.float64, device=device),
+        level=float(template.level),
+    )
+    per[str(device)] = k
+    return k
+
+
+def _zyx_matrices(quaternions: np.ndarray) -> np.ndarray:
+    """``(N, 3, 3)`` rotations acting on ``(z, y, x)`` output offsets -> template offsets.
+
+    The matrix :func:`~faket_dask.stages.templates.rotate_template` builds from the
+    ``(x, y, z)`` rotation ``R``: transposed, the axes reversed.
+    """
+    r = quaternions_to_matrices(quaternions)
+    return np.ascontiguousarray(np.transpose(r, (0, 2, 1))[:, ::-1, ::-1])
+
+
+def _interpolate(k: _Kernel, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Voxels above the level for rotations ``m`` ``(n, 3, 3)``: particle, ball index, value."""
+    p = torch.einsum("nab,kb->nka", m, k.ball) + k.centre  # (n, K, 3) template coordinates
+    cell = torch.floor(p)
+    icell = cell.to(torch.int64)
+    inside = ((icell >= 0) & (icell < k.dims)).all(dim=2)
+    flat = (icell * k.strides).sum(dim=2)
+    cand = inside & k.near[torch.where(inside, flat, torch.zeros_like(flat))]
+    j, i = torch.nonzero(cand, as_tuple=True)
+    f = p[j, i] - cell[j, i]  # (s, 3) fractions
+    v = k.density[flat[j, i, None] + k.corners].view(-1, 2, 2, 2)  # corners (z, y, x)
+    w = v[:, 0] + (v[:, 1] - v[:, 0]) * f[:, 0].view(-1, 1, 1)  # along z, then y, then x
+    u = w[:, 0] + (w[:, 1] - w[:, 0]) * f[:, 1].view(-1, 1)
+    val = u[:, 0] + (u[:, 1] - u[:, 0]) * f[:, 2]
+    keep = val > k.level
+    return j[keep], i[keep], val[keep]
+
+
+def rotate_batch(
+    template: Template, quaternions: np.ndarray, device: str | torch.device | None = None
+) -> list[VoxelBox]:
+    """Rotate one template by many quaternions at once, in torch on ``device``.
+
+    Parameters
+    ----------
+    template
+        The particle template.
+    quaternions
+        ``(N, 4)`` unit quaternions ``(w, x, y, z)``.
+    device
+        Torch device of the computation (default: CPU). The boxes come back on the host.
+
+    Returns
+    -------
+    list of VoxelBox
+        One per quaternion, in order. A template too small to keep any voxel gives one voxel
+        at the position, at the level (as :func:`~faket_dask.stages.templates.rotate_template`).
+    """
+    dev = torch.device("cpu" if device is None else device)
+    q = np.asarray(quaternions, dtype=np.float64).reshape(-1, 4)
+    if not len(q):
+        return []
+    k = _kernel(template, dev)
+    mats = torch.as_tensor(_zyx_matrices(q), device=dev)
+    per = max(1, CHUNK_SAMPLES // len(k.ball_int))
+    out: list[VoxelBox] = []
+    for a in range(0, len(q), per):
+        j, i, val = _interpolate(k, mats[a : a + per])
+        counts = np.bincount(j.cpu().numpy(), minlength=min(per, len(q) - a))
+        zyx = k.ball_int[i.cpu().numpy()]
+        values = val.to(torch.float32).cpu().numpy()
+        ends = np.cumsum(counts)
+        for c, e in zip(counts, ends, strict=True):
+            if c == 0:  # a degenerate, sub-voxel template
+                one = np.zeros((1, 3), dtype=k.ball_int.dtype)
+                out.append(VoxelBox(one, np.full(1, np.float32(k.level), np.float32)))
+            else:
+                out.append(VoxelBox(zyx[e - c : e], values[e - c : e]))
+    return out
+
+
+def rotate_items(
+    items: list[tuple[Template, np.ndarray]], device: str | torch.device | None = None
+) -> list[VoxelBox]:
+    """Rotate ``(template, quaternion)`` pairs, boxes in the given order.
+
+    On the host with SciPy (``device`` None or CPU), else batched by template on ``device``.
+    """
+    if device is None or torch.device(device).type == "cpu":
+        return _rotate_host(items)
+    out: list[VoxelBox | None] = [None] * len(items)
+    groups: dict[int, list[int]] = {}
+    for n, (tpl, _) in enumerate(items):
+        groups.setdefault(id(tpl), []).append(n)
+    for idx in groups.values():
+        qs = np.stack([np.asarray(items[n][1], dtype=np.float64).reshape(4) for n in idx])
+        for n, box in zip(idx, rotate_batch(items[idx[0]][0], qs, device), strict=True):
+            out[n] = box
+    return [b for b in out if b is not None]
