@@ -403,8 +403,9 @@ def _build_and_project(
     cfg = spec.config
     if mix is not None:
         cfg = cfg.model_copy(update={"sample": apply_mix(cfg.sample, cfg.sample.mixes[mix])})
-    layout = build_layout(
-        BuildSpec.from_config(cfg, spec.sample_id, seed=spec.seed, base_dir=spec.base_dir)
+    layout = build_layout(  # particles rotated on the device (the same voxels as the host)
+        BuildSpec.from_config(cfg, spec.sample_id, seed=spec.seed, base_dir=spec.base_dir),
+        device=device,
     )
     nz, ny, nx = layout.shape
     w = int(cfg.tilts.shape[1])

@@ -377,9 +377,11 @@ def test_orientation_grid_orientations_stay_uniform_over_samples():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_render_equals_cpu():
     layout = build_layout(crowded())
+    on_gpu = build_layout(crowded(), device="cuda")  # particles rotated on the GPU, batched
+    assert on_gpu.particles.equals(layout.particles)  # the same layout
     for y0, y1 in [(0, 48), (5, 17)]:
         cpu = render_slab(layout, y0, y1, device="cpu")
-        gpu = render_slab(layout, y0, y1, device="cuda")
+        gpu = render_slab(on_gpu, y0, y1, device="cuda")
         assert gpu[0].device.type == "cuda"
         torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=1e-6, atol=1e-6)
         assert gpu[1].tobytes() == cpu[1].tobytes() and gpu[2].tobytes() == cpu[2].tobytes()

@@ -198,13 +198,13 @@ class Renderer:
                 self.box_of = {k: j for j, k in enumerate(boxes)}
                 self.grid_bank = BoxBank([sparse_box(b) for b in boxes.values() if b], nx)
             return self.grid_bank, np.array([self.box_of[id(p.shared)] for p in parts])
-        boxes = [self.cache.get(p.index) for p in parts]
-        todo = [p for p, b in zip(parts, boxes, strict=True) if b is None]
+        cached = [self.cache.get(p.index) for p in parts]
+        todo = [p for p, b in zip(parts, cached, strict=True) if b is None]
         again = self.rotate([(p.template, p.quaternion) for p in todo])  # no longer cached
         for p, box in zip(todo, again, strict=True):
             self.cache.put(p.index, box)  # for the next slab it meets
         new = iter(again)
-        out = [sparse_box(b if b is not None else next(new)) for b in boxes]
+        out = [sparse_box(b if b is not None else next(new)) for b in cached]
         return BoxBank(out, nx), np.arange(len(parts))
 
 

@@ -275,13 +275,18 @@ def rotate_batch(
 
 
 def rotate_items(
-    items: list[tuple[Template, np.ndarray]], device: str | torch.device | None = None
+    items: list[tuple[Template, np.ndarray]],
+    device: str | torch.device | None = None,
+    batched: bool | None = None,
 ) -> list[VoxelBox]:
     """Rotate ``(template, quaternion)`` pairs, boxes in the given order.
 
-    On the host with SciPy (``device`` None or CPU), else batched by template on ``device``.
+    On the host with SciPy (``device`` None or CPU), else batched by template on ``device``
+    (``batched`` forces either path; the batched one on the CPU is how it is tested).
     """
-    if device is None or torch.device(device).type == "cpu":
+    if batched is None:
+        batched = device is not None and torch.device(device).type != "cpu"
+    if not batched:
         return _rotate_host(items)
     out: list[VoxelBox | None] = [None] * len(items)
     groups: dict[int, list[int]] = {}

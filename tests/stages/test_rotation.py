@@ -1,0 +1,99 @@
+"""Rotated particles as voxel lists: SciPy on the host, batched torch on a device, the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from faket_dask.stages.particles import quaternions_to_matrices, random_quaternions
+from faket_dask.stages.sample import rotation
+from faket_dask.stages.sample.rotation import rotate_batch, rotate_items, voxel_box
+from faket_dask.stages.templates import builtin_template, make_template, rotate_template
+
+pytestmark = pytest.mark.timeout(120)
+
+SHAPES = [("ribosome", 1.0), ("rod", 0.6), ("lshape", 0.6), ("sphere", 1.0), ("ring", 0.6)]
+
+
+def _templates():
+    return [builtin_template(s, 10.0, scale=k) for s, k in SHAPES]
+
+
+def test_voxel_box_lists_the_mask_by_rows_and_gives_back_the_dense_box():
+    tpl = builtin_template("lshape", 10.0, scale=0.6)
+    q = random_quaternions(np.random.default_rng(1), 1)
+    box = rotate_template(tpl, quaternions_to_matrices(q)[0])
+    vb = voxel_box(box)
+    assert vb.zyx.dtype == np.int8 and vb.values.dtype == np.float32
+    assert vb.count == int(box.mask.sum())
+    # sorted by (y, z, x): rows first
+    z, y, x = vb.zyx.astype(np.int64).T
+    key = y * 10**6 + z * 10**3 + x
+    assert (np.diff(key) > 0).all()
+    # every voxel is a mask voxel of the box, with its density
+    local = vb.zyx.astype(np.int64) - box.offset
+    assert box.mask[tuple(local.T)].all()
+    np.testing.assert_array_equal(vb.values, box.density[tuple(local.T)])
+    np.testing.assert_array_equal(vb.offset, box.offset)
+    assert vb.shape == box.shape
+    assert vb.mask.tobytes() == box.mask.tobytes()
+    assert vb.density.tobytes() == box.density.tobytes()
+
+
+@pytest.mark.parametrize("chunk", [None, 3000])
+def test_batched_torch_rotation_gives_scipys_voxels(monkeypatch, chunk):
+    """The device path (run here on the CPU) against SciPy's ``affine_transform``, per voxel."""
+    if chunk is not None:  # several chunks per call, boundaries inside a batch
+        monkeypatch.setattr(rotation, "CHUNK_SAMPLES", chunk)
+    qs = random_quaternions(np.random.default_rng(7), 24)
+    for tpl in _templates():
+        got = rotate_batch(tpl, qs, device="cpu")
+        assert len(got) == len(qs)
+        for q, vb in zip(qs, got, strict=True):
+            ref = voxel_box(rotate_template(tpl, quaternions_to_matrices(q)[0]))
+            np.testing.assert_array_equal(vb.zyx, ref.zyx)
+            # float64 both ways, then float32: equal up to the last float64 bits
+            np.testing.assert_allclose(vb.values, ref.values, rtol=1e-6, atol=0)
+            assert (vb.values > tpl.level).all()
+
+
+def test_rotate_items_keeps_the_order_across_templates_on_either_path():
+    tpls = _templates()
+    rng = np.random.default_rng(3)
+    which = rng.integers(0, len(tpls), 30)
+    items = [(tpls[int(i)], q) for i, q in zip(which, random_quaternions(rng, 30), strict=True)]
+    host = rotate_items(items)  # SciPy, in threads
+    batched = rotate_items(items, "cpu", batched=True)  # grouped by template, then put back
+    assert len(host) == len(batched) == len(items)
+    for (tpl, q), a, b in zip(items, host, batched, strict=True):
+        ref = voxel_box(rotate_template(tpl, quaternions_to_matrices(q)[0]))
+        assert a.zyx.tobytes() == ref.zyx.tobytes() and a.values.tobytes() == ref.values.tobytes()
+        np.testing.assert_array_equal(b.zyx, ref.zyx)
+
+
+def test_a_template_lost_by_the_rotation_keeps_one_voxel_at_its_position():
+    data = np.zeros((5, 5, 5))
+    data[2, 2, 3] = 1.0  # one voxel, off the reference point: rotated, it falls between voxels
+    tpl = make_template(data, 10.0, name="dot", source="test", threshold=0.99)
+    qs = random_quaternions(np.random.default_rng(0), 6)
+    lost = 0
+    for q, vb in zip(qs, rotate_batch(tpl, qs, "cpu"), strict=True):
+        ref = voxel_box(rotate_template(tpl, quaternions_to_matrices(q)[0]))
+        np.testing.assert_array_equal(vb.zyx, ref.zyx)
+        np.testing.assert_array_equal(vb.values, ref.values)
+        if vb.count == 1 and not vb.zyx.any():
+            lost += 1
+            assert vb.values[0] == np.float32(tpl.level)
+    assert lost > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_rotation_equals_the_host():
+    qs = random_quaternions(np.random.default_rng(11), 200)
+    for tpl in _templates():
+        gpu = rotate_batch(tpl, qs, "cuda")
+        host = rotate_items([(tpl, q) for q in qs])
+        for a, b in zip(gpu, host, strict=True):
+            np.testing.assert_array_equal(a.zyx, b.zyx)
+            np.testing.assert_allclose(a.values, b.values, rtol=1e-6, atol=0)
