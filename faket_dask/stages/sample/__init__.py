@@ -1,7 +1,8 @@
 """The sample builder: labeled crowded volumes ("grand models"), drawn once, rendered by slabs.
 
-``spec`` (what a sample is a function of), ``objects`` (what it holds), ``placement`` (placing
-particles in batched rounds on an occupancy grid), ``layout`` (drawing one), ``render``
+``spec`` (what a sample is a function of), ``objects`` (what it holds), ``rotation`` (rotated
+particles as voxel lists, on the host or a device), ``placement`` (placing particles in batched
+rounds on an occupancy grid), ``layout`` (drawing one), ``render``
 (rendering rows, particles in batches), ``grand_model`` (importing one), ``slabs`` (rendering
 by Y slabs).
 """

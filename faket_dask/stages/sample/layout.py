@@ -14,12 +14,14 @@ Two steps:
 Randomness: ``numpy.random.default_rng`` streams keyed by SHA-256 of ``(seed, sample_id,
 purpose)``. ``"sample"`` draws membranes, beads and every position, in that order;
 ``"classes"`` and ``"orientations"`` draw particle ``i``'s class (occupancy mode) and
-orientation, in blocks, so a block's rotations run ahead in threads (``FAKET_DASK_SAMPLE_THREADS``,
-default: up to 8 cores) without changing any draw; ``("solvent", plane)`` the solvent. With
-``sample.orientation_grid: G``, class ``c`` has ``G`` orientations drawn from
-``("orientation_grid", c)`` and rotated once, and a particle's orientation draw picks one of
-them (its table row carries that orientation). A sample is a pure function of the seed, its
-id and the config for a given :data:`BUILDER_VERSION` (recorded in its attrs).
+orientation, in blocks, so a block's rotations run at once (on the host: SciPy in threads,
+``FAKET_DASK_SAMPLE_THREADS``, default up to 8 cores; on a device: batched in torch, the same
+voxels; :mod:`~faket_dask.stages.sample.rotation`) without changing any draw;
+``("solvent", plane)`` the solvent. With ``sample.orientation_grid: G``, class ``c`` has ``G``
+orientations drawn from ``("orientation_grid", c)`` and rotated once, and a particle's
+orientation draw picks one of them (its table row carries that orientation). A sample is a
+pure function of the seed, its id and the config for a given :data:`BUILDER_VERSION`
+(recorded in its attrs).
 
 No overlap: every object's exact voxel mask (a rotated particle's voxels above its contour,
 a membrane's shell, a bead's ball) is tested against an occupancy grid before the object is
