@@ -38,11 +38,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from faket_dask.stages.particles import quaternions_to_matrices
-from faket_dask.stages.templates import RotatedBox, Template, rotate_template
+from faket_dask.stages.templates import RotatedBox, Template
 
-__all__ = ["CHUNK_SAMPLES", "VoxelBox", "rotate_batch", "rotate_items", "voxel_box"]
+__all__ = [
+    "CHUNK_SAMPLES",
+    "VoxelBox",
+    "rotate_batch",
+    "rotate_items",
+    "rotate_voxels",
+    "voxel_box",
+]
 
 #: Candidate voxels (orientations x ball offsets) evaluated at a time on a device.
 CHUNK_SAMPLES = 1 << 22
@@ -136,17 +144,76 @@ def _threads() -> int:
     return max(1, min(8, n))
 
 
+def _boxes(template: Template, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per rotation (``(N, 3, 3)`` on (x, y, z)): the ``(z, y, x)`` matrix, box start and end.
+
+    :func:`~faket_dask.stages.templates.rotate_template`'s box (its contour's voxels rotated,
+    two voxels around), for a batch at once.
+    """
+    m = np.ascontiguousarray(np.transpose(matrices, (0, 2, 1))[:, ::-1, ::-1])
+    moved = np.matmul(template.surface, m)  # (N, S, 3): surface @ m per rotation
+    lo = np.floor(moved.min(axis=1)).astype(np.int64) - 2
+    hi = np.ceil(moved.max(axis=1)).astype(np.int64) + 2
+    return m, lo, hi
+
+
+def _voxels(template: Template, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> VoxelBox:
+    """SciPy's interpolation of one rotation on its box, kept above the level, as voxels."""
+    out = ndimage.affine_transform(
+        template.density,
+        m,
+        offset=template.centre + m @ lo,
+        output_shape=tuple(int(v) for v in hi - lo + 1),
+        output=np.float32,
+        order=1,
+        mode="constant",
+        cval=0.0,
+        prefilter=False,
+    )
+    y, z, x = np.nonzero(out.transpose(1, 0, 2) > template.level)  # sorted by (y, z, x)
+    if not len(y):  # a degenerate, sub-voxel template: one voxel at the position
+        return VoxelBox(np.zeros((1, 3), np.int8), np.full(1, np.float32(template.level)))
+    reach = int(max(np.abs(lo).max(), np.abs(hi).max()))
+    itype = np.int8 if reach < 127 else np.int16 if reach < 2**15 - 1 else np.int32
+    zyx = np.stack([z, y, x], axis=1).astype(itype)
+    zyx += lo.astype(itype)
+    return VoxelBox(zyx, out[z, y, x])
+
+
+def rotate_voxels(template: Template, matrix: np.ndarray) -> VoxelBox:
+    """:func:`~faket_dask.stages.templates.rotate_template` as a :class:`VoxelBox`, directly.
+
+    The same SciPy call on the same box, so the same voxels and float32 values, without the
+    dense crop in between (``voxel_box(rotate_template(t, m))``, byte for byte; tested).
+    """
+    m, lo, hi = _boxes(template, np.asarray(matrix, dtype=np.float64)[None])
+    return _voxels(template, m[0], lo[0], hi[0])
+
+
 def _rotate_host(items: list[tuple[Template, np.ndarray]]) -> list[VoxelBox]:
     """Rotate templates by quaternions with SciPy, in threads; the same bytes as one by one."""
+    if not items:
+        return []
+    mats = quaternions_to_matrices(np.stack([np.asarray(q, np.float64) for _, q in items]))
+    by_item: dict[int, tuple[Template, np.ndarray, np.ndarray, np.ndarray]] = {}
+    groups: dict[int, list[int]] = {}
+    for k, (tpl, _) in enumerate(items):
+        groups.setdefault(id(tpl), []).append(k)
+    for idx in groups.values():  # the boxes of one template's rotations at once
+        tpl = items[idx[0]][0]
+        m, lo, hi = _boxes(tpl, mats[idx])
+        for j, k in enumerate(idx):
+            by_item[k] = (tpl, m[j], lo[j], hi[j])
+    jobs = [by_item[k] for k in range(len(items))]
 
-    def one(item: tuple[Template, np.ndarray]) -> VoxelBox:
-        return voxel_box(rotate_template(item[0], quaternions_to_matrices(item[1])[0]))
+    def one(job: tuple[Template, np.ndarray, np.ndarray, np.ndarray]) -> VoxelBox:
+        return _voxels(*job)
 
     n = _threads()
     if n == 1 or len(items) < 4:
-        return [one(it) for it in items]
+        return [one(job) for job in jobs]
     with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, items))
+        return list(pool.map(one, jobs))
 
 
 # --------------------------------------------------------------------------- device: torch
