@@ -1,7 +1,10 @@
 """Benchmark: build a (300, 2048, 2048) labeled sample slab by slab and project it to 9 tilts.
 
-Runs on CPU and reports wall time per phase and the peak host RSS (``ru_maxrss``); the volume
-is never whole in memory: each Y slab is rendered, projected and dropped.
+Runs on CPU and reports wall time per phase, the process CPU time of layout and render
+(``*_cpu_s``: every thread, less sensitive to a shared machine's load) and the peak host RSS
+(``ru_maxrss``); the volume is never whole in memory: each Y slab is rendered, projected and
+dropped. It uses only the builder's public calls, so it also runs an older tree's builder
+(``PYTHONPATH=OLD_TREE python benchmarks/bench_sample.py ...``).
 
     python benchmarks/bench_sample.py [--shape Z Y X] [--tilts 9] [--slab 64] [--json out.json]
 """
@@ -64,10 +67,12 @@ def main(argv: list[str] | None = None) -> dict:
     angles = np.linspace(-60.0, 60.0, args.tilts)
     spec = BuildSpec.from_config(cfg)
     t0 = time.perf_counter()
+    c0 = time.process_time()  # CPU seconds of every thread: less sensitive to a loaded machine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         layout = build_layout(spec)
     t_layout = time.perf_counter() - t0
+    c_layout = time.process_time() - c0
     print(
         f"layout: {t_layout:.1f} s, {len(layout.particles)} objects, occupancy "
         f"{layout.info['particle_occupancy']:.3f}, peak RSS {peak_rss_gib():.2f} GiB",
@@ -75,13 +80,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     projector = Projector((nz, nx), angles, nx, "cpu")
     tilts = torch.empty((len(angles), ny, nx), dtype=torch.float32)
-    t_render = t_project = 0.0
+    t_render = t_project = c_render = 0.0
     labeled = 0
     for y0 in range(0, ny, args.slab):
         y1 = min(ny, y0 + args.slab)
         t1 = time.perf_counter()
+        c1 = time.process_time()
         density, class_mask, instance_mask = render_slab(layout, y0, y1, device="cpu")
         t2 = time.perf_counter()
+        c_render += time.process_time() - c1
         projector(density, out=tilts[:, y0:y1])
         t3 = time.perf_counter()
         t_render += t2 - t1
@@ -100,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         "render_s": round(t_render, 1),
         "project_s": round(t_project, 1),
         "wall_s": round(total, 1),
+        "layout_cpu_s": round(c_layout, 1),
+        "render_cpu_s": round(c_render, 1),
         "peak_rss_gib": round(peak_rss_gib(), 3),
         "torch_threads": torch.get_num_threads(),
         "orientation_grid": args.orientation_grid,
