@@ -65,3 +65,34 @@ def test_store_scale_benchmark_runs(tmp_path):
     rate = result["verify_rate"]
     assert rate["array_gib"] > 0 and rate["gib_per_s"] > 0
     assert list(tmp_path.glob("faket-scale-*")) == []  # its scratch folder is removed
+
+
+def test_sample_and_rotation_benchmarks_run(tmp_path):
+    out = tmp_path / "sample.json"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_sample.py", "--shape", "48", "192", "192", "--tilts",
+         "3", "--slab", "40", "--occupancy", "0.05", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for key in ("layout_s", "render_s", "project_s", "wall_s", "peak_rss_gib"):
+        assert result[key] >= 0  # the keys runs are compared by
+    assert result["layout_cpu_s"] >= 0 and result["render_cpu_s"] >= 0
+    assert result["objects"] > 0 and 0 < result["labeled_fraction"] < 1
+    out = tmp_path / "rotation.json"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_rotation.py", "--n", "12", "--rounds", "1", "--json",
+         str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["n"] == 12 and result["voxels"] > 0  # and the voxels of both paths were equal
+    assert len(result["host_s"]) == len(result["batched_s"]) == 1
