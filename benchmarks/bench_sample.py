@@ -31,6 +31,25 @@ def peak_rss_gib() -> float:
     return kib / 1024**2
 
 
+def _render_and_project(layout, projector, tilts: torch.Tensor, rows: int) -> dict:
+    """Render every ``rows``-row slab, project it into ``tilts``; seconds and labeled voxels."""
+    ny = layout.shape[1]
+    out = {"render_s": 0.0, "render_cpu_s": 0.0, "project_s": 0.0, "labeled": 0}
+    for y0 in range(0, ny, rows):
+        y1 = min(ny, y0 + rows)
+        t1 = time.perf_counter()
+        c1 = time.process_time()
+        density, class_mask, instance_mask = render_slab(layout, y0, y1, device="cpu")
+        t2 = time.perf_counter()
+        out["render_cpu_s"] += time.process_time() - c1
+        projector(density, out=tilts[:, y0:y1])
+        out["project_s"] += time.perf_counter() - t2
+        out["render_s"] += t2 - t1
+        out["labeled"] += int(np.count_nonzero(instance_mask))
+        del density, class_mask, instance_mask
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument(
@@ -80,21 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     projector = Projector((nz, nx), angles, nx, "cpu")
     tilts = torch.empty((len(angles), ny, nx), dtype=torch.float32)
-    t_render = t_project = c_render = 0.0
-    labeled = 0
-    for y0 in range(0, ny, args.slab):
-        y1 = min(ny, y0 + args.slab)
-        t1 = time.perf_counter()
-        c1 = time.process_time()
-        density, class_mask, instance_mask = render_slab(layout, y0, y1, device="cpu")
-        t2 = time.perf_counter()
-        c_render += time.process_time() - c1
-        projector(density, out=tilts[:, y0:y1])
-        t3 = time.perf_counter()
-        t_render += t2 - t1
-        t_project += t3 - t2
-        labeled += int(np.count_nonzero(instance_mask))
-        del density, class_mask, instance_mask
+    slabs = _render_and_project(layout, projector, tilts, args.slab)
     total = time.perf_counter() - t0
     result = {
         "shape": [nz, ny, nx],
@@ -102,13 +107,13 @@ def main(argv: list[str] | None = None) -> dict:
         "slab_rows": args.slab,
         "objects": len(layout.particles),
         "particle_occupancy": layout.info["particle_occupancy"],
-        "labeled_fraction": labeled / (nz * ny * nx),
+        "labeled_fraction": slabs["labeled"] / (nz * ny * nx),
         "layout_s": round(t_layout, 1),
-        "render_s": round(t_render, 1),
-        "project_s": round(t_project, 1),
+        "render_s": round(slabs["render_s"], 1),
+        "project_s": round(slabs["project_s"], 1),
         "wall_s": round(total, 1),
         "layout_cpu_s": round(c_layout, 1),
-        "render_cpu_s": round(c_render, 1),
+        "render_cpu_s": round(slabs["render_cpu_s"], 1),
         "peak_rss_gib": round(peak_rss_gib(), 3),
         "torch_threads": torch.get_num_threads(),
         "orientation_grid": args.orientation_grid,
