@@ -175,8 +175,7 @@ def _voxels(template: Template, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
         return VoxelBox(np.zeros((1, 3), np.int8), np.full(1, np.float32(template.level)))
     reach = int(max(np.abs(lo).max(), np.abs(hi).max()))
     itype = np.int8 if reach < 127 else np.int16 if reach < 2**15 - 1 else np.int32
-    zyx = np.stack([z, y, x], axis=1).astype(itype)
-    zyx += lo.astype(itype)
+    zyx = (np.stack([z, y, x], axis=1) + lo).astype(itype)
     return VoxelBox(zyx, out[z, y, x])
 
 
