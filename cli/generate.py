@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from faket_dask.errors import InputError, SamplesFailedError
 
@@ -58,19 +60,21 @@ DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Print the plan and output size; compute nothing.")
 ]
 DemoOpt = Annotated[
-    bool,
+    str | None,
     typer.Option(
         "--demo",
-        help="The built-in demo: up to 4 samples of 31 tilts at 128^2, built-in templates "
-        "and reference (ImageNet weights if available, else random, loudly).",
+        metavar="[small|full]",
+        help="The built-in demo: built-in templates and reference, ImageNet weights if "
+        "available, else random (loudly). `--demo` or `--demo full`: up to 4 samples of 31 "
+        "tilts at 128^2 (minutes); `--demo small`: 2 samples of 21 tilts at 64^2 (under a "
+        "minute on 2 cores).",
     ),
 ]
 SmallOpt = Annotated[
-    bool,
-    typer.Option(
-        "--small", help="With --demo: 2 samples of 21 tilts at 64^2 (under a minute on 2 cores)."
-    ),
+    bool, typer.Option("--small", help="With --demo: the same as `--demo small`.")
 ]
+#: The sizes ``--demo`` takes (``--demo`` alone is ``full``).
+DEMO_SIZES = ("small", "full")
 ProgressOpt = Annotated[
     bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")
 ]
@@ -92,7 +96,7 @@ def generate(
     threads_per_worker: ThreadsOpt = None,
     window: WindowOpt = None,
     dry_run: DryRunOpt = False,
-    demo: DemoOpt = False,
+    demo: DemoOpt = None,
     small: SmallOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
@@ -102,10 +106,15 @@ def generate(
     (exit code 1 if any failed; 3 if the cluster cannot be reached).
     """
     _check_counts(n_workers=n_workers, threads_per_worker=threads_per_worker, window=window)
-    if small and not demo:
-        raise InputError("--small sizes the built-in demo: use it with --demo")
-    cfg, base_dir = _checked_config(config, demo, output, n_samples, retries, override, small)
-    n_samples = cfg.n_samples if demo else n_samples
+    if demo is not None and demo not in DEMO_SIZES:
+        raise InputError(f"--demo takes a size: `--demo small` or `--demo full` (got {demo!r})")
+    if small and demo is None:
+        raise InputError("--small sizes the built-in demo: use `--demo small`")
+    small = small or demo == "small"
+    cfg, base_dir = _checked_config(
+        config, demo is not None, output, n_samples, retries, override, small
+    )
+    n_samples = cfg.n_samples if demo is not None else n_samples
     from faket_dask.dist.budget import check_budget  # zarr only: --help stays fast
     from faket_dask.dist.plan import GenerateOptions, check_store, plan_run
     from faket_dask.io.lock import store_lock
@@ -212,6 +221,42 @@ def _checked_config(
     return load_config(config, override or ()), str(config.resolve().parent)
 
 
+def demo_size_argv(args: list[str]) -> list[str]:
+    """``generate``'s arguments with ``--demo``'s optional size word attached.
+
+    ``--demo small`` becomes ``--demo=small`` and a bare ``--demo`` (followed by an option or
+    nothing) becomes ``--demo=full``; ``generate`` has no positional arguments, so a word after
+    ``--demo`` can only be its size (a wrong word is named by the command, exit 2). Arguments
+    after ``--`` are left alone.
+    """
+    out: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            out += [arg, *rest]
+            break
+        if arg != "--demo":
+            out.append(arg)
+            continue
+        word = next(rest, None)
+        if word is None or word.startswith("-"):
+            out += ["--demo=full", *([] if word is None else [word])]
+        else:
+            out.append(f"--demo={word}")
+    return out
+
+
+class DemoSizeCommand(TyperCommand):
+    """``generate``'s click command: ``--demo`` takes an optional size word.
+
+    A click option with an optional value would swallow the option that follows it.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Attach ``--demo``'s size word, then parse as usual."""
+        return super().parse_args(ctx, demo_size_argv(args))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``generate`` to the app."""
-    app.command("generate")(generate)
+    app.command("generate", cls=DemoSizeCommand)(generate)

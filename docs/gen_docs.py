@@ -107,7 +107,7 @@ def _param_row(p: Any, ctx: Any) -> str:
     if record is None:
         return f"| `{p.name}` | {p.param_type_name} |  |\n"
     usage, helptext = record
-    return f"| `{usage}` | {p.param_type_name} | {_cell(helptext)} |\n"
+    return f"| `{_cell(usage)}` | {p.param_type_name} | {_cell(helptext)} |\n"
 
 
 def _walk(cmd: Any, path: list[str], out: list[str]) -> None:

@@ -4,7 +4,7 @@
 #
 #   bash docs/make_images.sh PREVIEW_STORE.zarr REPORT_STORE.zarr
 #
-# The pictures in docs/images came from `faket-dask generate --demo --small` (the preview of
+# The pictures in docs/images came from `faket-dask generate --demo small` (the preview of
 # sample 0) and from examples/two-microscopes.yaml at a tiny size (the report: 4 samples,
 # --override tilts.shape=[96,96] tilts.pixel_spacing=20 sample.thickness=32
 # 'tilts.angle_choices=["-60:60:30", "-60:60:20"]' style.weights=random), offline.

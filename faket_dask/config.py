@@ -635,7 +635,7 @@ def load_config(
     if data is None:
         raise InputError(
             f"config file {path} is empty; write the settings to change (`faket-dask generate "
-            "--demo --dry-run` shows a plan; docs/config.md lists every key)"
+            "--demo small --dry-run` shows a plan; docs/config.md lists every key)"
         )
     if overrides:
         if not isinstance(data, dict):

@@ -16,7 +16,7 @@ DEMO_REFERENCE_SEED = 0
 DEMO_MAX_SAMPLES = 4
 
 
-#: ``generate --demo --small``: 2 samples of 21 tilts at 64², 32 voxels thick (< 1 min, 2 cores).
+#: ``generate --demo small``: 2 samples of 21 tilts at 64², 32 voxels thick (< 1 min, 2 cores).
 SMALL = {"n": 2, "angles": "-60:60:6", "shape": [64, 64], "thickness": 32}
 #: ``generate --demo``: 4 samples of 31 tilts at 128², 48 voxels thick.
 FULL = {"n": DEMO_MAX_SAMPLES, "angles": "-60:60:4", "shape": [128, 128], "thickness": 48}
@@ -27,7 +27,7 @@ def demo_config(n_samples: int | None = None, small: bool = False) -> Simulation
 
     Built-in particle mix and templates, the built-in demo reference and noise model, ImageNet
     weights when cached or downloadable, else random weights (loudly, and recorded). ``small``:
-    2 samples of 21 tilts at 64² (``--demo --small``).
+    2 samples of 21 tilts at 64² (``--demo small``).
     """
     size = SMALL if small else FULL
     n = int(size["n"]) if n_samples is None else int(n_samples)

@@ -82,4 +82,43 @@ def test_small_demo_config_and_its_option_rules():
     assert full.n_samples == 4 and full.tilts.shape == (128, 128)
     assert small.sample.thickness < full.sample.thickness
     proc = run_cli("generate", "--small", "-o", "x.zarr")
-    assert proc.returncode == 2 and "use it with --demo" in proc.stderr
+    assert proc.returncode == 2 and "use `--demo small`" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,planned",
+    [
+        (["--demo", "small"], "21 of 64x64"),
+        (["--demo=small"], "21 of 64x64"),
+        (["--demo", "--small"], "21 of 64x64"),  # the older spelling, kept as an alias
+        (["--demo"], "31 of 128x128"),
+        (["--demo", "full"], "31 of 128x128"),
+        (["--dry-run", "-o", "last.zarr", "--demo"], "31 of 128x128"),  # --demo last
+    ],
+)
+def test_demo_takes_an_optional_size_word(tmp_path, args, planned):
+    """``--demo [small|full]``: what the dry run plans (in-process; tests/test_documented_commands
+    runs the documented spelling as a subprocess)."""
+    out = ["-o", tmp_path / "demo.zarr", "--dry-run"] if "-o" not in args else []
+    proc = run_cli("generate", *args, *out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"tilts      │ {planned}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "demo.zarr").exists()
+
+
+def test_demo_with_a_wrong_size_is_one_line_exit_2(tmp_path):
+    proc = run_cli_checked("generate", "--demo", "huge", "-o", tmp_path / "d.zarr", check=False)
+    assert_one_line_exit_2(proc, "--demo takes a size: `--demo small` or `--demo full`")
+    assert "'huge'" in proc.stderr and not (tmp_path / "d.zarr").exists()
+
+
+def test_demo_size_argv_attaches_only_the_demo_word():
+    from faket_dask_cli.generate import demo_size_argv
+
+    assert demo_size_argv(["--demo", "small", "-o", "a.zarr"]) == ["--demo=small", "-o", "a.zarr"]
+    assert demo_size_argv(["-o", "a.zarr", "--demo"]) == ["-o", "a.zarr", "--demo=full"]
+    assert demo_size_argv(["--demo", "--small"]) == ["--demo=full", "--small"]
+    assert demo_size_argv(["--demo=small"]) == ["--demo=small"]
+    # other options' values and everything after `--` are untouched
+    after = ["-o", "small.zarr", "--", "--demo"]
+    assert demo_size_argv(after) == after
