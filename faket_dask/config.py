@@ -346,6 +346,14 @@ class NoiseConfig(StrictModel):
         "(dataset seed 0: sample N draws default_rng(N), the reference's tomogram N).",
     )
     content_factor: float = Field(0.25, gt=0, description="CONTENT noise std relative to NOISY.")
+    intensity_match: Literal["moments", "quantiles"] | None = Field(
+        None,
+        description="With model 'calibrated': how FAKET's tilts take the intensities of the "
+        "style tilt they were styled with (reference A, never a held-out one). 'moments': its "
+        "mean and std, as FakET; 'quantiles' (none: the default): its whole histogram, by a "
+        "per-tilt monotone quantile map that keeps every pixel's rank (the labels stay aligned; "
+        "the sample's own intensity distribution is replaced by the microscope's).",
+    )
 
     @model_validator(mode="after")
     def _calibrated(self) -> NoiseConfig:
@@ -358,6 +366,8 @@ class NoiseConfig(StrictModel):
                 raise ValueError("model 'calibrated' draws keyed streams; drop noise.rng")
         elif self.calibration is not None:
             raise ValueError("noise.calibration needs noise.model: calibrated")
+        elif self.intensity_match is not None:
+            raise ValueError("noise.intensity_match needs noise.model: calibrated")
         return self
 
     @field_validator("snr")

@@ -63,6 +63,7 @@ from faket_dask.stages.calibrated_noise import (
     CalibratedNoiseOptions,
     apply_calibrated_noise,
     apply_detector,
+    match_quantiles,
 )
 from faket_dask.stages.noise import STATS, Curves, NoiseDraw, NoiseModel, apply_noise
 from faket_dask.stages.particles import table_record
@@ -539,9 +540,17 @@ def _style(
     ref64 = np.asarray(style_np, dtype=np.float64)
     entry = spec.inputs.noise_models[drew["noise_model"]]
     calibration = _load_calibration(entry["path"])
-    return apply_detector(
+    out = apply_detector(
         styled, calibration, angles, ref64.mean(axis=(1, 2)), ref64.std(axis=(1, 2))
     )
+    if _intensity_match(cfg) == "quantiles":  # the style tilts' whole histogram, ranks kept
+        out = match_quantiles(out, torch.from_numpy(ref64))
+    return out
+
+
+def _intensity_match(cfg: SimulationConfig) -> str:
+    """How the calibrated model's FAKET takes the style tilts' intensities (default quantiles)."""
+    return cfg.noise.intensity_match or "quantiles"
 
 
 def _recon_source(modalities: Sequence[str]) -> str:
@@ -640,6 +649,7 @@ def _tilts_writer(
     }
     if _calibrated(spec, drew):
         attrs["transfer"] = CALIBRATED_TRANSFER
+        attrs["intensity_match"] = _intensity_match(cfg)
     out = cfg.output
     return wr.TiltsWriter(
         group,

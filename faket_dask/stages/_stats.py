@@ -1,4 +1,7 @@
-"""Per-image statistics shared by the stages (noise and style both match a target mean/std)."""
+"""Per-image statistics shared by the stages.
+
+Noise and style match a target mean and std; the calibrated model a target's whole distribution.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch
 
 from faket_dask.errors import InputError
 
-__all__ = ["match_mean_std"]
+__all__ = ["match_mean_std", "match_quantiles"]
 
 
 def match_mean_std(
@@ -48,3 +51,44 @@ def match_mean_std(
     y.mul_(ts[..., None, None])
     y.sub_(y.mean(dim=(-2, -1), keepdim=True)).add_(tm[..., None, None])
     return y
+
+
+def match_quantiles(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Map every image of ``x`` `(T, H, W)` monotonically onto its target's distribution.
+
+    Quantile mapping per image: the pixel of rank ``k`` (of ``N``) in ``x[t]`` takes the
+    target's empirical quantile at ``(k + 0.5) / N`` (linear interpolation between the sorted
+    values of ``target[t]`` `(T, H', W')`, its own size; with ``N`` equal to the target's pixel
+    count it is the target's ``k``-th smallest value exactly). Ranks come from a stable sort,
+    so ties keep their pixel order (row-major): deterministic, and the map is monotone (never
+    reverses two pixels' order). Returns float32 `(T, H, W)` on ``x``'s device.
+
+    Raises
+    ------
+    InputError
+        Not ``(T, H, W)`` stacks of the same ``T``, or a non-finite target.
+    """
+    if x.ndim != 3 or target.ndim != 3 or x.shape[0] != target.shape[0]:
+        raise InputError(
+            f"match_quantiles needs (T, H, W) stacks of one T, got {tuple(x.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    ref = target.to(device=x.device, dtype=torch.float64).reshape(target.shape[0], -1)
+    if not bool(torch.all(torch.isfinite(ref))):
+        raise InputError("match_quantiles: the target has non-finite values")
+    n, m = x.shape[1] * x.shape[2], ref.shape[1]
+    src = x.to(torch.float64).reshape(x.shape[0], -1)
+    order = torch.sort(src, dim=1, stable=True).indices
+    ref_sorted = torch.sort(ref, dim=1).values
+    if n == m:
+        values = ref_sorted
+    else:  # the target's quantiles at (k + 0.5) / n, on its own (j + 0.5) / m grid
+        pos = ((torch.arange(n, dtype=torch.float64, device=x.device) + 0.5) * m / n - 0.5)
+        pos = pos.clamp(0, m - 1)
+        lo = pos.floor().long().clamp(max=m - 1)
+        hi = (lo + 1).clamp(max=m - 1)
+        frac = pos - lo.to(torch.float64)
+        values = ref_sorted[:, lo] * (1 - frac) + ref_sorted[:, hi] * frac
+    out = torch.empty_like(src)
+    out.scatter_(1, order, values)
+    return out.reshape(x.shape).to(torch.float32)

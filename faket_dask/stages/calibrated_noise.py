@@ -22,7 +22,8 @@ dependence). The noise stream is :func:`faket_dask.stages.noise.noise_field`'s, 
 FakET's style step (unchanged) runs before the detector, on ``noisy_pre``/``content_pre``
 (``CalibratedNoiseOptions.before_detector``), whose white noise is raised by
 :func:`step_compensation` for what the step's sign-like move takes away; its output then goes
-through :func:`apply_detector`.
+through :func:`apply_detector`, and (``noise.intensity_match: quantiles``, the default) takes
+the style tilt's whole histogram by :func:`match_quantiles` (a monotone map: ranks kept).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from faket_dask.errors import InputError
+from faket_dask.stages._stats import match_quantiles
 from faket_dask.stages.calibration import CALIBRATION_FORMAT, Calibration
 from faket_dask.stages.noise import CONTENT_FACTOR, NoiseModel, match_mean_std, noise_field
 from faket_dask.stages.style.losses import STEP_SIZE, ema_weights
@@ -49,6 +51,7 @@ __all__ = [
     "apply_detector",
     "detector_mtf",
     "load_noise_model",
+    "match_quantiles",
     "step_compensation",
     "tilt_filters",
 ]
