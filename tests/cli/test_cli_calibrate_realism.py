@@ -64,6 +64,9 @@ def test_calibrated_config_errors_are_one_line(refs, tmp_path):
     assert_one_line_exit_2(proc, "measures the SNR")
     cfg.write_text(f"noise: {{calibration: {refs / 'x.json'}}}\n")
     assert_one_line_exit_2(run_cli("generate", "-c", cfg, "-o", tmp_path / "s.zarr"), "calibrated")
+    cfg.write_text("noise: {intensity_match: quantiles}\n")
+    proc = run_cli("generate", "-c", cfg, "-o", tmp_path / "s.zarr")
+    assert_one_line_exit_2(proc, "intensity_match needs noise.model: calibrated")
 
 
 def test_realism_of_a_calibrated_store_on_held_out_tilts(refs, tmp_path_factory, tmp_path):
@@ -91,6 +94,7 @@ def test_realism_of_a_calibrated_store_on_held_out_tilts(refs, tmp_path_factory,
     # which transfer was applied is recorded with the tilts: the detector last
     tilts = json.loads((store / "samples" / "000000" / "tilts" / "zarr.json").read_text())
     assert "last" in tilts["attributes"]["transfer"]["detector"]
+    assert tilts["attributes"]["intensity_match"] == "quantiles"  # the calibrated default
     assert_one_line_exit_2(run_cli("realism", tmp_path, "--heldout", refs / "H.mrc"), "store")
     # the report's section: the same table
     page = tmp_path / "report.html"

@@ -11,6 +11,7 @@ from faket_dask.errors import InputError
 from faket_dask.stages.calibrated_noise import (
     CalibratedNoiseOptions,
     apply_calibrated_noise,
+    match_quantiles,
     tilt_filters,
 )
 from faket_dask.stages.calibration import calibrate
@@ -177,3 +178,59 @@ def test_before_detector_is_the_style_init_and_content(cal):
     d2 = (out["noisy"] - out["content"]).double().numpy()
     p2 = np.abs(np.fft.rfft2(d2 - d2.mean(axis=(1, 2), keepdims=True))) ** 2
     assert p2[:, (r > 0.35) & (r < 0.45)].mean() < 0.7 * p2[:, (r > 0.05) & (r < 0.15)].mean()
+
+
+def _ordinal_ranks(x: np.ndarray) -> np.ndarray:
+    """0-based ranks of each image's pixels, ties in order of appearance (scipy, independent)."""
+    from scipy.stats import rankdata
+
+    return np.stack([rankdata(img.ravel(), method="ordinal") - 1 for img in x])
+
+
+def test_match_quantiles_equals_an_independent_rank_map_ties_included():
+    """Same size: pixel of rank k takes the target's k-th value; ties broken by pixel order."""
+    rng = np.random.default_rng(7)
+    x = np.round(rng.normal(size=(3, 24, 20)), 1)  # many ties
+    target = rng.gamma(2.0, size=(3, 24, 20)) * np.array([1.0, 5.0, 0.1])[:, None, None]
+    out = match_quantiles(torch.from_numpy(x).float(), torch.from_numpy(target)).numpy()
+    assert out.dtype == np.float32 and out.shape == x.shape
+    ranks = _ordinal_ranks(x.astype(np.float32))
+    want = np.stack([np.sort(t.ravel())[r] for t, r in zip(target, ranks, strict=True)])
+    want = want.reshape(x.shape)
+    np.testing.assert_array_equal(out, want.astype(np.float32))
+    # the whole histogram is the target's, tilt by tilt
+    for t in range(3):
+        want_t = np.sort(target[t].ravel()).astype(np.float32)
+        np.testing.assert_array_equal(np.sort(out[t].ravel()), want_t)
+
+
+def test_match_quantiles_of_another_size_interpolates_the_target_quantiles():
+    rng = np.random.default_rng(8)
+    x = rng.standard_t(3, size=(2, 30, 17))
+    target = rng.lognormal(size=(2, 41, 23))
+    out = match_quantiles(torch.from_numpy(x), torch.from_numpy(target)).numpy()
+    n, m = 30 * 17, 41 * 23
+    ranks = _ordinal_ranks(x)
+    for t in range(2):
+        q = np.interp((ranks[t] + 0.5) / n, (np.arange(m) + 0.5) / m, np.sort(target[t].ravel()))
+        np.testing.assert_allclose(out[t].ravel(), q, rtol=1e-6)
+
+
+def test_match_quantiles_is_monotone_and_deterministic():
+    """It never reverses two pixels' order: the particles' contrast ordering is kept."""
+    rng = np.random.default_rng(9)
+    x = torch.from_numpy(np.round(rng.normal(size=(2, 32, 32)), 2)).float()
+    target = torch.from_numpy(rng.normal(size=(2, 32, 32)) ** 3)
+    out = match_quantiles(x, target)
+    for t in range(2):
+        xs, ys = x[t].ravel().numpy(), out[t].ravel().numpy()
+        order = np.lexsort((np.arange(xs.size), xs))  # by value, ties by pixel index
+        assert np.all(np.diff(ys[order]) >= 0)
+        # a strictly brighter pixel never comes out darker
+        lo, hi = xs[:, None] < xs[None, :], ys[:, None] > ys[None, :]
+        assert not np.any(lo & hi)
+    assert torch.equal(out, match_quantiles(x.clone(), target.clone()))
+    with pytest.raises(InputError, match="one T"):
+        match_quantiles(x, target[:1])
+    with pytest.raises(InputError, match="non-finite"):
+        match_quantiles(x, torch.full((2, 4, 4), float("nan")))
