@@ -65,7 +65,10 @@ __all__ = [
     "latest_status",
     "mark_complete",
     "mark_incomplete",
+    "node_attrs",
+    "open_array",
     "open_sample",
+    "open_subgroup",
     "prepare_sample",
     "read_manifest",
     "read_particles",
@@ -494,6 +497,48 @@ def open_sample(path: str | os.PathLike[str], sample_id: int) -> zarr.Group:
         str(path), path=sample_group(sample_id), mode="r", use_consolidated=False
     )
     return group
+
+
+def open_array(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """The array ``name`` in ``group``, typed as an array (``group[name]`` may be either).
+
+    Raises
+    ------
+    InputError
+        ``group`` has no member ``name``, or that member is a group.
+    """
+    member = _member(group, name)
+    if not isinstance(member, _zarr().Array):
+        raise InputError(f"{group.store_path}/{name} is a group, expected an array")
+    array: zarr.Array[Any] = member
+    return array
+
+
+def open_subgroup(group: zarr.Group, name: str) -> zarr.Group:
+    """The group ``name`` in ``group``, typed as a group (``group[name]`` may be either).
+
+    Raises
+    ------
+    InputError
+        ``group`` has no member ``name``, or that member is an array.
+    """
+    member = _member(group, name)
+    if not isinstance(member, _zarr().Group):
+        raise InputError(f"{group.store_path}/{name} is an array, expected a group")
+    sub: zarr.Group = member
+    return sub
+
+
+def _member(group: zarr.Group, name: str) -> zarr.Array[Any] | zarr.Group:
+    try:
+        return group[name]
+    except KeyError:
+        raise InputError(f"{group.store_path} has no member {name!r}") from None
+
+
+def node_attrs(node: zarr.Array[Any] | zarr.Group) -> dict[str, Any]:
+    """A Zarr node's attributes as a plain dict (values as JSON decodes them)."""
+    return dict(node.attrs)
 
 
 def read_particles(

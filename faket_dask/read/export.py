@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from faket_dask.errors import InputError
 from faket_dask.io import TiltSeries, Volume, write_tilt_series, write_volume
 from faket_dask.io import store as st
+from faket_dask.io.verify import check_sample
 from faket_dask.io.writers import array_checksum
 from faket_dask.stages.particles import COLUMNS, to_star
 
@@ -93,21 +95,8 @@ def store_info(path: str | os.PathLike[str], *, disk_usage: bool = True) -> dict
 
 
 def read_particle_table(path: str | os.PathLike[str], sample_id: int) -> pd.DataFrame:
-    """A sample's particle table as a DataFrame (string columns decoded)."""
-    import pandas as pd
-
-    g = st.open_sample(path, sample_id)
-    parts = g["particles"]
-    cols: dict[str, Any] = {}
-    for name in parts.array_keys():
-        arr = parts[name]
-        values = np.asarray(arr[...])
-        cats = arr.attrs.get("categories")
-        if cats is not None:
-            values = np.asarray(cats, dtype=object)[values]
-        cols[name] = values
-    order = [c for c in COLUMNS if c in cols] + [c for c in cols if c not in COLUMNS]
-    return pd.DataFrame({c: cols[c] for c in order})
+    """A sample's particle table as a DataFrame (string columns decoded, STAR columns first)."""
+    return st.read_particles(path, f"{st.sample_group(sample_id)}/particles", COLUMNS)
 
 
 def _check_outputs(out: Path, overwrite: bool, *, tilts: bool) -> None:
@@ -124,9 +113,6 @@ def _check_outputs(out: Path, overwrite: bool, *, tilts: bool) -> None:
 
 def _check_bytes(store: Path, sample_id: int, key: str, data: np.ndarray) -> None:
     """Refuse to export a sample whose files are damaged or whose array is not what it recorded."""
-    from faket_dask.io import store as st
-    from faket_dask.io.verify import check_sample
-
     problems, _ = check_sample(store, sample_id, full=False)
     recorded = ((st.read_sample_attrs(store, sample_id) or {}).get("checksums") or {}).get(key)
     if recorded is not None and array_checksum(data) != recorded:
@@ -169,18 +155,18 @@ def export_sample(
     _check_outputs(out, overwrite, tilts=grid == "tilts")  # all outputs before any is written
     if grid not in g.group_keys():
         raise InputError(f"sample {sample_id} has no {grid} group (not saved by its config)")
-    group = g[grid]
-    names = sorted(group.array_keys())
-    data_names = [n for n in names if len(group[n].shape) == 3]
+    group = st.open_subgroup(g, grid)
+    data_names = sorted(name for name, arr in group.arrays() if len(arr.shape) == 3)
     if var not in data_names:
         raise InputError(
             f"sample {sample_id} has no {grid} array {var!r}; it has {', '.join(data_names)}"
         )
-    data = np.asarray(group[var][...])
+    data: npt.NDArray[Any] = np.asarray(st.open_array(group, var)[...])
     _check_bytes(p, sample_id, f"{grid}/{var}", data)
-    spacing = group.attrs.get("pixel_spacing")
+    grid_attrs = st.node_attrs(group)
+    spacing = grid_attrs.get("pixel_spacing")
     if grid == "tilts":
-        angles = np.asarray(group["tilt_angle"][...])
+        angles = np.asarray(st.open_array(group, "tilt_angle")[...])
         write_tilt_series(out, TiltSeries(data, angles, spacing), var=var, overwrite=overwrite)
         written.append(out)
         if out.suffix.lower() != ".zarr" and out.with_suffix(".tlt").exists():
@@ -190,21 +176,21 @@ def export_sample(
         written.append(out)
     table = read_particle_table(p, sample_id)
     star = out.with_suffix(".star")
-    part_attrs = g["particles"].attrs
-    shape = tuple(int(s) for s in part_attrs.get("shape", (0, 0, 0)))
+    part_attrs = st.node_attrs(st.open_subgroup(g, "particles"))
+    nz, ny, nx = (int(s) for s in part_attrs.get("shape", (0, 0, 0)))
     kw: dict[str, Any] = {}
     frame = "volume"
     if grid == "tomogram":
         frame = "tomogram"
         kw = {
-            "bin": int(group.attrs.get("bin", 1)),
-            "tomogram_thickness": int(group.attrs.get("thickness", data.shape[0])),
+            "bin": int(grid_attrs.get("bin", 1)),
+            "tomogram_thickness": int(grid_attrs.get("thickness") or data.shape[0]),
         }
     to_star(
         table,
         star,
         frame,
-        shape=shape,
+        shape=(nz, ny, nx),
         pixel_spacing=float(part_attrs.get("pixel_spacing", spacing or 1.0)),
         tomo_name=f"sample_{sample_id:06d}",
         **kw,

@@ -87,3 +87,28 @@ def test_input_group_attrs_round_trip(tmp_path):
     st.write_input_group(tmp_path / "d.zarr", "inputs/noise_model_00", {"calibration": {"a": 1}})
     assert st.read_group_attrs(folder) == {"calibration": {"a": 1}}
     assert st.read_group_attrs(tmp_path / "nothing") is None
+
+
+def test_open_array_and_subgroup_narrow_or_refuse(tmp_path):
+    import numpy as np
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    sub = root.create_group("tilts")
+    sub.attrs["pixel_spacing"] = 7.5
+    sub.create_array("noisy", data=np.arange(6, dtype=np.float32).reshape(1, 2, 3))
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="r")
+
+    tilts = st.open_subgroup(g, "tilts")
+    assert isinstance(tilts, zarr.Group)
+    arr = st.open_array(tilts, "noisy")
+    assert isinstance(arr, zarr.Array)
+    np.testing.assert_array_equal(arr[...], np.arange(6).reshape(1, 2, 3))
+    assert st.node_attrs(tilts) == {"pixel_spacing": 7.5}
+    # the wrong kind of node, or none, is one clear InputError naming the path
+    with pytest.raises(InputError, match=r"tilts is a group, expected an array"):
+        st.open_array(g, "tilts")
+    with pytest.raises(InputError, match=r"noisy is an array, expected a group"):
+        st.open_subgroup(tilts, "noisy")
+    with pytest.raises(InputError, match=r"has no member 'volume'"):
+        st.open_subgroup(g, "volume")
