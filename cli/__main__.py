@@ -1,5 +1,5 @@
 """``python -m faket_dask_cli``: the same app as the ``faket-dask`` command."""
 
-from faket_dask_cli.main import main
+from .main import main
 
 main()

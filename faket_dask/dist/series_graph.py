@@ -421,8 +421,8 @@ def noise_zarr(opts: NoiseOptions, client: Client) -> dict[str, Any]:
         out = OutputArray(path, modality, shape, angles, spacing, layout, opts.overwrite)
         stores.append(da.store(block, _create_output(out), lock=False, compute=False))
     client.compute(stores, sync=True)
-    for path in {str(p) for p in opts.outputs.values()}:
-        _consolidate(path)
+    for store_path in {str(p) for p in opts.outputs.values()}:
+        _consolidate(store_path)
     return {
         "outputs": {k: str(v) for k, v in opts.outputs.items()},
         "n_blocks": int(x.numblocks[0]),

@@ -33,11 +33,18 @@ def class_colors(classes: Mapping[int, str]) -> dict[int, tuple[float, float, fl
     from matplotlib import colormaps
 
     cmap = colormaps["tab20"]
-    return {int(k): tuple(cmap((int(k) - 1) % 20)[:3]) for k in classes}
+    colors = {}
+    for k in classes:
+        r, g, b = cmap((int(k) - 1) % 20)[:3]
+        colors[int(k)] = (float(r), float(g), float(b))
+    return colors
 
 
 def projected_class_map(
-    class_mask: np.ndarray, angles_deg: Sequence[float], width: int, ids: Sequence[int]
+    class_mask: np.ndarray,
+    angles_deg: Sequence[float] | np.ndarray,
+    width: int,
+    ids: Sequence[int],
 ) -> np.ndarray:
     """`(T, Y, W)` int class id per detector pixel at each angle (0: no class on the ray).
 
@@ -45,12 +52,12 @@ def projected_class_map(
     its ray crosses over the longest path (at least half a voxel).
     """
     mask = np.asarray(class_mask)
-    best = None
-    label = None
+    best: torch.Tensor | None = None
+    label: torch.Tensor | None = None
     for cid in ids:
         one = torch.from_numpy((mask == int(cid)).astype(np.float32))
         path = -project(one, list(angles_deg), width)
-        if best is None:
+        if best is None or label is None:  # the first class: both are set together
             best = torch.full_like(path, 0.5)
             label = torch.zeros(path.shape, dtype=torch.int64)
         take = path > best

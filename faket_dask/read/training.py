@@ -117,7 +117,7 @@ class PatchDataset(Dataset):
     def _image_name(self, modality: str | None) -> str:
         ds = self.dataset.sample(self.ids[0], self.grid)
         if self.grid == "tilts":
-            name = modality or primary_array("tilts", ds.data_vars)
+            name = modality or primary_array("tilts", [str(v) for v in ds.data_vars])
             if name not in ds.data_vars:
                 have = ", ".join(str(v) for v in ds.data_vars)
                 raise InputError(f"no tilt modality {name!r} in the store; it has {have}")
