@@ -365,11 +365,8 @@ def run_case(
     log: Callable[[str], None],
     repeats: int = 1,
 ) -> CaseResult:
-    from faket_dask.stages.noise import (
-        NoiseDraw,
-        apply_noise,
-        fit_noise_model_from_reference,
-    )
+    from faket_dask.stages.noise import fit_noise_model_from_reference
+    from faket_dask.stages.noise_apply import NoiseDraw, apply_noise
     from faket_dask.stages.style import minmax
 
     clock = Clock(device)

@@ -129,6 +129,21 @@ def parse_angles(spec: str | Sequence[float] | np.ndarray | Path) -> np.ndarray:
     return validate_angles(np.asarray(spec, dtype=np.float64), source="angle list")
 
 
+def angle_array(angles_deg: object) -> npt.NDArray[np.float64]:
+    """Angles (degrees) as a non-empty 1-D float64 array of finite numbers, in any order.
+
+    Unlike :func:`validate_angles`, neither the order nor the ±90° range is checked: for angles
+    that pick points on a fitted curve.
+    """
+    try:
+        a = np.asarray(angles_deg, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"tilt angles must be numbers, got {angles_deg!r}") from None
+    if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)):
+        raise InputError("tilt angles must be a non-empty 1-D sequence of finite numbers")
+    return a
+
+
 def validate_angles(angles_deg: npt.ArrayLike, *, source: str = "angles") -> np.ndarray:
     """Check that angles are a finite, non-empty, strictly increasing 1-D list within ±90°."""
     angles = np.asarray(angles_deg, dtype=np.float64)

@@ -54,7 +54,8 @@ from faket_dask.stages.calibrated_noise import (
     load_noise_model,
 )
 from faket_dask.stages.calibration import Calibration
-from faket_dask.stages.noise import NoiseDraw, NoiseModel, apply_noise
+from faket_dask.stages.noise import NoiseModel
+from faket_dask.stages.noise_apply import NoiseDraw, apply_noise
 from faket_dask.stages.projection import project_slab
 from faket_dask.stages.style import StyleRun, style_transfer
 from faket_dask.stages.style.weights import resolve_weights
@@ -387,7 +388,7 @@ def noise_zarr(opts: NoiseOptions, client: Client) -> dict[str, Any]:
 
     ``opts.model`` is FakET's noise model or a calibration (the calibrated model).
     ``opts.outputs`` maps modalities (``noisy``, ``content``, ``baseline``) to Zarr groups; each
-    equals :func:`faket_dask.stages.noise.apply_noise` with ``rng="keyed"`` (or
+    equals :func:`faket_dask.stages.noise_apply.apply_noise` with ``rng="keyed"`` (or
     :func:`faket_dask.stages.calibrated_noise.apply_calibrated_noise`) on the whole series.
     """
     t_start = time.perf_counter()

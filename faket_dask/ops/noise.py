@@ -87,7 +87,8 @@ def apply(opts: NoiseOptions) -> dict[str, Path]:
         apply_calibrated_noise,
         load_noise_model,
     )
-    from faket_dask.stages.noise import NoiseDraw, NoiseModel, apply_noise
+    from faket_dask.stages.noise import NoiseModel
+    from faket_dask.stages.noise_apply import NoiseDraw, apply_noise
 
     noise_model = load_noise_model(opts.model)
     tensor = torch.from_numpy(series.data).to(torch_device(opts.device))

@@ -65,7 +65,8 @@ from faket_dask.stages.calibrated_noise import (
     apply_detector,
     match_quantiles,
 )
-from faket_dask.stages.noise import STATS, Curves, NoiseDraw, NoiseModel, apply_noise
+from faket_dask.stages.noise import STATS, Curves, NoiseModel
+from faket_dask.stages.noise_apply import NoiseDraw, apply_noise
 from faket_dask.stages.particles import table_record
 from faket_dask.stages.projection import project_slab
 from faket_dask.stages.reconstruction import Centring, bin_volume_labels, reconstruct

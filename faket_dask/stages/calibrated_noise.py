@@ -16,7 +16,7 @@ gives the signal the reference's signal spectrum (``S = A·CTF²`` in the calibr
 CTF's rings, envelope and MTF) while keeping the sample's own phases, and flips the contrast
 where the CTF changes sign, as a microscope does. Signal and noise then stand at the
 reference's SNR, ``mean S / mean B``. BASELINE uses the tilt-averaged calibration (no tilt
-dependence). The noise stream is :func:`faket_dask.stages.noise.noise_field`'s, keyed by
+dependence). The noise stream is :func:`faket_dask.stages.noise_apply.noise_field`'s, keyed by
 ``(seed, sample_id, tilt)``: deterministic, whichever worker draws it.
 
 FakET's style step (unchanged) runs before the detector, on ``noisy_pre``/``content_pre``
@@ -38,9 +38,10 @@ import numpy as np
 import torch
 
 from faket_dask.errors import InputError
-from faket_dask.stages._stats import match_quantiles
+from faket_dask.stages._stats import match_mean_std, match_quantiles
 from faket_dask.stages.calibration import CALIBRATION_FORMAT, Calibration
-from faket_dask.stages.noise import CONTENT_FACTOR, NoiseModel, match_mean_std, noise_field
+from faket_dask.stages.noise import CONTENT_FACTOR, NoiseModel
+from faket_dask.stages.noise_apply import noise_field
 from faket_dask.stages.style.losses import STEP_SIZE, ema_weights
 
 __all__ = [
@@ -318,7 +319,7 @@ def apply_calibrated_noise(
     angles_deg
         `(T,)` the tilts' angles.
     seed, sample_id
-        Key of the noise streams (as :func:`faket_dask.stages.noise.apply_noise`), with
+        Key of the noise streams (as :func:`faket_dask.stages.noise_apply.apply_noise`), with
         ``options.tilt_offset``.
     options
         Modalities, CONTENT's noise factor, tilt offset, pixel spacing check.

@@ -26,7 +26,8 @@ def one_thread():
 
 @pytest.mark.parametrize("ext", [".mrc", ".zarr"])
 def test_chain_matches_library(tmp_path: Path, ext: str, one_thread: None) -> None:
-    from faket_dask.stages.noise import NoiseDraw, NoiseModel, apply_noise, fit_noise_model
+    from faket_dask.stages.noise import NoiseModel, fit_noise_model
+    from faket_dask.stages.noise_apply import NoiseDraw, apply_noise
     from faket_dask.stages.projection import project
     from faket_dask.stages.style import StyleRun, style_transfer
     from faket_dask.stages.style.weights import load_vgg19
