@@ -26,7 +26,7 @@ from faket_dask.angles import parse_angles
 from faket_dask.config import config_from_dict
 from faket_dask.stages.projection import project
 from faket_dask.stages.reconstruction import bin_tilts, reconstruct
-from faket_dask.stages.reference import SynthOptions, synth_reference
+from faket_dask.stages.reference_synth import SynthOptions, synth_reference
 from faket_dask.stages.sample import BuildSpec, build_layout, iter_slabs
 
 

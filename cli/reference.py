@@ -206,7 +206,7 @@ def synth(
     check_output(output, overwrite, tilts=True, siblings=(".synth.json",))
     # torch: loaded when the command runs, so that --help stays fast
     from faket_dask.ops.reference import synth as synth_locally
-    from faket_dask.stages.reference import STAND_IN_NOTE
+    from faket_dask.stages.reference_synth import STAND_IN_NOTE
 
     params = {
         "pixel_spacing": pixel_spacing,

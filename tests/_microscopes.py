@@ -19,7 +19,7 @@ MICROSCOPES = {
 
 def synth(name: str, seed: int, size: int = 256, angles: np.ndarray = ANGLES):
     """``(series, truth)`` of one microscope (truth: synth_reference's per-tilt record)."""
-    from faket_dask.stages.reference import SynthOptions, synth_reference
+    from faket_dask.stages.reference_synth import SynthOptions, synth_reference
 
     truth: dict = {}
     s = synth_reference(

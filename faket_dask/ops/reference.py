@@ -115,12 +115,12 @@ def synth(
 ) -> Path:
     """Write a stand-in reference of `dims` `(T, H, W)` and its ``.synth.json``; the latter's path.
 
-    ``params`` are :class:`faket_dask.stages.reference.SynthOptions`' fields. The
+    ``params`` are :class:`faket_dask.stages.reference_synth.SynthOptions`' fields. The
     sidecar records them and the per-tilt truth (``truth``: SNR, signal and noise variance,
     electrons per pixel), against which a calibration can be checked.
     """
     # torch and the stages: loaded when the command runs
-    from faket_dask.stages.reference import SynthOptions, synth_params, synth_reference
+    from faket_dask.stages.reference_synth import SynthOptions, synth_params, synth_reference
 
     sidecar = output.with_suffix(".synth.json")
     t, h, w = dims

@@ -24,7 +24,7 @@ from faket_dask.io import TiltSeries, read_tilt_series, write_tilt_series
 from faket_dask.io import store as st
 from faket_dask.stages.calibration import Calibration, calibrate
 from faket_dask.stages.noise import NoiseModel, fit_noise_model_from_reference
-from faket_dask.stages.reference import demo_reference
+from faket_dask.stages.reference_synth import demo_reference
 from faket_dask.stages.style.weights import resolve_weights
 
 
@@ -165,8 +165,8 @@ def materialize_inputs(
 ) -> SharedInputs:
     """Write what workers read into ``<store>/inputs/`` (client only) and record identities.
 
-    The demo reference (``faket_dask.stages.reference.demo_reference`` over every angle a sample
-    may use) and noise models (copied, or the demo model fitted on the demo reference at
+    The demo reference (``faket_dask.stages.reference_synth.demo_reference`` over every angle a
+    sample may use) and noise models (copied, or the demo model fitted on the demo reference at
     :data:`DEMO_SNR`) land in the store, so that workers need nothing but the store.
     """
     root = Path(store).resolve()

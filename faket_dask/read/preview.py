@@ -31,7 +31,7 @@ from faket_dask.read.labels import (
     projected_class_map,
 )
 from faket_dask.read.metrics import radial_power_spectrum
-from faket_dask.stages.reference import demo_reference
+from faket_dask.stages.reference_synth import demo_reference
 
 __all__ = [
     "LABELS",

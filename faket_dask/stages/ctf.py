@@ -21,22 +21,81 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.optimize import least_squares, minimize_scalar
-
-from faket_dask.stages.reference import ctf, electron_wavelength
 
 __all__ = [
     "Optics",
     "SpectrumFit",
     "bin_average_ctf2",
+    "ctf",
+    "ctf_zeros",
+    "electron_wavelength",
     "fit_defocus",
     "fit_spectrum",
+    "interaction_constant",
     "radial_grid",
     "tilt_power_spectrum",
 ]
 
 _SUBSAMPLES = 8
 """Radii per bin at which CTF² is averaged (rings narrower than a bin average out)."""
+
+
+def electron_wavelength(voltage_kv: float) -> float:
+    """Relativistic electron wavelength in Å: ``h / sqrt(2 m e V (1 + e V / (2 m c²)))``."""
+    v = voltage_kv * 1e3
+    return 12.264259 / math.sqrt(v * (1.0 + 0.97847574e-6 * v))
+
+
+def interaction_constant(voltage_kv: float) -> float:
+    """σ_e in rad/(V·Å): ``(2π / (λ V)) · (m c² + e V) / (2 m c² + e V)``."""
+    v = voltage_kv * 1e3
+    mc2 = 510998.95
+    return 2 * math.pi / (electron_wavelength(voltage_kv) * v) * (mc2 + v) / (2 * mc2 + v)
+
+
+def ctf(
+    k: np.ndarray | torch.Tensor,
+    defocus_um: float,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+) -> np.ndarray | torch.Tensor:
+    """Phase-contrast CTF at spatial frequency ``k`` (1/Å).
+
+    ``CTF = −(√(1 − A²)·sin χ + A·cos χ) = −sin(χ + asin A)`` with
+    ``χ = π λ Δf k² − (π/2) Cs λ³ k⁴``, ``Δf > 0`` underfocus (Å), ``Cs`` in Å. Negative at low
+    frequency: dense matter is dark.
+    """
+    lam = electron_wavelength(voltage_kv)
+    df = defocus_um * 1e4
+    cs = cs_mm * 1e7
+    lib = torch if isinstance(k, torch.Tensor) else np
+    k2 = k * k
+    chi = math.pi * lam * df * k2 - 0.5 * math.pi * cs * lam**3 * k2 * k2
+    out: np.ndarray | torch.Tensor = -lib.sin(chi + math.asin(amplitude_contrast))
+    return out
+
+
+def ctf_zeros(
+    n: int,
+    defocus_um: float,
+    voltage_kv: float = 300.0,
+    cs_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+) -> np.ndarray:
+    """The first ``n`` zeros of :func:`ctf` in 1/Å: ``χ(k) + asin A = jπ``, ``j = 1..n``."""
+    lam = electron_wavelength(voltage_kv)
+    a = 0.5 * math.pi * cs_mm * 1e7 * lam**3
+    b = math.pi * lam * defocus_um * 1e4
+    out = []
+    for j in range(1, n + 1):
+        c = j * math.pi - math.asin(amplitude_contrast)
+        # a q² − b q + c = 0 with q = k²: the smaller root (the defocus-dominated branch).
+        q = c / b if a == 0 else (b - math.sqrt(b * b - 4 * a * c)) / (2 * a)
+        out.append(math.sqrt(q))
+    return np.array(out)
 
 
 def radial_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

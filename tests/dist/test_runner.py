@@ -38,7 +38,7 @@ def _inputs_files(tmp):
     """A second style reference (MRC + .tlt) and a second noise model (noise.json)."""
     from faket_dask.io import write_tilt_series
     from faket_dask.stages.noise import fit_noise_model_from_reference
-    from faket_dask.stages.reference import demo_reference
+    from faket_dask.stages.reference_synth import demo_reference
 
     angles = np.array([-40.0, 0.0, 40.0])
     ref = demo_reference((16, 16), angles, 20.0, seed=5)

@@ -7,20 +7,22 @@ import pytest
 
 from faket_dask.stages.ctf import (
     Optics,
+    ctf,
+    ctf_zeros,
+    electron_wavelength,
     fit_defocus,
     fit_spectrum,
     radial_grid,
     tilt_power_spectrum,
 )
-from faket_dask.stages.reference import SynthOptions, ctf_zeros, synth_reference
-from faket_dask.stages.reference import ctf as reference_ctf
+from faket_dask.stages.reference_synth import SynthOptions, synth_reference
 
 
 def _image_with_spectrum(n, ps, df, noise, envelope, seed):
     """White noise filtered in 2-D so that its power is noise(ν) + envelope(ν)·CTF²(k)."""
     rng = np.random.default_rng(seed)
     r, _ = radial_grid(n, n)
-    c = reference_ctf(r / ps, df)
+    c = ctf(r / ps, df)
     sig = np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * np.sqrt(envelope(r)) * c).real
     bg = np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, n))) * np.sqrt(noise(r))).real
     return sig + bg
@@ -76,3 +78,12 @@ def test_carbon_thon_rings_give_the_synth_defocus():
     k1, k3 = ctf_zeros(3, 2.5)[[0, 2]]
     assert o.n_zeros(k1 * 0.99, k3 * 1.01, 2.5) == 3
     np.testing.assert_allclose(o.ctf(np.array([k1]), 2.5), 0.0, atol=1e-9)
+
+
+def test_electron_wavelength_and_ctf_zeros() -> None:
+    assert electron_wavelength(300) == pytest.approx(0.019687, rel=1e-4)
+    assert electron_wavelength(200) == pytest.approx(0.025079, rel=1e-4)
+    z = ctf_zeros(3, 2.5, 300, 2.7, 0.07)
+    np.testing.assert_allclose(ctf(z, 2.5, 300, 2.7, 0.07), 0.0, atol=1e-9)
+    assert np.all(np.diff(z) > 0)
+    assert ctf(np.array([1e-4]), 2.5)[0] < 0  # dense is dark at low frequency
