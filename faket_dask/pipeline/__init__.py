@@ -5,7 +5,7 @@
 order, writing the sample), ``overlap`` (read-ahead, the writer thread, the device lock).
 """
 
-from faket_dask.pipeline.draw import SampleSpec, draw
+from faket_dask.pipeline.draw import SampleDraw, SampleSpec, draw
 from faket_dask.pipeline.inputs import SharedInputs, materialize_inputs, resolve_inputs
 from faket_dask.pipeline.simulate import simulate_sample
 from faket_dask.pipeline.worker_cache import (
@@ -18,6 +18,7 @@ from faket_dask.pipeline.worker_cache import (
 )
 
 __all__ = [
+    "SampleDraw",
     "SampleSpec",
     "SharedInputs",
     "deterministic_mode",

@@ -48,7 +48,7 @@ from faket_dask.io import store as st
 from faket_dask.io import writers as wr
 from faket_dask.io.jsonable import jsonable
 from faket_dask.io.multiscale import write_grid_multiscale
-from faket_dask.pipeline.draw import SampleSpec, _apply_fault, draw
+from faket_dask.pipeline.draw import SampleDraw, SampleSpec, _apply_fault, draw
 from faket_dask.pipeline.overlap import Background, device_lock, read_ahead
 from faket_dask.pipeline.worker_cache import (
     _load_calibration,
@@ -85,14 +85,14 @@ CALIBRATED_TRANSFER = {
 
 def _noise(
     spec: SampleSpec,
-    drew: Mapping[str, Any],
+    drew: SampleDraw,
     noiseless: torch.Tensor,
     angles: np.ndarray,
     modalities: Sequence[str],
 ) -> dict[str, torch.Tensor]:
     """NOISY/CONTENT/BASELINE by FakET's model, or by the calibrated one."""
     cfg = spec.config
-    entry = spec.inputs.noise_models[drew["noise_model"]]
+    entry = spec.inputs.noise_models[drew.noise_model]
     if entry.get("spec") == "calibrated":
         options = CalibratedNoiseOptions(
             modalities=tuple(modalities),
@@ -105,8 +105,8 @@ def _noise(
             noiseless, calibration, angles, spec.seed, spec.sample_id, options
         )
     model = _load_noise_model(entry["path"])
-    if drew["snr"] is not None:
-        model = _with_snr(model, drew["snr"])
+    if drew.snr is not None:
+        model = _with_snr(model, drew.snr)
     return apply_noise(
         noiseless,
         model,
@@ -119,10 +119,10 @@ def _noise(
     )
 
 
-def _calibrated(spec: SampleSpec, drew: Mapping[str, Any]) -> bool:
+def _calibrated(spec: SampleSpec, drew: SampleDraw) -> bool:
     """Whether the sample's drawn noise model is the calibrated one."""
-    models, i = spec.inputs.noise_models, drew.get("noise_model")
-    return i is not None and i < len(models) and models[i].get("spec") == "calibrated"
+    models, i = spec.inputs.noise_models, drew.noise_model
+    return i < len(models) and models[i].get("spec") == "calibrated"
 
 
 def _with_snr(model: NoiseModel, snr: float) -> NoiseModel:
@@ -228,11 +228,12 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
         summary["reused"] = True
         return summary
     drew = draw(spec)
+    record = drew.to_dict()  # what the sample's attributes and summary store
     device = resolve_device(spec.config.style.device)
     group = st.prepare_sample(
         spec.store,
         spec.sample_id,
-        {"seed": int(spec.seed), "run_id": spec.run_id, "drew": drew, "started_at": _now()},
+        {"seed": int(spec.seed), "run_id": spec.run_id, "drew": record, "started_at": _now()},
     )
     # Writes run on a writer thread while the device works on the next stage: the volume's
     # checksum read-back and the noiseless tilts during the noise, those during the style
@@ -252,7 +253,7 @@ def simulate_sample(spec: SampleSpec) -> dict[str, Any]:
         "sample_id": int(spec.sample_id),
         "status": "ok",
         "seed": int(spec.seed),
-        "drew": drew,
+        "drew": record,
         "layout": built.layout_info,
         "n_particles": built.n_particles,
         "checksums": checksums,
@@ -275,12 +276,12 @@ class _SampleRun:
     """
 
     def __init__(
-        self, spec: SampleSpec, drew: dict[str, Any], device: str, group: Any, bg: Background
+        self, spec: SampleSpec, drew: SampleDraw, device: str, group: Any, bg: Background
     ) -> None:
         self.spec = spec
         self.cfg: SimulationConfig = spec.config
         self.drew = drew
-        self.angles = np.asarray(drew["angles"], dtype=np.float64)
+        self.angles = np.asarray(drew.angles, dtype=np.float64)
         self.device = device
         self.modalities = list(self.cfg.output.modalities)
         self.group = group
@@ -302,12 +303,10 @@ class _SampleRun:
         """The volume and labels (written), the noiseless tilts (misaligned as drawn)."""
         with self.timer("build+project"):
             built = _build_and_project(
-                self.spec, self.group, self.angles, self.device, self.drew["particle_mix"], self.bg
+                self.spec, self.group, self.angles, self.device, self.drew.particle_mix, self.bg
             )
         with self.lock, self.timer("misalign"):
-            noiseless = _misalign(
-                built.noiseless, self.drew["tilt_axis_deg"], self.drew["shifts_px"]
-            )
+            noiseless = _misalign(built.noiseless, self.drew.tilt_axis_deg, self.drew.shifts_px)
         self.stacks["noiseless"] = noiseless
         t, h, w = (int(v) for v in noiseless.shape)
         self.tilts = _tilts_writer(
@@ -503,7 +502,7 @@ def _volume_checksums(writer: Any, ps: float, classes: dict[int, str]) -> dict[s
 
 def _style(
     spec: SampleSpec,
-    drew: Mapping[str, Any],
+    drew: SampleDraw,
     angles: np.ndarray,
     stacks: Mapping[str, Any],
     device: str,
@@ -516,7 +515,7 @@ def _style(
     """
     cfg = spec.config
     detector_last = _calibrated(spec, drew)
-    ref_rec = spec.inputs.style_references[drew["style_reference"]]
+    ref_rec = spec.inputs.style_references[drew.style_reference]
     ref, ref_angles = _load_reference(ref_rec["path"])
     style_np, idx = _style_stack(ref, ref_angles, angles)
     model = get_style_model(str(spec.inputs.weights_spec), spec.inputs.weights_seed, device)
@@ -539,7 +538,7 @@ def _style(
     if not detector_last:
         return styled
     ref64 = np.asarray(style_np, dtype=np.float64)
-    entry = spec.inputs.noise_models[drew["noise_model"]]
+    entry = spec.inputs.noise_models[drew.noise_model]
     calibration = _load_calibration(entry["path"])
     out = apply_detector(
         styled, calibration, angles, ref64.mean(axis=(1, 2)), ref64.std(axis=(1, 2))
@@ -631,7 +630,7 @@ def _write_tomogram(spec: SampleSpec, group: Any, tomo: Mapping[str, Any], built
 def _tilts_writer(
     spec: SampleSpec,
     group: Any,
-    drew: Mapping[str, Any],
+    drew: SampleDraw,
     modalities: Sequence[str],
     shape: tuple[int, int, int],
     angles: np.ndarray,
@@ -639,13 +638,13 @@ def _tilts_writer(
     """The sample's ``tilts`` group with one array per modality, ready for whole stacks."""
     cfg = spec.config
     extra: dict[str, np.ndarray] = {}
-    if drew.get("shifts_px") is not None:
-        sh = np.asarray(drew["shifts_px"], dtype=np.float64)
+    if drew.shifts_px is not None:
+        sh = np.asarray(drew.shifts_px, dtype=np.float64)
         extra = {"shift_y_px": sh[:, 0], "shift_x_px": sh[:, 1]}
     attrs: dict[str, Any] = {
-        "tilt_axis_deg": drew.get("tilt_axis_deg", 0.0),
-        "style_reference": drew.get("style_reference"),
-        "noise_model": drew.get("noise_model"),
+        "tilt_axis_deg": drew.tilt_axis_deg,
+        "style_reference": drew.style_reference,
+        "noise_model": drew.noise_model,
         "weights": spec.inputs.weights.get("name") if spec.inputs.weights else None,
     }
     if _calibrated(spec, drew):
