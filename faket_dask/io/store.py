@@ -41,7 +41,7 @@ import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +86,8 @@ MANIFEST = "manifest.jsonl"
 SAMPLES = "samples"
 INPUTS = "inputs"
 FORMAT_VERSION = 1
+
+_Node = TypeVar("_Node")
 
 
 def _zarr() -> Any:
@@ -502,38 +504,32 @@ def open_sample(path: str | os.PathLike[str], sample_id: int) -> zarr.Group:
 def open_array(group: zarr.Group, name: str) -> zarr.Array[Any]:
     """The array ``name`` in ``group``, typed as an array (``group[name]`` may be either).
 
-    Raises
-    ------
-    InputError
-        ``group`` has no member ``name``, or that member is a group.
+    Raises :class:`InputError` when ``group`` has no member ``name`` or that member is a group.
     """
-    member = _member(group, name)
-    if not isinstance(member, _zarr().Array):
-        raise InputError(f"{group.store_path}/{name} is a group, expected an array")
-    array: zarr.Array[Any] = member
+    array: zarr.Array[Any] = _member(group, name, _zarr().Array)
     return array
 
 
 def open_subgroup(group: zarr.Group, name: str) -> zarr.Group:
     """The group ``name`` in ``group``, typed as a group (``group[name]`` may be either).
 
-    Raises
-    ------
-    InputError
-        ``group`` has no member ``name``, or that member is an array.
+    Raises :class:`InputError` when ``group`` has no member ``name`` or that member is an array.
     """
-    member = _member(group, name)
-    if not isinstance(member, _zarr().Group):
-        raise InputError(f"{group.store_path}/{name} is an array, expected a group")
-    sub: zarr.Group = member
+    sub: zarr.Group = _member(group, name, _zarr().Group)
     return sub
 
 
-def _member(group: zarr.Group, name: str) -> zarr.Array[Any] | zarr.Group:
+def _member(group: zarr.Group, name: str, kind: type[_Node]) -> _Node:
+    """``group[name]``, which must be a ``kind`` (``zarr.Array`` or ``zarr.Group``)."""
     try:
-        return group[name]
+        member = group[name]
     except KeyError:
         raise InputError(f"{group.store_path} has no member {name!r}") from None
+    if not isinstance(member, kind):
+        is_array = kind is _zarr().Array
+        found, wanted = ("a group", "an array") if is_array else ("an array", "a group")
+        raise InputError(f"{group.store_path}/{name} is {found}, expected {wanted}")
+    return member
 
 
 def node_attrs(node: zarr.Array[Any] | zarr.Group) -> dict[str, Any]:

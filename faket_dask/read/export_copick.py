@@ -43,11 +43,11 @@ import numpy as np
 
 from faket_dask.errors import InputError
 from faket_dask.io.ome import label_colour
-from faket_dask.read.access import open_dataset
 from faket_dask.read.export_ngff import (
     class_names,
     has_grid,
     prepare_output,
+    samples_to_export,
     write_ngff04_image,
 )
 from faket_dask.stages.particles import matrices_from_table, star_coordinates
@@ -257,12 +257,8 @@ def export_copick(
     dict
         ``{"config": path, "runs": n, "picks": n files, "points": n}``.
     """
-    ds = open_dataset(store)
-    ids = list(ds.ids if sample_ids is None else sample_ids)
-    if not ids:
-        raise InputError(f"{store} has no complete samples to export")
+    ds, ids = samples_to_export(store, sample_ids)
     for sid in ids:
-        ds.check_id(sid)
         if not has_grid(ds, sid, "tomogram"):
             raise InputError(
                 f"sample {sid} has no tomogram; copick needs one (set reconstruction.enabled)"

@@ -40,6 +40,7 @@ __all__ = [
     "export_ngff04",
     "has_grid",
     "prepare_output",
+    "samples_to_export",
     "write_ngff04_image",
 ]
 
@@ -116,6 +117,25 @@ def write_ngff04_image(
     return path
 
 
+def samples_to_export(
+    store: str | os.PathLike[str], sample_ids: Sequence[int] | None, *, allow_none: bool = False
+) -> tuple[Any, list[int]]:
+    """The open dataset and the samples an export writes: those given, or every complete one.
+
+    Raises
+    ------
+    InputError
+        A given sample is not complete in the store, or (unless ``allow_none``) there is none.
+    """
+    ds = open_dataset(store)
+    ids = list(ds.ids if sample_ids is None else sample_ids)
+    if not ids and not allow_none:
+        raise InputError(f"{store} has no complete samples to export")
+    for sid in ids:
+        ds.check_id(sid)
+    return ds, ids
+
+
 def has_grid(ds: Any, sample_id: int, grid: str) -> bool:
     """Whether a sample of an open dataset has the group ``grid`` (``volume``, ``tomogram``)."""
     return (Path(ds.path) / "samples" / f"{int(sample_id):06d}" / grid / "zarr.json").is_file()
@@ -142,10 +162,7 @@ def export_ngff04(
 
     Returns ``{"samples": n, "images": [paths]}``.
     """
-    ds = open_dataset(store)
-    ids = list(ds.ids if sample_ids is None else sample_ids)
-    for sid in ids:
-        ds.check_id(sid)
+    ds, ids = samples_to_export(store, sample_ids, allow_none=True)
     out = prepare_output(output, overwrite)
     written: list[Path] = []
     for sid in ids:

@@ -61,8 +61,7 @@ from faket_dask.angles import write_tilt_file
 from faket_dask.errors import InputError
 from faket_dask.io.mrc import write_mrc
 from faket_dask.io.ome import TILT_PREFERENCE
-from faket_dask.read.access import open_dataset
-from faket_dask.read.export_ngff import has_grid, prepare_output
+from faket_dask.read.export_ngff import has_grid, prepare_output, samples_to_export
 from faket_dask.stages.particles import star_blocks
 from faket_dask.stages.projection import padded_size
 
@@ -364,12 +363,7 @@ def export_relion5(
     "tilt_series": n, "particles_n": n}``.
     """
     opts = options or RelionOptions()
-    ds = open_dataset(store)
-    ids = list(ds.ids if sample_ids is None else sample_ids)
-    if not ids:
-        raise InputError(f"{store} has no complete samples to export")
-    for sid in ids:
-        ds.check_id(sid)
+    ds, ids = samples_to_export(store, sample_ids)
     out = prepare_output(output, overwrite)
     (out / "tilt_series").mkdir()
     if any(has_grid(ds, sid, "tomogram") for sid in ids):

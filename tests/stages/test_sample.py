@@ -152,6 +152,21 @@ def test_counts_that_cannot_fit_raise():
     spec = make_spec(particles=[{"name": "huge", "template": "builtin:ribosome", "count": 1}])
     with pytest.raises(InputError, match="does not fit"):
         build_layout(spec)
+    # membranes and beads that cannot all fit name the object and the knob to turn
+    crowded = {
+        "membranes": {"membranes": {"vesicles": 40, "vesicle_radius": [150, 200]}},
+        "planar": {"membranes": {"planar": 40, "planar_radius": [200, 240]}},
+        "beads": {"fiducials": {"count": 400, "radius": 60}},
+    }
+    expected = {
+        "membranes": r"vesicle \d+ of 40 .*sample\.membranes\.vesicles",
+        "planar": r"planar membrane \d+ of 40 .*sample\.membranes\.planar",
+        "beads": r"gold bead \d+ of 400 .*sample\.fiducials\.count",
+    }
+    for name, extra in crowded.items():
+        spec = make_spec(particles=[], occupancy=0, placement_attempts=50, **extra)
+        with pytest.raises(InputError, match=expected[name]):
+            build_layout(spec)
 
 
 def test_abundances_within_sampling_error():

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +205,26 @@ def _place(
     return None
 
 
+def _place_object(
+    occ: OccupancyGrid,
+    rng: np.random.Generator,
+    make: Callable[[np.ndarray], _Object],
+    bounds: tuple[np.ndarray, np.ndarray],
+    probe: np.ndarray | None,
+    attempts: int,
+    refusal: str,
+) -> _Object:
+    """The object ``make(pos)`` at the first free position :func:`_place` finds in ``bounds``.
+
+    Raises :class:`InputError` with ``refusal`` when no position is free.
+    """
+    low, high = bounds
+    placed = _place(occ, rng, lambda p: list(make(p).chunks()), low, high, probe, attempts)
+    if placed is None:
+        raise InputError(refusal)
+    return make(placed[0])
+
+
 def _draw_membranes(
     spec: BuildSpec,
     rng: np.random.Generator,
@@ -215,31 +236,27 @@ def _draw_membranes(
     shape = spec.shape
     half = max(cfg.thickness / 2.0 / ps, math.sqrt(3) / 2)  # at least one voxel thick
     attempts = spec.sample.placement_attempts
-    full = np.array(shape, dtype=np.int64) - 1
+    everywhere = (np.zeros(3, np.int64), np.array(shape, dtype=np.int64) - 1)
+    # what every membrane of this class shares, vesicle or planar
+    common: dict[str, Any] = {
+        "class_id": class_id,
+        "half": half,
+        "density": cfg.density,
+        "leaflets": cfg.leaflets,
+        "shape": shape,
+    }
     out: list[_Object] = []
     for k in range(cfg.vesicles):
         radius = rng.uniform(*cfg.vesicle_radius) / ps
 
         def make(pos: np.ndarray, radius: float = radius) -> _Vesicle:
-            return _Vesicle(
-                class_id=class_id,
-                centre=pos.astype(np.float64),
-                radius=radius,
-                half=half,
-                density=cfg.density,
-                leaflets=cfg.leaflets,
-                shape=shape,
-            )
+            return _Vesicle(centre=pos.astype(np.float64), radius=radius, **common)
 
-        placed = _place(
-            occ, rng, lambda p: list(make(p).chunks()), np.zeros(3, np.int64), full, None, attempts
+        refusal = (
+            f"could not place vesicle {k + 1} of {cfg.vesicles} without overlap; lower "
+            "sample.membranes.vesicles or vesicle_radius, or enlarge the volume"
         )
-        if placed is None:
-            raise InputError(
-                f"could not place vesicle {k + 1} of {cfg.vesicles} without overlap; lower "
-                "sample.membranes.vesicles or vesicle_radius, or enlarge the volume"
-            )
-        out.append(make(placed[0]))
+        out.append(_place_object(occ, rng, make, everywhere, None, attempts, refusal))
     for k in range(cfg.planar):
         radius = rng.uniform(*cfg.planar_radius) / ps
         v = rng.standard_normal(3)
@@ -248,32 +265,13 @@ def _draw_membranes(
         def make_disc(
             pos: np.ndarray, radius: float = radius, normal: np.ndarray = normal
         ) -> _Disc:
-            return _Disc(
-                class_id=class_id,
-                centre=pos.astype(np.float64),
-                normal=normal,
-                radius=radius,
-                half=half,
-                density=cfg.density,
-                leaflets=cfg.leaflets,
-                shape=shape,
-            )
+            return _Disc(centre=pos.astype(np.float64), normal=normal, radius=radius, **common)
 
-        placed = _place(
-            occ,
-            rng,
-            lambda p: list(make_disc(p).chunks()),
-            np.zeros(3, np.int64),
-            full,
-            None,
-            attempts,
+        refusal = (
+            f"could not place planar membrane {k + 1} of {cfg.planar} without overlap; "
+            "lower sample.membranes.planar or planar_radius, or enlarge the volume"
         )
-        if placed is None:
-            raise InputError(
-                f"could not place planar membrane {k + 1} of {cfg.planar} without overlap; "
-                "lower sample.membranes.planar or planar_radius, or enlarge the volume"
-            )
-        out.append(make_disc(placed[0]))
+        out.append(_place_object(occ, rng, make_disc, everywhere, None, attempts, refusal))
     return out
 
 
@@ -304,21 +302,13 @@ def _draw_beads(
                 shape=shape,
             )
 
-        placed = _place(
-            occ,
-            rng,
-            lambda p: list(make(p).chunks()),
-            low,
-            high,
-            np.zeros(3, np.int64),
-            spec.sample.placement_attempts,
+        refusal = (
+            f"could not place gold bead {k + 1} of {cfg.count} without overlap; lower "
+            "sample.fiducials.count or enlarge the volume"
         )
-        if placed is None:
-            raise InputError(
-                f"could not place gold bead {k + 1} of {cfg.count} without overlap; lower "
-                "sample.fiducials.count or enlarge the volume"
-            )
-        out.append(make(placed[0]))
+        attempts = spec.sample.placement_attempts
+        probe = np.zeros(3, np.int64)
+        out.append(_place_object(occ, rng, make, (low, high), probe, attempts, refusal))
     return out
 
 
