@@ -57,7 +57,7 @@ def build(
 
     from faket_dask import __version__
     from faket_dask.ops.sample_build import write_sample_store
-    from faket_dask.stages.particles import to_csv, to_shrec, to_star
+    from faket_dask.stages.particles import StarGeometry, to_csv, to_shrec, to_star
     from faket_dask.stages.sample import BuildSpec, build_layout
 
     spec = BuildSpec.from_config(cfg, sample_id, seed=seed, base_dir=config.resolve().parent)
@@ -74,16 +74,15 @@ def build(
     n_part = int((table["kind"] == "particle").sum())
     echo_done(output, f"{'x'.join(map(str, layout.shape))} volume, {n_part} particles")
     if export_star is not None:
-        to_star(
-            table,
-            export_star,
+        where = StarGeometry(
+            layout.shape,
+            layout.pixel_spacing,
             star_frame,
-            shape=layout.shape,
-            pixel_spacing=layout.pixel_spacing,
             bin=cfg.reconstruction.bin,
             tomogram_thickness=cfg.reconstruction.thickness,
             tomo_name=f"sample_{spec.sample_id:06d}",
         )
+        to_star(table, export_star, where)
         echo_done(export_star, f"STAR ({star_frame} frame), {n_part} particles")
     if export_csv is not None:
         to_csv(table, export_csv)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from faket_dask.io import TiltSeries, Volume, write_tilt_series, write_volume
 from faket_dask.io import store as st
 from faket_dask.io.verify import check_sample
 from faket_dask.io.writers import array_checksum
-from faket_dask.stages.particles import COLUMNS, to_star
+from faket_dask.stages.particles import COLUMNS, StarGeometry, to_star
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -178,22 +179,15 @@ def export_sample(
     star = out.with_suffix(".star")
     part_attrs = st.node_attrs(st.open_subgroup(g, "particles"))
     nz, ny, nx = (int(s) for s in part_attrs.get("shape", (0, 0, 0)))
-    kw: dict[str, Any] = {}
-    frame = "volume"
-    if grid == "tomogram":
-        frame = "tomogram"
-        kw = {
-            "bin": int(grid_attrs.get("bin", 1)),
-            "tomogram_thickness": int(grid_attrs.get("thickness") or data.shape[0]),
-        }
-    to_star(
-        table,
-        star,
-        frame,
-        shape=(nz, ny, nx),
-        pixel_spacing=float(part_attrs.get("pixel_spacing", spacing or 1.0)),
+    where = StarGeometry(
+        (nz, ny, nx),
+        float(part_attrs.get("pixel_spacing", spacing or 1.0)),
         tomo_name=f"sample_{sample_id:06d}",
-        **kw,
     )
+    if grid == "tomogram":
+        bin_ = int(grid_attrs.get("bin", 1))
+        thickness = int(grid_attrs.get("thickness") or data.shape[0])
+        where = replace(where, frame="tomogram", bin=bin_, tomogram_thickness=thickness)
+    to_star(table, star, where)
     written.append(star)
     return written

@@ -62,7 +62,7 @@ from faket_dask.errors import InputError
 from faket_dask.io.mrc import write_mrc
 from faket_dask.io.ome import TILT_PREFERENCE
 from faket_dask.read.export_ngff import has_grid, prepare_output, samples_to_export
-from faket_dask.stages.particles import star_blocks
+from faket_dask.stages.particles import StarGeometry, star_blocks
 from faket_dask.stages.projection import padded_size
 
 __all__ = [
@@ -339,13 +339,8 @@ def _export_sample(ds: Any, sid: int, out: Path, opts: RelionOptions) -> dict[st
 def _particle_rows(ds: Any, sid: int) -> Any:
     geom = _geometry(ds, sid)
     table = ds.particles(sid)
-    blocks = star_blocks(
-        table,
-        "relion5",
-        shape=geom["volume"],
-        pixel_spacing=geom["ps"],
-        tomo_name=geom["name"],
-    )
+    where = StarGeometry(geom["volume"], geom["ps"], "relion5", tomo_name=geom["name"])
+    blocks = star_blocks(table, where)
     return blocks["particles"][list(PARTICLE_COLUMNS)]
 
 

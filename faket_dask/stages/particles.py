@@ -52,6 +52,7 @@ __all__ = [
     "STAR_ATTR_MAX_ROWS",
     "STAR_FRAMES",
     "ParticleRows",
+    "StarGeometry",
     "TableRecord",
     "angle_between",
     "canonical_quaternions",
@@ -268,40 +269,59 @@ def star_coordinates(
     }
 
 
+@dataclass(frozen=True)
+class StarGeometry:
+    """Where a STAR file's particles sit: the volume of the table and the frame written.
+
+    Attributes
+    ----------
+    shape
+        `(Z, Y, X)` of the volume the table's coordinates refer to, in voxels.
+    pixel_spacing
+        Å per voxel of that volume.
+    frame
+        One of :data:`STAR_FRAMES` (see :func:`star_coordinates`).
+    bin, tomogram_thickness
+        The tomogram's binning and Z size (binned voxels), for the ``tomogram`` frame.
+    tomo_name
+        ``rlnTomoName`` of every row.
+    """
+
+    shape: tuple[int, int, int]
+    pixel_spacing: float
+    frame: str = "volume"
+    bin: int = 1
+    tomogram_thickness: int | None = None
+    tomo_name: str = "sample_000000"
+
+
 def star_blocks(
-    table: pd.DataFrame,
-    frame: str = "volume",
-    *,
-    shape: tuple[int, int, int],
-    pixel_spacing: float,
-    bin: int = 1,
-    tomogram_thickness: int | None = None,
-    tomo_name: str = "sample_000000",
-    kinds: Sequence[str] | None = ("particle",),
+    table: pd.DataFrame, geometry: StarGeometry, kinds: Sequence[str] | None = ("particle",)
 ) -> dict[str, pd.DataFrame]:
     """The ``optics`` and ``particles`` blocks of a RELION STAR file."""
+    g = geometry
     sel = _select(table, kinds)
     coords = star_coordinates(
         sel,
-        frame,
-        shape=shape,
-        pixel_spacing=pixel_spacing,
-        bin=bin,
-        tomogram_thickness=tomogram_thickness,
+        g.frame,
+        shape=g.shape,
+        pixel_spacing=g.pixel_spacing,
+        bin=g.bin,
+        tomogram_thickness=g.tomogram_thickness,
     )
-    image_ps = float(pixel_spacing) * (bin if frame == "tomogram" else 1)
+    image_ps = float(g.pixel_spacing) * (g.bin if g.frame == "tomogram" else 1)
     optics = pd.DataFrame(
         {
             "rlnOpticsGroup": [1],
             "rlnOpticsGroupName": ["opticsGroup1"],
-            "rlnTomoTiltSeriesPixelSize": [float(pixel_spacing)],
+            "rlnTomoTiltSeriesPixelSize": [float(g.pixel_spacing)],
             "rlnImagePixelSize": [image_ps],
         }
     )
     particles = pd.DataFrame(
         {
-            "rlnTomoName": [tomo_name] * len(sel),
-            "rlnTomoParticleName": [f"{tomo_name}/{int(i)}" for i in sel["id"]],
+            "rlnTomoName": [g.tomo_name] * len(sel),
+            "rlnTomoParticleName": [f"{g.tomo_name}/{int(i)}" for i in sel["id"]],
             **coords,
             "rlnAngleRot": sel["rot"].to_numpy(),
             "rlnAngleTilt": sel["tilt"].to_numpy(),
@@ -314,61 +334,23 @@ def star_blocks(
 
 
 def star_text(
-    table: pd.DataFrame,
-    frame: str = "volume",
-    *,
-    shape: tuple[int, int, int],
-    pixel_spacing: float,
-    bin: int = 1,
-    tomogram_thickness: int | None = None,
-    tomo_name: str = "sample_000000",
-    kinds: Sequence[str] | None = ("particle",),
+    table: pd.DataFrame, geometry: StarGeometry, kinds: Sequence[str] | None = ("particle",)
 ) -> str:
     """The RELION STAR text (``optics`` + ``particles`` blocks of :func:`star_blocks`).
 
     The one STAR writer: :func:`to_star` writes this text to a file and :func:`table_record`
     keeps it beside the stored table.
     """
-    blocks = star_blocks(
-        table,
-        frame,
-        shape=shape,
-        pixel_spacing=pixel_spacing,
-        bin=bin,
-        tomogram_thickness=tomogram_thickness,
-        tomo_name=tomo_name,
-        kinds=kinds,
-    )
-    return str(starfile.to_string(blocks, float_format="%.6f"))
+    return str(starfile.to_string(star_blocks(table, geometry, kinds), float_format="%.6f"))
 
 
-def to_star(
-    table: pd.DataFrame,
-    path: str | Path,
-    frame: str = "volume",
-    *,
-    shape: tuple[int, int, int],
-    pixel_spacing: float,
-    bin: int = 1,
-    tomogram_thickness: int | None = None,
-    tomo_name: str = "sample_000000",
-) -> Path:
+def to_star(table: pd.DataFrame, path: str | Path, geometry: StarGeometry) -> Path:
     """Write a RELION STAR file of the table's particles (:func:`star_text`).
 
     ``rlnClassNumber`` is the table's ``class_id``.
     """
     path = Path(path)
-    path.write_text(
-        star_text(
-            table,
-            frame,
-            shape=shape,
-            pixel_spacing=pixel_spacing,
-            bin=bin,
-            tomogram_thickness=tomogram_thickness,
-            tomo_name=tomo_name,
-        )
-    )
+    path.write_text(star_text(table, geometry))
     return path
 
 
@@ -408,7 +390,7 @@ def table_record(
     star: str | None = None
     if len(table) <= STAR_ATTR_MAX_ROWS:
         try:
-            star = star_text(table, shape=shape, pixel_spacing=pixel_spacing, tomo_name=tomo_name)
+            star = star_text(table, StarGeometry(shape, pixel_spacing, tomo_name=tomo_name))
         except Exception as err:  # STAR is a convenience copy of the table
             star = f"# STAR export failed: {err}"
     attrs = {

@@ -14,6 +14,7 @@ from faket_dask.stages import particles
 from faket_dask.stages.particles import (
     COLUMNS,
     ParticleRows,
+    StarGeometry,
     angle_between,
     quaternions_to_matrices,
     random_quaternions,
@@ -111,9 +112,8 @@ def test_table_columns_and_angstrom():
 @pytest.mark.parametrize("frame", ["volume", "tomogram", "relion5"])
 def test_star_reads_back(tmp_path, frame):
     t = small_table()
-    path = to_star(
-        t, tmp_path / "p.star", frame, shape=SHAPE, pixel_spacing=PS, bin=2, tomogram_thickness=8
-    )
+    where = StarGeometry(SHAPE, PS, frame, bin=2, tomogram_thickness=8)
+    path = to_star(t, tmp_path / "p.star", where)
     star = starfile.read(path, always_dict=True)
     assert set(star) == {"optics", "particles"}
     p = star["particles"]
@@ -185,18 +185,19 @@ def test_bad_lists(tmp_path):
     with pytest.raises(InputError, match="expected"):
         read_particle_list(tmp_path / "bad.txt")
     with pytest.raises(InputError, match="frame"):
-        to_star(small_table(), tmp_path / "x.star", "nowhere", shape=SHAPE, pixel_spacing=PS)
+        to_star(small_table(), tmp_path / "x.star", StarGeometry(SHAPE, PS, "nowhere"))
 
 
 def test_one_star_route(tmp_path, monkeypatch):
     # to_star writes star_text; table_record keeps the same text beside the stored columns
     t = small_table()
-    path = to_star(t, tmp_path / "p.star", shape=SHAPE, pixel_spacing=PS, tomo_name="s_000003")
-    text = star_text(t, shape=SHAPE, pixel_spacing=PS, tomo_name="s_000003")
+    where = StarGeometry(SHAPE, PS, tomo_name="s_000003")
+    path = to_star(t, tmp_path / "p.star", where)
+    text = star_text(t, where)
     assert path.read_text() == text
     assert len(starfile.read(path)["particles"]) == int((t["kind"] == "particle").sum())
     everything = starfile.read(tmp_path / "p.star", always_dict=True)
-    (tmp_path / "all.star").write_text(star_text(t, shape=SHAPE, pixel_spacing=PS, kinds=None))
+    (tmp_path / "all.star").write_text(star_text(t, StarGeometry(SHAPE, PS), kinds=None))
     assert len(starfile.read(tmp_path / "all.star")["particles"]) == len(t)
     rec = table_record(
         t, shape=SHAPE, pixel_spacing=PS, classes={1: "ribo", 2: "rod"}, tomo_name="s_000003"
