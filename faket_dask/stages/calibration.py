@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from faket_dask.angles import validate_angles
 from faket_dask.errors import InputError
+from faket_dask.io.textfile import read_text_file
 from faket_dask.stages.ctf import (
     Optics,
     fit_defocus,
@@ -183,13 +184,7 @@ class Calibration(BaseModel):
     def load(cls, path: str | Path) -> Calibration:
         """Read a calibration written by :meth:`save`."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"calibration file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read calibration file {path}: {e}") from None
-        return cls.from_json(text, source=str(path))
+        return cls.from_json(read_text_file(path, "calibration file"), source=str(path))
 
     def interpolation(self, angle_deg: float) -> tuple[int, int, float]:
         """The two reference tilts about ``angle_deg`` and the weight of the second.

@@ -34,6 +34,7 @@ from faket_dask import __version__
 from faket_dask.angles import angle_array, validate_angles
 from faket_dask.errors import InputError
 from faket_dask.io.jsonable import jsonable
+from faket_dask.io.textfile import read_text_file
 
 __all__ = [
     "ANGLE_TOL_DEG",
@@ -183,12 +184,7 @@ class NoiseModel(BaseModel):
         path = Path(path)
         if path.is_dir():
             path = path / NOISE_FILENAME
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"noise model file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read noise model file {path}: {e}") from None
+        text = read_text_file(path, "noise model file")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
