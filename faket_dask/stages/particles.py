@@ -339,9 +339,12 @@ def star_text(
     """The RELION STAR text (``optics`` + ``particles`` blocks of :func:`star_blocks`).
 
     The one STAR writer: :func:`to_star` writes this text to a file and :func:`table_record`
-    keeps it beside the stored table.
+    keeps it beside the stored table. starfile's first line (``# Created by ... at <time>``)
+    is left out, so the text is a function of the table alone.
     """
-    return str(starfile.to_string(star_blocks(table, geometry, kinds), float_format="%.6f"))
+    text = str(starfile.to_string(star_blocks(table, geometry, kinds), float_format="%.6f"))
+    first, _, rest = text.partition("\n")
+    return rest if first.startswith("# Created by") else text
 
 
 def to_star(table: pd.DataFrame, path: str | Path, geometry: StarGeometry) -> Path:
