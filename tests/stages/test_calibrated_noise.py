@@ -105,7 +105,7 @@ def test_detector_mtf_recovers_the_synth_detector(cal):
     Compared along the x axis up to 0.45 cycles/pixel (the fit band ends at 0.7 radially).
     """
     from faket_dask.stages.calibrated_noise import detector_mtf
-    from faket_dask.stages.reference import detector_mtf as analytic
+    from faket_dask.stages.reference_synth import detector_mtf as analytic
 
     n = 256
     ours = detector_mtf(cal, 0.0, (n, n))[0, : int(0.45 * n)]
