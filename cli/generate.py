@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from typer.core import TyperCommand
@@ -252,7 +251,8 @@ class DemoSizeCommand(TyperCommand):
     A click option with an optional value would swallow the option that follows it.
     """
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    # ctx is typer's vendored click Context (typer._click, not the click package): Any here
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """Attach ``--demo``'s size word, then parse as usual."""
         return super().parse_args(ctx, demo_size_argv(args))
 
