@@ -60,6 +60,7 @@ __all__ = [
     "read_atoms",
     "resample_map",
     "rotate_template",
+    "rotated_box_density",
 ]
 
 MAP_SUFFIXES = (".mrc", ".map")
@@ -182,6 +183,29 @@ def make_template(
 # --------------------------------------------------------------------------- rotation
 
 
+def rotated_box_density(
+    template: Template, m: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
+    """The rotated density on the box ``lo..hi`` (inclusive), shape ``(hi - lo + 1)``, float32.
+
+    ``m`` maps an output (z, y, x) offset to a template (z, y, x) offset. SciPy's linear
+    interpolation about the reference point: the one call every host rotation goes through, so
+    the dense and the voxel-list paths give the same bytes.
+    """
+    out: np.ndarray = ndimage.affine_transform(
+        template.density,
+        m,
+        offset=template.centre + m @ lo,
+        output_shape=tuple(int(v) for v in hi - lo + 1),
+        output=np.float32,
+        order=1,
+        mode="constant",
+        cval=0.0,
+        prefilter=False,
+    )
+    return out
+
+
 def rotate_template(template: Template, matrix: np.ndarray) -> RotatedBox:
     """Rotate a template by ``matrix`` (3x3, acting on (x, y, z) column vectors).
 
@@ -196,17 +220,7 @@ def rotate_template(template: Template, matrix: np.ndarray) -> RotatedBox:
     moved = template.surface @ m  # = (m.T @ p) per row: where the contour's voxels go
     lo = np.floor(moved.min(axis=0)).astype(np.int64) - 2
     hi = np.ceil(moved.max(axis=0)).astype(np.int64) + 2
-    out = ndimage.affine_transform(
-        template.density,
-        m,
-        offset=template.centre + m @ lo,
-        output_shape=tuple(int(v) for v in hi - lo + 1),
-        output=np.float32,
-        order=1,
-        mode="constant",
-        cval=0.0,
-        prefilter=False,
-    )
+    out = rotated_box_density(template, m, lo, hi)
     mask = out > template.level
     if not mask.any():  # a degenerate, sub-voxel template: one voxel at the position
         one = np.full((1, 1, 1), np.float32(template.level), dtype=np.float32)

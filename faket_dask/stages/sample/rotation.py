@@ -38,10 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from faket_dask.stages.particles import quaternions_to_matrices
-from faket_dask.stages.templates import RotatedBox, Template
+from faket_dask.stages.templates import RotatedBox, Template, rotated_box_density
 
 __all__ = [
     "CHUNK_SAMPLES",
@@ -159,17 +158,7 @@ def _boxes(template: Template, matrices: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _voxels(template: Template, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> VoxelBox:
     """SciPy's interpolation of one rotation on its box, kept above the level, as voxels."""
-    out = ndimage.affine_transform(
-        template.density,
-        m,
-        offset=template.centre + m @ lo,
-        output_shape=tuple(int(v) for v in hi - lo + 1),
-        output=np.float32,
-        order=1,
-        mode="constant",
-        cval=0.0,
-        prefilter=False,
-    )
+    out = rotated_box_density(template, m, lo, hi)
     y, z, x = np.nonzero(out.transpose(1, 0, 2) > template.level)  # sorted by (y, z, x)
     if not len(y):  # a degenerate, sub-voxel template: one voxel at the position
         return VoxelBox(np.zeros((1, 3), np.int8), np.full(1, np.float32(template.level)))
