@@ -3,7 +3,7 @@
 Each case runs the real CLI as a subprocess under an address-space cap (``RLIMIT_AS``), so a
 case that started the work (a 1.8e9-angle array, a 200000^2 detector) would die of memory
 instead of passing. The CPU time the child used is measured with ``wait4`` (the shared machine's
-load does not inflate it) and must stay under 5 s: refused before any work.
+load does not inflate it) and must stay under 30 s: refused before any work (imports take 3-6 s).
 """
 
 from __future__ import annotations
@@ -183,7 +183,9 @@ def test_refused_up_front(results, name):
     assert code == 2, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert needle in lines[0], err
-    assert cpu < 5.0, f"{name}: {cpu:.1f} s of CPU (wall {wall:.1f} s) before the refusal"
+    # a guard, not a timing: the imports alone (torch, scipy, dask) take 3-6 s of CPU on a busy
+    # 2-core machine (5.2 s once in CI against a 5 s bound); the absurd work would take minutes
+    assert cpu < 30.0, f"{name}: {cpu:.1f} s of CPU (wall {wall:.1f} s) before the refusal"
 
 
 def test_a_case_that_does_work_fails_under_the_cap(tmp_path):
