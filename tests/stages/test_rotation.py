@@ -1,4 +1,4 @@
-"""Rotated particles as voxel lists: SciPy on the host, batched torch on a device, the same."""
+"""Rotated particles as voxel lists: a kernel with SciPy's bytes on the host, torch on a device."""
 
 from __future__ import annotations
 
@@ -58,12 +58,46 @@ def test_batched_torch_rotation_gives_scipys_voxels(monkeypatch, chunk):
             assert (vb.values > tpl.level).all()
 
 
+@pytest.mark.parametrize("scale", [0.6, 1.0])
+def test_the_host_kernel_gives_scipys_bytes_and_bounds(scale):
+    """The compiled kernel against SciPy's ``affine_transform`` itself, byte for byte."""
+    qs = random_quaternions(np.random.default_rng(13), 40)
+    # axis-aligned turns put coordinates exactly on the template's last index (its edge case)
+    qs = np.concatenate([qs, [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [np.sqrt(0.5), 0, 0, np.sqrt(0.5)]]])
+    for shape in ("ribosome", "rod", "lshape", "sphere", "ring", "proteasome"):
+        tpl = builtin_template(shape, 10.0, scale=scale)
+        m, lo, hi = rotation._boxes(tpl, quaternions_to_matrices(qs))
+        got = rotation._kernel_boxes(tpl, m, lo, hi)
+        for j, vb in enumerate(got):
+            ref = rotation._voxels(tpl, m[j], lo[j], hi[j])  # SciPy
+            assert vb.zyx.dtype == ref.zyx.dtype
+            assert vb.zyx.tobytes() == ref.zyx.tobytes()
+            assert vb.values.tobytes() == ref.values.tobytes()
+            fresh = rotation.VoxelBox(ref.zyx.copy(), ref.values.copy())  # bounds searched
+            np.testing.assert_array_equal(vb.offset, fresh.offset)
+            assert vb.shape == fresh.shape
+
+
+def test_the_kernel_keeps_zero_valued_voxels_when_the_level_is_negative():
+    data = np.zeros((5, 5, 5))
+    data[1:4, 1:4, 1:4] = 1.0
+    tpl = make_template(data, 10.0, name="cube", source="test", threshold=0.5)
+    tpl = type(tpl)(tpl.name, tpl.density, tpl.pixel_spacing, -0.25, tpl.source)
+    q = random_quaternions(np.random.default_rng(2), 3)
+    m, lo, hi = rotation._boxes(tpl, quaternions_to_matrices(q))
+    for j, vb in enumerate(rotation._kernel_boxes(tpl, m, lo, hi)):
+        ref = rotation._voxels(tpl, m[j], lo[j], hi[j])
+        assert vb.count == int(np.prod(hi[j] - lo[j] + 1))  # every voxel of the box is kept
+        assert vb.zyx.tobytes() == ref.zyx.tobytes()
+        assert vb.values.tobytes() == ref.values.tobytes()
+
+
 def test_rotate_items_keeps_the_order_across_templates_on_either_path():
     tpls = _templates()
     rng = np.random.default_rng(3)
     which = rng.integers(0, len(tpls), 30)
     items = [(tpls[int(i)], q) for i, q in zip(which, random_quaternions(rng, 30), strict=True)]
-    host = rotate_items(items)  # SciPy, in threads
+    host = rotate_items(items)  # the kernel, in threads
     batched = rotate_items(items, "cpu", batched=True)  # grouped by template, then put back
     assert len(host) == len(batched) == len(items)
     for (tpl, q), a, b in zip(items, host, batched, strict=True):

@@ -14,9 +14,10 @@ Two steps:
 Randomness: ``numpy.random.default_rng`` streams keyed by SHA-256 of ``(seed, sample_id,
 purpose)``. ``"sample"`` draws membranes, beads and every position, in that order;
 ``"classes"`` and ``"orientations"`` draw particle ``i``'s class (occupancy mode) and
-orientation, in blocks, so a block's rotations run at once (on the host: SciPy in threads,
-``FAKET_DASK_SAMPLE_THREADS``, default up to 8 cores; on a device: batched in torch, the same
-voxels; :mod:`~faket_dask.stages.sample.rotation`) without changing any draw;
+orientation, in blocks, so a block's rotations run at once (on the host: a compiled kernel
+with SciPy's bytes, in threads, ``FAKET_DASK_SAMPLE_THREADS``, default up to 8 cores; on a
+device: batched in torch, the same voxels; :mod:`~faket_dask.stages.sample.rotation`) without
+changing any draw;
 ``("solvent", plane)`` the solvent. With ``sample.orientation_grid: G``, class ``c`` has ``G``
 orientations drawn from ``("orientation_grid", c)`` and rotated once, and a particle's
 orientation draw picks one of them (its table row carries that orientation). A sample is a
@@ -387,9 +388,9 @@ def build_layout(
     """Draw a sample's objects and particle table (no volume is rendered).
 
     An imported grand model (``sample.grand_model``) gives a :class:`GrandModelLayout`.
-    Particles are rotated on ``device`` (default: the host, SciPy in threads; a CUDA device:
-    batched in torch, the same voxels, :mod:`~faket_dask.stages.sample.rotation`); the
-    layout does not depend on it.
+    Particles are rotated on ``device`` (default: the host, a compiled kernel with SciPy's
+    bytes, in threads; a CUDA device: batched in torch, the same voxels,
+    :mod:`~faket_dask.stages.sample.rotation`); the layout does not depend on it.
 
     Raises
     ------
