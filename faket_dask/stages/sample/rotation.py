@@ -164,10 +164,28 @@ def _boxes(template: Template, matrices: np.ndarray) -> tuple[np.ndarray, np.nda
     two voxels around), for a batch at once.
     """
     m = np.ascontiguousarray(np.transpose(matrices, (0, 2, 1))[:, ::-1, ::-1])
-    moved = np.matmul(template.surface, m)  # (N, S, 3): surface @ m per rotation
-    lo = np.floor(moved.min(axis=1)).astype(np.int64) - 2
-    hi = np.ceil(moved.max(axis=1)).astype(np.int64) + 2
+    lo = np.empty((len(m), 3), dtype=np.int64)
+    hi = np.empty((len(m), 3), dtype=np.int64)
+    _surface_bounds(np.ascontiguousarray(template.surface), m, lo, hi)
     return m, lo, hi
+
+
+@kernel
+def _surface_bounds(surface: np.ndarray, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """Box of each rotation: ``floor(min) - 2`` and ``ceil(max) + 2`` of ``surface @ m[j]``.
+
+    A box a voxel larger or smaller than NumPy's (a last-bit difference at an integer) keeps
+    the same voxels: its two outer voxels lie beyond the contour.
+    """
+    for j in range(m.shape[0]):
+        for a in range(3):
+            low, high = np.inf, -np.inf
+            for k in range(surface.shape[0]):
+                v = surface[k, 0] * m[j, 0, a] + surface[k, 1] * m[j, 1, a]
+                v += surface[k, 2] * m[j, 2, a]
+                low, high = min(low, v), max(high, v)
+            lo[j, a] = int(np.floor(low)) - 2
+            hi[j, a] = int(np.ceil(high)) + 2
 
 
 def _voxels(template: Template, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> VoxelBox:
