@@ -218,35 +218,26 @@ def rotate_voxels(template: Template, matrix: np.ndarray) -> VoxelBox:
 
 
 @kernel
-def _corner(i: int, n: int) -> int:
-    """The index SciPy reads for the upper corner ``i`` on an axis of ``n`` (mirrored at the end).
+def _trilinear(flat: np.ndarray, base: int, steps: tuple[int, int, int], c: np.ndarray) -> float:
+    """SciPy's order-1 value in its float64 operations: the eight corners from ``base``.
 
-    It is read only where its weight is exactly zero (the coordinate is ``n - 1``).
+    ``c`` holds the fractional parts; ``steps`` the flat steps to the upper corners (0 on an
+    axis where the coordinate is the last index: SciPy reads another voxel there, with a
+    weight of exactly 0). The last axis fastest, ``v * w_z * w_y * w_x`` added in turn, with
+    ``w_0 = 1 - f`` and ``w_1 = 1 - w_0``.
     """
-    if i < n:
-        return i
-    return 0 if n <= 1 else 2 * n - 2 - i
-
-
-@kernel
-def _trilinear(density: np.ndarray, cz: float, cy: float, cx: float) -> float:
-    """SciPy's order-1 value at ``(cz, cy, cx)`` inside the array, in its float64 operations."""
-    d, h, w = density.shape
-    z0, y0, x0 = int(np.floor(cz)), int(np.floor(cy)), int(np.floor(cx))
-    z1, y1, x1 = _corner(z0 + 1, d), _corner(y0 + 1, h), _corner(x0 + 1, w)
-    a0 = 1.0 - (cz - z0)
-    b0 = 1.0 - (cy - y0)
-    c0 = 1.0 - (cx - x0)
+    dz, dy, dx = steps
+    a0, b0, c0 = 1.0 - c[0], 1.0 - c[1], 1.0 - c[2]
     a1, b1, c1 = 1.0 - a0, 1.0 - b0, 1.0 - c0
-    t = 0.0  # the eight corners, the last axis fastest: v * w_z * w_y * w_x each
-    t += np.float64(density[z0, y0, x0]) * a0 * b0 * c0
-    t += np.float64(density[z0, y0, x1]) * a0 * b0 * c1
-    t += np.float64(density[z0, y1, x0]) * a0 * b1 * c0
-    t += np.float64(density[z0, y1, x1]) * a0 * b1 * c1
-    t += np.float64(density[z1, y0, x0]) * a1 * b0 * c0
-    t += np.float64(density[z1, y0, x1]) * a1 * b0 * c1
-    t += np.float64(density[z1, y1, x0]) * a1 * b1 * c0
-    t += np.float64(density[z1, y1, x1]) * a1 * b1 * c1
+    t = 0.0
+    t += flat[base] * a0 * b0 * c0
+    t += flat[base + dx] * a0 * b0 * c1
+    t += flat[base + dy] * a0 * b1 * c0
+    t += flat[base + dy + dx] * a0 * b1 * c1
+    t += flat[base + dz] * a1 * b0 * c0
+    t += flat[base + dz + dx] * a1 * b0 * c1
+    t += flat[base + dz + dy] * a1 * b1 * c0
+    t += flat[base + dz + dy + dx] * a1 * b1 * c1
     return t
 
 
@@ -273,7 +264,7 @@ def _interpolate_boxes(
     Parameters
     ----------
     density
-        ``(d, h, w)`` float32 template.
+        ``(d, h, w)`` float64 template (its float32 values, converted once).
     live
         ``(d, h, w)`` bool: the cell at this lower corner has a non-zero corner.
     mats, shifts
@@ -292,7 +283,9 @@ def _interpolate_boxes(
         Output ``(N, 6)`` int64: the kept voxels' lowest and highest offsets ``(z, y, x)``.
     """
     d, h, w = density.shape
+    flat, alive = density.ravel(), live.ravel()
     zero_kept = np.float32(0.0) > level
+    c = np.empty(3)
     n = 0
     for j in range(mats.shape[0]):
         m = mats[j]
@@ -302,27 +295,24 @@ def _interpolate_boxes(
         for iy in range(boxes[j, 4]):
             for iz in range(boxes[j, 3]):
                 for ix in range(boxes[j, 5]):
-                    cz = 0.0
-                    cz += iz * m[0, 0]
-                    cz += iy * m[0, 1]
-                    cz += ix * m[0, 2]
-                    cz += shifts[j, 0]
-                    cy = 0.0
-                    cy += iz * m[1, 0]
-                    cy += iy * m[1, 1]
-                    cy += ix * m[1, 2]
-                    cy += shifts[j, 1]
-                    cx = 0.0
-                    cx += iz * m[2, 0]
-                    cx += iy * m[2, 1]
-                    cx += ix * m[2, 2]
-                    cx += shifts[j, 2]
-                    inside = 0.0 <= cz <= d - 1 and 0.0 <= cy <= h - 1 and 0.0 <= cx <= w - 1
-                    if inside and live[int(cz), int(cy), int(cx)]:
-                        v = np.float32(_trilinear(density, cz, cy, cx))
-                    elif zero_kept:
-                        v = np.float32(0.0)
-                    else:
+                    for k in range(3):
+                        ck = 0.0
+                        ck += iz * m[k, 0]
+                        ck += iy * m[k, 1]
+                        ck += ix * m[k, 2]
+                        c[k] = ck + shifts[j, k]
+                    v = np.float32(0.0)
+                    if 0.0 <= c[0] <= d - 1 and 0.0 <= c[1] <= h - 1 and 0.0 <= c[2] <= w - 1:
+                        z0, y0, x0 = int(c[0]), int(c[1]), int(c[2])  # >= 0: floor
+                        base = (z0 * h + y0) * w + x0
+                        if alive[base]:
+                            steps = (h * w if z0 + 1 < d else 0, w if y0 + 1 < h else 0,
+                                     1 if x0 + 1 < w else 0)
+                            c[0], c[1], c[2] = c[0] - z0, c[1] - y0, c[2] - x0
+                            v = np.float32(_trilinear(flat, base, steps, c))
+                        elif not zero_kept:
+                            continue
+                    elif not zero_kept:
                         continue
                     if v > level:
                         oz, oy, ox = iz + boxes[j, 0], iy + boxes[j, 1], ix + boxes[j, 2]
@@ -384,11 +374,11 @@ _PREPARED: weakref.WeakKeyDictionary[Template, tuple[np.ndarray, np.ndarray]] = 
 
 
 def _prepared(template: Template) -> tuple[np.ndarray, np.ndarray]:
-    """The template's density as C-contiguous float32 and its live cells (cached)."""
+    """The template's density as C-contiguous float64 and its live cells (cached)."""
     got = _PREPARED.get(template)
     if got is None:
         density = np.ascontiguousarray(template.density, dtype=np.float32)
-        got = (density, _live_cells(density))
+        got = (density.astype(np.float64), _live_cells(density))
         _PREPARED[template] = got
     return got
 
