@@ -238,7 +238,7 @@ def _trilinear(flat: np.ndarray, base: int, steps: tuple[int, int, int], c: np.n
     t += flat[base + dz + dx] * a1 * b0 * c1
     t += flat[base + dz + dy] * a1 * b1 * c0
     t += flat[base + dz + dy + dx] * a1 * b1 * c1
-    return t
+    return float(t)
 
 
 @kernel
