@@ -242,9 +242,43 @@ def _trilinear(flat: np.ndarray, base: int, steps: tuple[int, int, int], c: np.n
 
 
 @kernel
+def _row_span(
+    m: np.ndarray, shift: np.ndarray, box: np.ndarray, iz: int, iy: int, reach: np.ndarray
+) -> tuple[int, int]:
+    """The ``ix`` range of a box row whose coordinates can fall in a live cell.
+
+    ``box`` is the box's row of ``boxes`` (start, shape). ``reach`` ``(4, 2)``: rows 0-2, per
+    template axis, the live cells' lowest lower corner less one and highest plus two (the
+    coordinate moves by ``|m[k, 2]| <= 1`` per ``ix``, so rounding the range outwards by a
+    voxel keeps every voxel that can be live); row 3, column 0: the distance from the
+    reference point beyond which no cell is live, plus a voxel (a rotation keeps distances:
+    ``|p - c| = |o|`` for the output offset ``o``).
+    """
+    oz, oy = iz + box[0], iy + box[1]
+    r2 = reach[3, 0] ** 2 - oz * oz - oy * oy
+    if r2 < 0.0:
+        return 0, 0
+    half = np.sqrt(r2)
+    low, high = max(0.0, -half - box[2]), min(box[5] - 1.0, half - box[2])
+    for k in range(3):
+        c0 = iz * m[k, 0] + iy * m[k, 1] + shift[k]
+        step = m[k, 2]
+        if abs(step) < 1e-12:
+            if c0 < reach[k, 0] or c0 > reach[k, 1]:
+                return 0, 0
+            continue
+        a, b = (reach[k, 0] - c0) / step, (reach[k, 1] - c0) / step
+        low, high = max(low, min(a, b)), min(high, max(a, b))
+    if high < low:
+        return 0, 0
+    return max(0, int(np.floor(low)) - 1), min(box[5], int(np.ceil(high)) + 2)
+
+
+@kernel
 def _interpolate_boxes(
     density: np.ndarray,
     live: np.ndarray,
+    reach: np.ndarray,
     mats: np.ndarray,
     shifts: np.ndarray,
     boxes: np.ndarray,
@@ -259,7 +293,8 @@ def _interpolate_boxes(
     SciPy's ``affine_transform`` (order 1, ``mode="constant"``, float32 output) in the same
     float64 operations and order: the coordinate ``sum_l o_l m_kl + shift_k``; outside
     ``[0, n - 1]`` on any axis the value is 0; else :func:`_trilinear`. A cell whose corners
-    are all zero (``live`` false) gives exactly 0, so it is not interpolated.
+    are all zero (``live`` false) gives exactly 0, so it is not interpolated, and a row's
+    voxels that cannot reach a live cell are not visited (unless 0 is above the level).
 
     Parameters
     ----------
@@ -267,6 +302,8 @@ def _interpolate_boxes(
         ``(d, h, w)`` float64 template (its float32 values, converted once).
     live
         ``(d, h, w)`` bool: the cell at this lower corner has a non-zero corner.
+    reach
+        ``(4, 2)`` float64: where live cells lie (:func:`_row_span`).
     mats, shifts
         ``(N, 3, 3)`` output offset -> template offset and ``(N, 3)`` template coordinate of
         each box's first voxel.
@@ -294,7 +331,10 @@ def _interpolate_boxes(
         hi = np.full(3, -(2**62), dtype=np.int64)
         for iy in range(boxes[j, 4]):
             for iz in range(boxes[j, 3]):
-                for ix in range(boxes[j, 5]):
+                first_x, end_x = 0, boxes[j, 5]
+                if not zero_kept:  # skip the voxels that cannot reach a live cell (exact 0)
+                    first_x, end_x = _row_span(m, shifts[j], boxes[j], iz, iy, reach)
+                for ix in range(first_x, end_x):
                     for k in range(3):
                         ck = 0.0
                         ck += iz * m[k, 0]
@@ -351,8 +391,8 @@ def _kernel_boxes(
     size = int(np.prod(shape, axis=1).sum())  # only the kept voxels' pages are touched
     zyx, values = np.empty((size, 3), dtype=np.int32), np.empty(size, dtype=np.float32)
     counts, bounds = np.zeros(n, dtype=np.int64), np.zeros((n, 6), dtype=np.int64)
-    density, live = _prepared(template)
-    args = (density, live, m, shifts, boxes, float(template.level))
+    density, live, reach = _prepared(template)
+    args = (density, live, reach, m, shifts, boxes, float(template.level))
     _interpolate_boxes(*args, zyx, values, counts, bounds)
     total = int(counts.sum())
     zyx = zyx[:total].astype(_index_type(lo, hi))
@@ -368,17 +408,24 @@ def _kernel_boxes(
     return out
 
 
-_PREPARED: weakref.WeakKeyDictionary[Template, tuple[np.ndarray, np.ndarray]] = (
+_PREPARED: weakref.WeakKeyDictionary[Template, tuple[np.ndarray, np.ndarray, np.ndarray]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _prepared(template: Template) -> tuple[np.ndarray, np.ndarray]:
-    """The template's density as C-contiguous float64 and its live cells (cached)."""
+def _prepared(template: Template) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The template's density (C-contiguous float64), live cells and their reach (cached)."""
     got = _PREPARED.get(template)
     if got is None:
         density = np.ascontiguousarray(template.density, dtype=np.float32)
-        got = (density.astype(np.float64), _live_cells(density))
+        live = _live_cells(density)
+        reach = np.zeros((4, 2))
+        cells = np.argwhere(live)
+        if len(cells):  # a cell's points lie within sqrt(3) of its lower corner
+            reach[:3, 0], reach[:3, 1] = cells.min(axis=0) - 1.0, cells.max(axis=0) + 2.0
+            far = np.sqrt(((cells - template.centre) ** 2).sum(axis=1).max())
+            reach[3, 0] = far + np.sqrt(3.0) + 1.0
+        got = (density.astype(np.float64), live, reach)
         _PREPARED[template] = got
     return got
 
