@@ -57,6 +57,8 @@ __all__ = [
 
 #: Candidate voxels (orientations x ball offsets) evaluated at a time on a device.
 CHUNK_SAMPLES = 1 << 22
+#: A template as the kernel reads it: flat density and live cells, reach, shape.
+_Flat = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 #: The eight cell corners ``(dz, dy, dx)``, in the order the interpolation reduces them.
 _CORNERS = np.array([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.int64)
 
@@ -275,18 +277,66 @@ def _row_span(
 
 
 @kernel
+def _interpolate_box(
+    tpl: _Flat,
+    m: np.ndarray,
+    shift: np.ndarray,
+    box: np.ndarray,
+    level: float,
+    out: tuple[np.ndarray, np.ndarray],
+    n: int,
+    bounds: np.ndarray,
+) -> int:
+    """One rotation (:func:`_interpolate_boxes`): its voxels written from row ``n``; the end."""
+    flat, alive, reach, dims = tpl
+    d, h, w = dims[0], dims[1], dims[2]
+    zyx, values = out
+    zero_kept = np.float32(0.0) > level
+    c = np.empty(3)
+    bounds[:3], bounds[3:] = 2**62, -(2**62)
+    for iy in range(box[4]):
+        for iz in range(box[3]):
+            first_x, end_x = 0, box[5]
+            if not zero_kept:  # skip the voxels that cannot reach a live cell (exact 0)
+                first_x, end_x = _row_span(m, shift, box, iz, iy, reach)
+            for ix in range(first_x, end_x):
+                for k in range(3):
+                    ck = 0.0  # SciPy's sum, in its order
+                    ck += iz * m[k, 0]
+                    ck += iy * m[k, 1]
+                    ck += ix * m[k, 2]
+                    c[k] = ck + shift[k]
+                v = np.float32(0.0)  # outside [0, n - 1] or in a dead cell: exactly 0
+                if 0.0 <= c[0] <= d - 1 and 0.0 <= c[1] <= h - 1 and 0.0 <= c[2] <= w - 1:
+                    z0, y0, x0 = int(c[0]), int(c[1]), int(c[2])  # >= 0: floor
+                    base = (z0 * h + y0) * w + x0
+                    if alive[base]:
+                        steps = (h * w if z0 + 1 < d else 0, w if y0 + 1 < h else 0,
+                                 1 if x0 + 1 < w else 0)
+                        c[0], c[1], c[2] = c[0] - z0, c[1] - y0, c[2] - x0
+                        v = np.float32(_trilinear(flat, base, steps, c))
+                    elif not zero_kept:
+                        continue
+                elif not zero_kept:
+                    continue
+                if v > level:
+                    o = (iz + box[0], iy + box[1], ix + box[2])
+                    for k in range(3):
+                        zyx[n, k] = o[k]
+                        bounds[k], bounds[3 + k] = min(bounds[k], o[k]), max(bounds[3 + k], o[k])
+                    values[n] = v
+                    n += 1
+    return n
+
+
+@kernel
 def _interpolate_boxes(
-    density: np.ndarray,
-    live: np.ndarray,
-    reach: np.ndarray,
+    tpl: _Flat,
     mats: np.ndarray,
     shifts: np.ndarray,
     boxes: np.ndarray,
     level: float,
-    zyx: np.ndarray,
-    values: np.ndarray,
-    counts: np.ndarray,
-    bounds: np.ndarray,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     """Rotations of one template, each on its box, kept above ``level``, sorted by (y, z, x).
 
@@ -298,12 +348,11 @@ def _interpolate_boxes(
 
     Parameters
     ----------
-    density
-        ``(d, h, w)`` float64 template (its float32 values, converted once).
-    live
-        ``(d, h, w)`` bool: the cell at this lower corner has a non-zero corner.
-    reach
-        ``(4, 2)`` float64: where live cells lie (:func:`_row_span`).
+    tpl
+        The template, flat: its ``(d h w,)`` float64 density (its float32 values, converted
+        once), ``(d h w,)`` bool live cells (the cell at this lower corner has a non-zero
+        corner), ``(4, 2)`` float64 reach (where live cells lie, :func:`_row_span`) and
+        ``(3,)`` int64 shape.
     mats, shifts
         ``(N, 3, 3)`` output offset -> template offset and ``(N, 3)`` template coordinate of
         each box's first voxel.
@@ -311,59 +360,18 @@ def _interpolate_boxes(
         ``(N, 6)`` int64: box start ``(z, y, x)`` and box shape ``(z, y, x)``.
     level
         Contour level: a voxel is kept when its float32 value is above it.
-    zyx, values
-        Output ``(total, 3)`` int32 offsets and ``(total,)`` float32 values, box after box
-        (``total``: at least the boxes' voxels).
-    counts
-        Output ``(N,)`` voxels kept per box.
-    bounds
-        Output ``(N, 6)`` int64: the kept voxels' lowest and highest offsets ``(z, y, x)``.
+    out
+        Filled: ``(total, 3)`` int32 offsets and ``(total,)`` float32 values, box after box
+        (``total``: at least the boxes' voxels); ``(N,)`` voxels kept per box; ``(N, 6)``
+        int64 the kept voxels' lowest and highest offsets ``(z, y, x)``.
     """
-    d, h, w = density.shape
-    flat, alive = density.ravel(), live.ravel()
-    zero_kept = np.float32(0.0) > level
-    c = np.empty(3)
+    zyx, values, counts, bounds = out
     n = 0
     for j in range(mats.shape[0]):
-        m = mats[j]
-        first = n
-        lo = np.full(3, 2**62, dtype=np.int64)
-        hi = np.full(3, -(2**62), dtype=np.int64)
-        for iy in range(boxes[j, 4]):
-            for iz in range(boxes[j, 3]):
-                first_x, end_x = 0, boxes[j, 5]
-                if not zero_kept:  # skip the voxels that cannot reach a live cell (exact 0)
-                    first_x, end_x = _row_span(m, shifts[j], boxes[j], iz, iy, reach)
-                for ix in range(first_x, end_x):
-                    for k in range(3):
-                        ck = 0.0
-                        ck += iz * m[k, 0]
-                        ck += iy * m[k, 1]
-                        ck += ix * m[k, 2]
-                        c[k] = ck + shifts[j, k]
-                    v = np.float32(0.0)
-                    if 0.0 <= c[0] <= d - 1 and 0.0 <= c[1] <= h - 1 and 0.0 <= c[2] <= w - 1:
-                        z0, y0, x0 = int(c[0]), int(c[1]), int(c[2])  # >= 0: floor
-                        base = (z0 * h + y0) * w + x0
-                        if alive[base]:
-                            steps = (h * w if z0 + 1 < d else 0, w if y0 + 1 < h else 0,
-                                     1 if x0 + 1 < w else 0)
-                            c[0], c[1], c[2] = c[0] - z0, c[1] - y0, c[2] - x0
-                            v = np.float32(_trilinear(flat, base, steps, c))
-                        elif not zero_kept:
-                            continue
-                    elif not zero_kept:
-                        continue
-                    if v > level:
-                        oz, oy, ox = iz + boxes[j, 0], iy + boxes[j, 1], ix + boxes[j, 2]
-                        zyx[n, 0], zyx[n, 1], zyx[n, 2] = oz, oy, ox
-                        values[n] = v
-                        n += 1
-                        lo[0], lo[1], lo[2] = min(lo[0], oz), min(lo[1], oy), min(lo[2], ox)
-                        hi[0], hi[1], hi[2] = max(hi[0], oz), max(hi[1], oy), max(hi[2], ox)
-        counts[j] = n - first
-        bounds[j, :3] = lo
-        bounds[j, 3:] = hi
+        end = _interpolate_box(tpl, mats[j], shifts[j], boxes[j], level, (zyx, values), n,
+                               bounds[j])
+        counts[j] = end - n
+        n = end
 
 
 def _live_cells(density: np.ndarray) -> np.ndarray:
@@ -391,9 +399,9 @@ def _kernel_boxes(
     size = int(np.prod(shape, axis=1).sum())  # only the kept voxels' pages are touched
     zyx, values = np.empty((size, 3), dtype=np.int32), np.empty(size, dtype=np.float32)
     counts, bounds = np.zeros(n, dtype=np.int64), np.zeros((n, 6), dtype=np.int64)
-    density, live, reach = _prepared(template)
-    args = (density, live, reach, m, shifts, boxes, float(template.level))
-    _interpolate_boxes(*args, zyx, values, counts, bounds)
+    _interpolate_boxes(
+        _prepared(template), m, shifts, boxes, float(template.level), (zyx, values, counts, bounds)
+    )
     total = int(counts.sum())
     zyx = zyx[:total].astype(_index_type(lo, hi))
     values = values[:total].copy()
@@ -408,13 +416,13 @@ def _kernel_boxes(
     return out
 
 
-_PREPARED: weakref.WeakKeyDictionary[Template, tuple[np.ndarray, np.ndarray, np.ndarray]] = (
+_PREPARED: weakref.WeakKeyDictionary[Template, _Flat] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _prepared(template: Template) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The template's density (C-contiguous float64), live cells and their reach (cached)."""
+def _prepared(template: Template) -> _Flat:
+    """The template for the kernel, cached: flat float64 density and live cells, reach, shape."""
     got = _PREPARED.get(template)
     if got is None:
         density = np.ascontiguousarray(template.density, dtype=np.float32)
@@ -425,7 +433,8 @@ def _prepared(template: Template) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             reach[:3, 0], reach[:3, 1] = cells.min(axis=0) - 1.0, cells.max(axis=0) + 2.0
             far = np.sqrt(((cells - template.centre) ** 2).sum(axis=1).max())
             reach[3, 0] = far + np.sqrt(3.0) + 1.0
-        got = (density.astype(np.float64), live, reach)
+        dims = np.array(density.shape, dtype=np.int64)
+        got = (density.astype(np.float64).ravel(), live.ravel(), reach, dims)
         _PREPARED[template] = got
     return got
 
