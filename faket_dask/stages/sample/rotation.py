@@ -301,12 +301,12 @@ def _interpolate_box(
                 first_x, end_x = _row_span(m, shift, box, iz, iy, reach)
             for ix in range(first_x, end_x):
                 for k in range(3):
-                    ck = 0.0  # SciPy's sum, in its order
+                    ck = shift[k]  # SciPy's sum, in its order: the shift first
                     ck += iz * m[k, 0]
                     ck += iy * m[k, 1]
                     ck += ix * m[k, 2]
-                    c[k] = ck + shift[k]
-                v = np.float32(0.0)  # outside [0, n - 1] or in a dead cell: exactly 0
+                    c[k] = ck
+                t = 0.0  # outside [0, n - 1] or in a dead cell: exactly 0
                 if 0.0 <= c[0] <= d - 1 and 0.0 <= c[1] <= h - 1 and 0.0 <= c[2] <= w - 1:
                     z0, y0, x0 = int(c[0]), int(c[1]), int(c[2])  # >= 0: floor
                     base = (z0 * h + y0) * w + x0
@@ -314,17 +314,17 @@ def _interpolate_box(
                         steps = (h * w if z0 + 1 < d else 0, w if y0 + 1 < h else 0,
                                  1 if x0 + 1 < w else 0)
                         c[0], c[1], c[2] = c[0] - z0, c[1] - y0, c[2] - x0
-                        v = np.float32(_trilinear(flat, base, steps, c))
+                        t = _trilinear(flat, base, steps, c)
                     elif not zero_kept:
                         continue
                 elif not zero_kept:
                     continue
-                if v > level:
+                if np.float32(t) > level:  # SciPy's float32 output against the level
                     o = (iz + box[0], iy + box[1], ix + box[2])
                     for k in range(3):
                         zyx[n, k] = o[k]
                         bounds[k], bounds[3 + k] = min(bounds[k], o[k]), max(bounds[3 + k], o[k])
-                    values[n] = v
+                    values[n] = t  # rounded to the array's type (float32; float64 in tests)
                     n += 1
     return n
 
@@ -341,7 +341,7 @@ def _interpolate_boxes(
     """Rotations of one template, each on its box, kept above ``level``, sorted by (y, z, x).
 
     SciPy's ``affine_transform`` (order 1, ``mode="constant"``, float32 output) in the same
-    float64 operations and order: the coordinate ``sum_l o_l m_kl + shift_k``; outside
+    float64 operations and order: the coordinate ``shift_k + sum_l o_l m_kl``; outside
     ``[0, n - 1]`` on any axis the value is 0; else :func:`_trilinear`. A cell whose corners
     are all zero (``live`` false) gives exactly 0, so it is not interpolated, and a row's
     voxels that cannot reach a live cell are not visited (unless 0 is above the level).
@@ -361,7 +361,8 @@ def _interpolate_boxes(
     level
         Contour level: a voxel is kept when its float32 value is above it.
     out
-        Filled: ``(total, 3)`` int32 offsets and ``(total,)`` float32 values, box after box
+        Filled: ``(total, 3)`` int32 offsets and ``(total,)`` float32 values (float64: the
+        unrounded values, for tests), box after box
         (``total``: at least the boxes' voxels); ``(N,)`` voxels kept per box; ``(N, 6)``
         int64 the kept voxels' lowest and highest offsets ``(z, y, x)``.
     """
