@@ -1,0 +1,202 @@
+"""Placement's compiled kernels: footprints of rotated particles, candidate tests and marks.
+
+The occupancy grid is a flat bool array with C strides ``(sz, sy, 1)``; one cell holds
+``b x b x b`` voxels, and voxel ``v`` lies in cell ``v // b`` (floor division, as NumPy's).
+A candidate is a footprint (an index into ragged arrays of flat cell offsets and of voxel
+offsets, ``starts``/``counts`` each) at a position. Every kernel does what
+:mod:`~faket_dask.stages.sample.placement` did with NumPy gathers (kept in
+``tests/stages/test_placement_kernels.py`` as the reference), one candidate at a time, and a
+test stops at its first taken cell. Indices are not bounds-checked: callers keep every
+voxel of a candidate inside the volume (its cells, dilated one cell forward, inside the grid,
+which carries one spare cell past the volume on every axis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faket_dask.stages.sample._jit import kernel
+
+__all__ = [
+    "box_extent",
+    "candidates_free",
+    "dilated_cells",
+    "first_wins",
+    "flat_offsets",
+    "mark_cells",
+]
+
+
+@kernel
+def box_extent(zyx: np.ndarray) -> np.ndarray:
+    """``(7,)`` int64: the lowest voxel ``(3,)``, one past the highest ``(3,)``, max ``|v|^2``.
+
+    ``zyx`` is ``(m, 3)`` integer voxel offsets, ``m >= 1``.
+    """
+    out = np.zeros(7, dtype=np.int64)
+    for a in range(3):
+        out[a] = zyx[0, a]
+        out[3 + a] = zyx[0, a]
+    r2 = np.int64(0)
+    for i in range(zyx.shape[0]):
+        d = np.int64(0)
+        for a in range(3):
+            v = np.int64(zyx[i, a])
+            out[a] = min(out[a], v)
+            out[3 + a] = max(out[3 + a], v)
+            d += v * v
+        r2 = max(r2, d)
+    for a in range(3):
+        out[3 + a] += 1
+    out[6] = r2
+    return out
+
+
+@kernel
+def flat_offsets(cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
+    """``(m,)`` int64 flat offsets ``cells @ strides`` of ``(m, 3)`` integer cells."""
+    out = np.empty(cells.shape[0], dtype=np.int64)
+    for i in range(cells.shape[0]):
+        out[i] = (
+            np.int64(cells[i, 0]) * strides[0]
+            + np.int64(cells[i, 1]) * strides[1]
+            + np.int64(cells[i, 2]) * strides[2]
+        )
+    return out
+
+
+@kernel
+def dilated_cells(zyx: np.ndarray, b: int) -> np.ndarray:
+    """``(c, 3)`` int64 distinct cells ``zyx // b + s``, ``s`` in ``{0, 1}^3``, sorted (C order).
+
+    The cells of the voxels at phase 0, dilated one cell forward on every axis: a superset of
+    their cells at any phase ``r`` (``(r + v) // b <= v // b + 1`` for ``0 <= r < b``).
+    """
+    m = zyx.shape[0]
+    lo = np.empty(3, dtype=np.int64)
+    hi = np.empty(3, dtype=np.int64)
+    for a in range(3):
+        lo[a] = np.int64(zyx[0, a]) // b
+        hi[a] = lo[a]
+    for i in range(m):
+        for a in range(3):
+            c = np.int64(zyx[i, a]) // b
+            lo[a] = min(lo[a], c)
+            hi[a] = max(hi[a], c)
+    n0, n1, n2 = hi[0] - lo[0] + 2, hi[1] - lo[1] + 2, hi[2] - lo[2] + 2
+    dense = np.zeros((n0, n1, n2), dtype=np.bool_)
+    for i in range(m):
+        c0 = np.int64(zyx[i, 0]) // b - lo[0]
+        c1 = np.int64(zyx[i, 1]) // b - lo[1]
+        c2 = np.int64(zyx[i, 2]) // b - lo[2]
+        for s0 in range(2):
+            for s1 in range(2):
+                for s2 in range(2):
+                    dense[c0 + s0, c1 + s1, c2 + s2] = True
+    out = np.empty((int(dense.sum()), 3), dtype=np.int64)
+    k = 0
+    for i in range(n0):
+        for j in range(n1):
+            for t in range(n2):
+                if dense[i, j, t]:
+                    out[k, 0] = i + lo[0]
+                    out[k, 1] = j + lo[1]
+                    out[k, 2] = t + lo[2]
+                    k += 1
+    return out
+
+
+@kernel
+def _voxels_free(
+    flat: np.ndarray, vox: np.ndarray, s: int, n: int, p: np.ndarray, b: int, strides: np.ndarray
+) -> bool:
+    """Whether no voxel ``vox[s:s + n]`` at position ``p`` lies in a taken cell."""
+    for t in range(s, s + n):
+        c = (
+            ((p[0] + np.int64(vox[t, 0])) // b) * strides[0]
+            + ((p[1] + np.int64(vox[t, 1])) // b) * strides[1]
+            + ((p[2] + np.int64(vox[t, 2])) // b) * strides[2]
+        )
+        if flat[c]:
+            return False
+    return True
+
+
+@kernel
+def candidates_free(
+    flat: np.ndarray,
+    bank: tuple[np.ndarray, np.ndarray, np.ndarray],
+    voxels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    which: np.ndarray,
+    positions: np.ndarray,
+    b: int,
+    strides: np.ndarray,
+) -> np.ndarray:
+    """Whether candidate ``j`` (footprint ``which[j]`` at ``positions[j]``) is free.
+
+    Parameters
+    ----------
+    flat
+        The grid's cells (bool, flat).
+    bank
+        ``(cells, starts, counts)``: footprint ``f``'s test cells are the flat offsets
+        ``cells[starts[f]:starts[f] + counts[f]]`` from its position's cell.
+    voxels
+        ``(vox, starts, counts)``: footprint ``f``'s ``(m, 3)`` voxel offsets (used when
+        ``b > 1``: a candidate whose test cells are not all free is tested again on the exact
+        cells of its voxels).
+    which, positions
+        ``(N,)`` footprints and ``(N, 3)`` int64 voxel positions of the candidates.
+
+    Returns
+    -------
+    ``(N,)`` bool.
+    """
+    cells, starts, counts = bank
+    vox, vstarts, vcounts = voxels
+    out = np.empty(which.shape[0], dtype=np.bool_)
+    for j in range(which.shape[0]):
+        f = which[j]
+        p = positions[j]
+        base = (p[0] // b) * strides[0] + (p[1] // b) * strides[1] + (p[2] // b) * strides[2]
+        free = True
+        for t in range(starts[f], starts[f] + counts[f]):
+            if flat[base + cells[t]]:
+                free = False
+                break
+        if not free and b > 1:
+            free = _voxels_free(flat, vox, vstarts[f], vcounts[f], p, b, strides)
+        out[j] = free
+    return out
+
+
+@kernel
+def mark_cells(
+    flat: np.ndarray,
+    voxels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    which: np.ndarray,
+    positions: np.ndarray,
+    b: int,
+    strides: np.ndarray,
+    value: bool,
+) -> None:
+    """Set the cells of the voxels of footprint ``which[j]`` at ``positions[j]`` to ``value``."""
+    vox, vstarts, vcounts = voxels
+    for j in range(which.shape[0]):
+        f = which[j]
+        p = positions[j]
+        for t in range(vstarts[f], vstarts[f] + vcounts[f]):
+            c = (
+                ((p[0] + np.int64(vox[t, 0])) // b) * strides[0]
+                + ((p[1] + np.int64(vox[t, 1])) // b) * strides[1]
+                + ((p[2] + np.int64(vox[t, 2])) // b) * strides[2]
+            )
+            flat[c] = value
+
+
+@kernel
+def first_wins(pairs: np.ndarray, keep: np.ndarray) -> None:
+    """For each ``(i, j)`` of ``pairs`` in order: ``j`` loses when ``i`` is still kept."""
+    for k in range(pairs.shape[0]):
+        if keep[pairs[k, 0]]:
+            keep[pairs[k, 1]] = False
