@@ -53,16 +53,14 @@ def box_extent(zyx: np.ndarray) -> np.ndarray:
 
 
 @kernel
-def flat_offsets(cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
-    """``(m,)`` int64 flat offsets ``cells @ strides`` of ``(m, 3)`` integer cells."""
-    out = np.empty(cells.shape[0], dtype=np.int64)
+def flat_offsets(cells: np.ndarray, strides: np.ndarray, out: np.ndarray) -> None:
+    """Write the flat offsets ``cells @ strides`` of ``(m, 3)`` integer cells into ``out``."""
     for i in range(cells.shape[0]):
         out[i] = (
             np.int64(cells[i, 0]) * strides[0]
             + np.int64(cells[i, 1]) * strides[1]
             + np.int64(cells[i, 2]) * strides[2]
         )
-    return out
 
 
 @kernel
@@ -173,6 +171,7 @@ def candidates_free(
 @kernel
 def mark_cells(
     flat: np.ndarray,
+    bank: tuple[np.ndarray, np.ndarray, np.ndarray],
     voxels: tuple[np.ndarray, np.ndarray, np.ndarray],
     which: np.ndarray,
     positions: np.ndarray,
@@ -180,11 +179,21 @@ def mark_cells(
     strides: np.ndarray,
     value: bool,
 ) -> None:
-    """Set the cells of the voxels of footprint ``which[j]`` at ``positions[j]`` to ``value``."""
+    """Set the cells of the voxels of footprint ``which[j]`` at ``positions[j]`` to ``value``.
+
+    ``bank`` and ``voxels`` as for :func:`candidates_free`; with ``b == 1`` the test cells
+    are the voxels' cells, with ``b > 1`` the exact cells are those of the voxels.
+    """
+    cells, starts, counts = bank
     vox, vstarts, vcounts = voxels
     for j in range(which.shape[0]):
         f = which[j]
         p = positions[j]
+        if b == 1:
+            base = p[0] * strides[0] + p[1] * strides[1] + p[2] * strides[2]
+            for t in range(starts[f], starts[f] + counts[f]):
+                flat[base + cells[t]] = value
+            continue
         for t in range(vstarts[f], vstarts[f] + vcounts[f]):
             c = (
                 ((p[0] + np.int64(vox[t, 0])) // b) * strides[0]

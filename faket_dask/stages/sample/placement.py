@@ -147,21 +147,18 @@ class Footprint:
         ``(3,)`` int64 first voxel of its box and one past the last (the box's extent).
     voxels
         ``(m, 3)`` integer offsets of its mask voxels (the rotated box's own array and dtype).
-    test_flat
-        ``(c,)`` int64 flat offsets, on the grid, from its position's cell of the cells that
-        hold it at any phase (its mask voxels' when ``b == 1``).
     radius
         Largest distance (voxels) from the position to a mask voxel.
     b
         Voxels per cell edge of the grid it was made for.
     cells
-        Coarse grids: ``(c, 3)`` int64 the same cells as offsets (None when ``b == 1``).
+        Coarse grids: ``(c, 3)`` int64 cell offsets from its position's cell that hold it at
+        any phase (None when ``b == 1``: its voxels).
     """
 
     low_offset: np.ndarray
     high_offset: np.ndarray
     voxels: np.ndarray
-    test_flat: np.ndarray
     radius: float
     b: int = 1
     cells: np.ndarray | None = field(default=None, repr=False)
@@ -185,14 +182,10 @@ def footprint(box: VoxelBox, occ: OccupancyGrid) -> Footprint:
     if not len(vox):
         raise ValueError("a rotated particle has no voxels")
     ext = _occupancy.box_extent(vox)
-    cells = None
-    if occ.b == 1:
-        flat = _occupancy.flat_offsets(vox, occ.strides)
-    else:  # phase 0 cells, dilated one cell forward on every axis
-        cells = _occupancy.dilated_cells(vox, occ.b)
-        flat = _occupancy.flat_offsets(cells, occ.strides)
+    # coarse grids: phase 0 cells, dilated one cell forward on every axis
+    cells = None if occ.b == 1 else _occupancy.dilated_cells(vox, occ.b)
     radius = float(np.sqrt(float(ext[6])))
-    return Footprint(ext[:3].copy(), ext[3:6].copy(), vox, flat, radius, occ.b, cells)
+    return Footprint(ext[:3].copy(), ext[3:6].copy(), vox, radius, occ.b, cells)
 
 
 def _ragged_starts(counts: np.ndarray) -> np.ndarray:
@@ -211,27 +204,33 @@ class _Bank:
         ``(n, 3)`` lowest and highest position of each particle that keeps it in the volume.
     radii
         ``(n,)`` bounding sphere radii.
-    cells, voxels
-        ``(flat, starts, counts)`` test cells and ``(vox, starts, counts)`` mask voxels of the
-        distinct footprints.
+    voxels
+        ``(vox, starts, counts)``: the distinct footprints' mask voxels, concatenated.
+    cells
+        ``(flat, starts, counts)``: their test cells as flat offsets on the grid (int32 when
+        every offset fits), from a position's cell.
     """
 
     def __init__(self, occ: OccupancyGrid, fps: list[Footprint]) -> None:
         index: dict[int, int] = {}
-        ref = np.array([index.setdefault(id(f), len(index)) for f in fps], dtype=np.int64)
+        self.ref = np.array([index.setdefault(id(f), len(index)) for f in fps], dtype=np.int64)
         distinct = list({id(f): f for f in fps}.values())
-        self.ref = ref
         self.low = np.stack([-f.low_offset for f in fps])
         self.high = occ.shape - np.stack([f.high_offset for f in fps])
         self.radii = np.array([f.radius for f in fps])
-        counts = np.array([len(f.test_flat) for f in distinct], dtype=np.int64)
-        self.cells = (
-            np.concatenate([f.test_flat for f in distinct]), _ragged_starts(counts), counts
-        )
         vcounts = np.array([f.count for f in distinct], dtype=np.int64)
-        self.voxels = (
-            np.concatenate([f.voxels for f in distinct]), _ragged_starts(vcounts), vcounts
-        )
+        vox = np.concatenate([f.voxels for f in distinct])
+        self.voxels = (vox, _ragged_starts(vcounts), vcounts)
+        if occ.b == 1:
+            cells, counts = vox, vcounts
+        else:
+            cells = np.concatenate([f.test_cells for f in distinct])
+            counts = np.array([len(f.test_cells) for f in distinct], dtype=np.int64)
+        reach = np.max([np.maximum(-f.low_offset, f.high_offset) for f in distinct], axis=0)
+        wide = int(((reach // occ.b + 2) * occ.strides).sum()) >= np.iinfo(np.int32).max
+        flat = np.empty(len(cells), dtype=np.int64 if wide else np.int32)
+        _occupancy.flat_offsets(cells, occ.strides, flat)
+        self.cells = (flat, _ragged_starts(counts), counts)
 
     def free(self, occ: OccupancyGrid, which: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Whether particle ``which[j]`` at ``positions[j]`` (N, 3) has no taken cell."""
@@ -248,7 +247,7 @@ class _Bank:
         """Set (or clear) the exact cells of particles ``which`` at ``positions`` (N, 3)."""
         if len(which):
             _occupancy.mark_cells(
-                occ.flat, self.voxels, self.ref[np.asarray(which, dtype=np.int64)],
+                occ.flat, self.cells, self.voxels, self.ref[np.asarray(which, dtype=np.int64)],
                 np.ascontiguousarray(positions, dtype=np.int64), occ.b, occ.strides, value,
             )
 
