@@ -463,13 +463,15 @@ class _Placer:
     def place(self, items: list[_Item]) -> int:
         """Place a block; how many of it (a prefix) were placed."""
         classes, shared = self.seq.classes, self.seq.grid is not None
-        for ci, _, box, fp in items:
-            if np.any(fp.high_offset - fp.low_offset > self.occ.shape):
-                raise InputError(
-                    f"particle class {classes[ci].name!r} ({box.shape} voxels when rotated) does "
-                    f"not fit in the {tuple(self.spec.shape)} volume; use a smaller template or "
-                    "a thicker sample"
-                )
+        extents = np.reshape([it[3].high_offset - it[3].low_offset for it in items], (-1, 3))
+        too_big = np.flatnonzero((extents > self.occ.shape).any(axis=1))
+        if len(too_big):
+            ci, _, box, _ = items[int(too_big[0])]
+            raise InputError(
+                f"particle class {classes[ci].name!r} ({box.shape} voxels when rotated) does "
+                f"not fit in the {tuple(self.spec.shape)} volume; use a smaller template or "
+                "a thicker sample"
+            )
         pos, placed = place_sequence(
             self.occ, self.rng, [it[3] for it in items], self.spec.sample.placement_attempts
         )
@@ -508,11 +510,14 @@ def _fill(placer: _Placer, info: dict[str, Any]) -> None:
         goal = target * volume
         while covered < goal:
             items: list[_Item] = []
-            while len(items) < WINDOW and covered + sum(it[3].count for it in items) < goal:
+            drawn = 0  # voxels of items
+            while len(items) < WINDOW and covered + drawn < goal:
                 picks = np.minimum(  # rotated a part at a time: few beyond the goal
                     np.searchsorted(cum, class_rng.random(PART), side="right"), len(loose) - 1
                 )
-                items += seq.block([loose[int(j)] for j in picks])
+                part = seq.block([loose[int(j)] for j in picks])
+                items += part
+                drawn += sum(it[3].count for it in part)
             sums = covered + np.cumsum([it[3].count for it in items])
             items = items[: int(np.searchsorted(sums, goal, side="left")) + 1]
             items.sort(key=lambda it: -it[3].count)  # larger first: smaller ones fill the gaps
