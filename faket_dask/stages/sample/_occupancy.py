@@ -31,23 +31,24 @@ __all__ = [
 def box_extent(zyx: np.ndarray) -> np.ndarray:
     """``(7,)`` int64: the lowest voxel ``(3,)``, one past the highest ``(3,)``, max ``|v|^2``.
 
-    ``zyx`` is ``(m, 3)`` integer voxel offsets, ``m >= 1``.
+    ``zyx`` is ``(m, 3)`` integer voxel offsets, ``m >= 1`` (read one axis at a time: a
+    rotated box's offsets are stored axis by axis).
     """
     out = np.zeros(7, dtype=np.int64)
+    m = zyx.shape[0]
     for a in range(3):
-        out[a] = zyx[0, a]
-        out[3 + a] = zyx[0, a]
-    r2 = np.int64(0)
-    for i in range(zyx.shape[0]):
-        d = np.int64(0)
-        for a in range(3):
+        lo = np.int64(zyx[0, a])
+        hi = lo
+        for i in range(m):
             v = np.int64(zyx[i, a])
-            out[a] = min(out[a], v)
-            out[3 + a] = max(out[3 + a], v)
-            d += v * v
-        r2 = max(r2, d)
-    for a in range(3):
-        out[3 + a] += 1
+            lo = min(lo, v)
+            hi = max(hi, v)
+        out[a] = lo
+        out[3 + a] = hi + 1
+    r2 = np.int64(0)
+    for i in range(m):
+        z, y, x = np.int64(zyx[i, 0]), np.int64(zyx[i, 1]), np.int64(zyx[i, 2])
+        r2 = max(r2, z * z + y * y + x * x)
     out[6] = r2
     return out
 
