@@ -5,8 +5,9 @@ planar membrane, 10 beads) ``--runs`` times in one process and reports the proce
 (every thread) of each build, of its rotations (``rotate_items``, timed around each call) and
 their difference, ``placement_cpu_s``: occupancy grid, membranes, beads, footprints, candidate
 tests, marks. The first build rotates for real; later builds take the same rotations from a
-cache (fresh ``VoxelBox`` objects, so no property computed in an earlier build is reused),
-which leaves placement as the only work. The SHA-256 of the particle table shows that two
+cache (fresh ``VoxelBox`` objects, so no property computed in an earlier build is reused;
+with the bounds the rotation gave them, where a tree's rotation gives any), which leaves
+placement as the only work. The SHA-256 of the particle table shows that two
 trees placed the same particles.
 
 With ``--old TREE`` (a git worktree of an older commit) it runs the old tree and this one in
@@ -28,10 +29,19 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from faket_dask.config import config_from_dict
 from faket_dask.stages.sample import BuildSpec, build_layout
 from faket_dask.stages.sample import layout as layout_module
 from faket_dask.stages.sample.rotation import VoxelBox
+
+
+def _fresh(zyx: np.ndarray, values: np.ndarray, offset: np.ndarray | None, shape: tuple | None):
+    """A new box as the rotation made it (with the bounds it carried, on trees that have them)."""
+    if offset is None or not hasattr(VoxelBox, "bounded"):
+        return VoxelBox(zyx, values)
+    return VoxelBox.bounded(zyx, values, offset, offset + np.array(shape) - 1)
 
 
 class _Rotations:
@@ -46,11 +56,12 @@ class _Rotations:
         c0 = time.process_time()
         keys = [t.name.encode() + q.tobytes() for t, q in items]
         if all(k in self.cache for k in keys):
-            out = [VoxelBox(*self.cache[k]) for k in keys]
+            out = [_fresh(*self.cache[k]) for k in keys]
         else:
             out = self.real(items, device)
             for k, box in zip(keys, out, strict=True):
-                self.cache[k] = (box.zyx, box.values)
+                known = box.__dict__  # bounds the rotation set (not computed here)
+                self.cache[k] = (box.zyx, box.values, known.get("offset"), known.get("shape"))
         self.cpu += time.process_time() - c0
         return out
 
