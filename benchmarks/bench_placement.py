@@ -10,11 +10,12 @@ with the bounds the rotation gave them, where a tree's rotation gives any), whic
 placement as the only work. The SHA-256 of the particle table shows that two
 trees placed the same particles.
 
-With ``--old TREE`` (a git worktree of an older commit) it runs the old tree and this one in
-turn, ``--repeats`` times each, in fresh processes on the same machine, and prints both.
+With ``--old TREE [TREE ...]`` (git worktrees of older commits) it runs those trees and this
+one in turn, ``--repeats`` times each, in fresh processes on the same machine, and prints all
+(keyed by the tree as given, and ``new``).
 
     python benchmarks/bench_placement.py [--shape Z Y X] [--occupancy F] [--runs 3]
-        [--old TREE --repeats 2] [--json out.json]
+        [--old TREE ... --repeats 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--occupancy", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=int, default=3, help="builds per process")
-    ap.add_argument("--old", type=Path, default=None, help="an older tree to run in turn")
+    ap.add_argument(
+        "--old", type=Path, nargs="+", default=None, help="older trees to run in turn with this one"
+    )
     ap.add_argument("--repeats", type=int, default=2, help="processes per tree (with --old)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None)
@@ -131,11 +134,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.child or args.old is None:
         print(json.dumps(_child(args)))
         return
-    keep = [a for a in raw if a not in ("--old", str(args.old))]
+    olds = [str(t) for t in args.old]
+    keep = [a for a in raw if a != "--old" and a not in olds]
     here = Path(__file__).resolve().parents[1]
-    result: dict[str, list] = {"old": [], "new": []}
+    trees = {str(t): t.resolve() for t in args.old} | {"new": here}
+    result: dict[str, list] = {name: [] for name in trees}
     for _ in range(args.repeats):
-        for name, tree in (("old", args.old.resolve()), ("new", here)):
+        for name, tree in trees.items():
             result[name].append(_spawn(tree, keep))
     print(json.dumps(result, indent=1))
     if args.json:

@@ -18,39 +18,23 @@ import numpy as np
 from faket_dask.stages.sample._jit import kernel
 
 __all__ = [
-    "box_extent",
     "candidates_free",
     "dilated_cells",
     "first_wins",
     "flat_offsets",
     "mark_cells",
+    "max_r2",
 ]
 
 
 @kernel
-def box_extent(zyx: np.ndarray) -> np.ndarray:
-    """``(7,)`` int64: the lowest voxel ``(3,)``, one past the highest ``(3,)``, max ``|v|^2``.
-
-    ``zyx`` is ``(m, 3)`` integer voxel offsets, ``m >= 1`` (read one axis at a time: a
-    rotated box's offsets are stored axis by axis).
-    """
-    out = np.zeros(7, dtype=np.int64)
-    m = zyx.shape[0]
-    for a in range(3):
-        lo = np.int64(zyx[0, a])
-        hi = lo
-        for i in range(m):
-            v = np.int64(zyx[i, a])
-            lo = min(lo, v)
-            hi = max(hi, v)
-        out[a] = lo
-        out[3 + a] = hi + 1
+def max_r2(zyx: np.ndarray) -> int:
+    """The largest ``|v|^2`` (int64) of ``(m, 3)`` integer voxel offsets, ``m >= 1``."""
     r2 = np.int64(0)
-    for i in range(m):
+    for i in range(zyx.shape[0]):
         z, y, x = np.int64(zyx[i, 0]), np.int64(zyx[i, 1]), np.int64(zyx[i, 2])
         r2 = max(r2, z * z + y * y + x * x)
-    out[6] = r2
-    return out
+    return r2
 
 
 @kernel

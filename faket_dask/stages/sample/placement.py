@@ -181,11 +181,12 @@ def footprint(box: VoxelBox, occ: OccupancyGrid) -> Footprint:
     vox = box.zyx
     if not len(vox):
         raise ValueError("a rotated particle has no voxels")
-    ext = _occupancy.box_extent(vox)
     # coarse grids: phase 0 cells, dilated one cell forward on every axis
     cells = None if occ.b == 1 else _occupancy.dilated_cells(vox, occ.b)
-    radius = float(np.sqrt(float(ext[6])))
-    return Footprint(ext[:3].copy(), ext[3:6].copy(), vox, radius, occ.b, cells)
+    radius = float(np.sqrt(float(_occupancy.max_r2(vox))))
+    lo = np.asarray(box.offset, dtype=np.int64)  # the rotation's bounds (searched if unknown)
+    high = lo + np.array(box.shape, dtype=np.int64)
+    return Footprint(lo, high, vox, radius, occ.b, cells)
 
 
 def _ragged_starts(counts: np.ndarray) -> np.ndarray:
