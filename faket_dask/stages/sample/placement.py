@@ -233,23 +233,39 @@ class _Bank:
         _occupancy.flat_offsets(cells, occ.strides, flat)
         self.cells = (flat, _ragged_starts(counts), counts)
 
+    def _in_grid_order(
+        self, occ: OccupancyGrid, which: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates sorted by their position's cell (nearby ones share cache lines and pages).
+
+        Returns the order, the sorted footprints and the sorted positions (int64, contiguous).
+        """
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
+        order = np.argsort(_flat(pos // occ.b, occ.strides), kind="stable")
+        refs = self.ref[np.asarray(which, dtype=np.int64)[order]]
+        return order, refs, np.ascontiguousarray(pos[order])
+
     def free(self, occ: OccupancyGrid, which: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Whether particle ``which[j]`` at ``positions[j]`` (N, 3) has no taken cell."""
-        return np.asarray(
-            _occupancy.candidates_free(
-                occ.flat, self.cells, self.voxels, self.ref[which],
-                np.ascontiguousarray(positions, dtype=np.int64), occ.b, occ.strides,
-            )
+        """Whether particle ``which[j]`` at ``positions[j]`` (N, 3) has no taken cell.
+
+        Each candidate is tested on its own (the grid does not change), so the order they are
+        tested in does not matter: they are tested in grid order.
+        """
+        order, refs, pos = self._in_grid_order(occ, which, positions)
+        out = np.empty(len(order), dtype=bool)
+        out[order] = _occupancy.candidates_free(
+            occ.flat, self.cells, self.voxels, refs, pos, occ.b, occ.strides
         )
+        return out
 
     def mark(
         self, occ: OccupancyGrid, which: np.ndarray, positions: np.ndarray, value: bool
     ) -> None:
         """Set (or clear) the exact cells of particles ``which`` at ``positions`` (N, 3)."""
         if len(which):
+            _, refs, pos = self._in_grid_order(occ, which, positions)
             _occupancy.mark_cells(
-                occ.flat, self.cells, self.voxels, self.ref[np.asarray(which, dtype=np.int64)],
-                np.ascontiguousarray(positions, dtype=np.int64), occ.b, occ.strides, value,
+                occ.flat, self.cells, self.voxels, refs, pos, occ.b, occ.strides, value
             )
 
 
