@@ -56,22 +56,27 @@ def dilated_cells(zyx: np.ndarray, b: int) -> np.ndarray:
     their cells at any phase ``r`` (``(r + v) // b <= v // b + 1`` for ``0 <= r < b``).
     """
     m = zyx.shape[0]
-    lo = np.empty(3, dtype=np.int64)
-    hi = np.empty(3, dtype=np.int64)
+    vlo = np.empty(3, dtype=np.int64)
+    vhi = np.empty(3, dtype=np.int64)
     for a in range(3):
-        lo[a] = np.int64(zyx[0, a]) // b
-        hi[a] = lo[a]
-    for i in range(m):
-        for a in range(3):
-            c = np.int64(zyx[i, a]) // b
-            lo[a] = min(lo[a], c)
-            hi[a] = max(hi[a], c)
-    n0, n1, n2 = hi[0] - lo[0] + 2, hi[1] - lo[1] + 2, hi[2] - lo[2] + 2
+        vlo[a] = zyx[0, a]
+        vhi[a] = zyx[0, a]
+        for i in range(m):
+            vlo[a] = min(vlo[a], np.int64(zyx[i, a]))
+            vhi[a] = max(vhi[a], np.int64(zyx[i, a]))
+    div = np.empty((3, int((vhi - vlo).max()) + 1), dtype=np.int64)  # v // b, v - vlo[a]
+    for a in range(3):
+        for k in range(vhi[a] - vlo[a] + 1):
+            div[a, k] = (vlo[a] + k) // b
+    lo = np.array([div[0, 0], div[1, 0], div[2, 0]])
+    n0 = div[0, vhi[0] - vlo[0]] - lo[0] + 2
+    n1 = div[1, vhi[1] - vlo[1]] - lo[1] + 2
+    n2 = div[2, vhi[2] - vlo[2]] - lo[2] + 2
     dense = np.zeros((n0, n1, n2), dtype=np.bool_)
     for i in range(m):
-        c0 = np.int64(zyx[i, 0]) // b - lo[0]
-        c1 = np.int64(zyx[i, 1]) // b - lo[1]
-        c2 = np.int64(zyx[i, 2]) // b - lo[2]
+        c0 = div[0, np.int64(zyx[i, 0]) - vlo[0]] - lo[0]
+        c1 = div[1, np.int64(zyx[i, 1]) - vlo[1]] - lo[1]
+        c2 = div[2, np.int64(zyx[i, 2]) - vlo[2]] - lo[2]
         for s0 in range(2):
             for s1 in range(2):
                 for s2 in range(2):
@@ -90,15 +95,39 @@ def dilated_cells(zyx: np.ndarray, b: int) -> np.ndarray:
 
 
 @kernel
+def _widest(ext: np.ndarray) -> int:
+    """The largest extent ``ext[f, 3 + a] - ext[f, a]`` of ``(n, 6)`` extents (at least 1)."""
+    w = 1
+    for f in range(ext.shape[0]):
+        for a in range(3):
+            w = max(w, ext[f, 3 + a] - ext[f, a])
+    return w
+
+
+@kernel
+def _axis_cells(
+    p: np.ndarray, b: int, strides: np.ndarray, ext: np.ndarray, table: np.ndarray
+) -> None:
+    """Fill ``table[a, v - ext[a]]`` with ``((p[a] + v) // b) * strides[a]``.
+
+    For every offset ``ext[a] <= v < ext[3 + a]`` on axis ``a``: a voxel's cell is then three
+    look-ups, without a division.
+    """
+    for a in range(3):
+        for k in range(ext[3 + a] - ext[a]):
+            table[a, k] = ((p[a] + ext[a] + k) // b) * strides[a]
+
+
+@kernel
 def _voxels_free(
-    flat: np.ndarray, vox: np.ndarray, s: int, n: int, p: np.ndarray, b: int, strides: np.ndarray
+    flat: np.ndarray, vox: np.ndarray, s: int, n: int, ext: np.ndarray, table: np.ndarray
 ) -> bool:
-    """Whether no voxel ``vox[s:s + n]`` at position ``p`` lies in a taken cell."""
+    """Whether no voxel ``vox[s:s + n]`` lies in a taken cell (``table`` of :func:`_axis_cells`)."""
     for t in range(s, s + n):
         c = (
-            ((p[0] + np.int64(vox[t, 0])) // b) * strides[0]
-            + ((p[1] + np.int64(vox[t, 1])) // b) * strides[1]
-            + ((p[2] + np.int64(vox[t, 2])) // b) * strides[2]
+            table[0, np.int64(vox[t, 0]) - ext[0]]
+            + table[1, np.int64(vox[t, 1]) - ext[1]]
+            + table[2, np.int64(vox[t, 2]) - ext[2]]
         )
         if flat[c]:
             return False
@@ -125,9 +154,9 @@ def candidates_free(
         ``(cells, starts, counts)``: footprint ``f``'s test cells are the flat offsets
         ``cells[starts[f]:starts[f] + counts[f]]`` from its position's cell.
     voxels
-        ``(vox, starts, counts)``: footprint ``f``'s ``(m, 3)`` voxel offsets (used when
-        ``b > 1``: a candidate whose test cells are not all free is tested again on the exact
-        cells of its voxels).
+        ``(vox, starts, counts, extents)``: footprint ``f``'s ``(m, 3)`` voxel offsets and
+        ``(6,)`` extent (lowest offset, one past the highest) (used when ``b > 1``: a candidate
+        whose test cells are not all free is tested again on the exact cells of its voxels).
     which, positions
         ``(N,)`` footprints and ``(N, 3)`` int64 voxel positions of the candidates.
 
@@ -136,7 +165,8 @@ def candidates_free(
     ``(N,)`` bool.
     """
     cells, starts, counts = bank
-    vox, vstarts, vcounts = voxels
+    vox, vstarts, vcounts, vext = voxels
+    table = np.empty((3, _widest(vext)), dtype=np.int64)
     out = np.empty(which.shape[0], dtype=np.bool_)
     for j in range(which.shape[0]):
         f = which[j]
@@ -148,7 +178,8 @@ def candidates_free(
                 free = False
                 break
         if not free and b > 1:
-            free = _voxels_free(flat, vox, vstarts[f], vcounts[f], p, b, strides)
+            _axis_cells(p, b, strides, vext[f], table)
+            free = _voxels_free(flat, vox, vstarts[f], vcounts[f], vext[f], table)
         out[j] = free
     return out
 
@@ -170,7 +201,8 @@ def mark_cells(
     are the voxels' cells, with ``b > 1`` the exact cells are those of the voxels.
     """
     cells, starts, counts = bank
-    vox, vstarts, vcounts = voxels
+    vox, vstarts, vcounts, vext = voxels
+    table = np.empty((3, _widest(vext)), dtype=np.int64)
     for j in range(which.shape[0]):
         f = which[j]
         p = positions[j]
@@ -179,11 +211,13 @@ def mark_cells(
             for t in range(starts[f], starts[f] + counts[f]):
                 flat[base + cells[t]] = value
             continue
+        _axis_cells(p, b, strides, vext[f], table)
+        e = vext[f]
         for t in range(vstarts[f], vstarts[f] + vcounts[f]):
             c = (
-                ((p[0] + np.int64(vox[t, 0])) // b) * strides[0]
-                + ((p[1] + np.int64(vox[t, 1])) // b) * strides[1]
-                + ((p[2] + np.int64(vox[t, 2])) // b) * strides[2]
+                table[0, np.int64(vox[t, 0]) - e[0]]
+                + table[1, np.int64(vox[t, 1]) - e[1]]
+                + table[2, np.int64(vox[t, 2]) - e[2]]
             )
             flat[c] = value
 

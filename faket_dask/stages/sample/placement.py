@@ -206,7 +206,8 @@ class _Bank:
     radii
         ``(n,)`` bounding sphere radii.
     voxels
-        ``(vox, starts, counts)``: the distinct footprints' mask voxels, concatenated.
+        ``(vox, starts, counts, extents)``: the distinct footprints' mask voxels,
+        concatenated, and their ``(low_offset, high_offset)`` extents ``(d, 6)``.
     cells
         ``(flat, starts, counts)``: their test cells as flat offsets on the grid (int32 when
         every offset fits), from a position's cell.
@@ -221,7 +222,8 @@ class _Bank:
         self.radii = np.array([f.radius for f in fps])
         vcounts = np.array([f.count for f in distinct], dtype=np.int64)
         vox = np.concatenate([f.voxels for f in distinct])
-        self.voxels = (vox, _ragged_starts(vcounts), vcounts)
+        extents = np.array([[*f.low_offset, *f.high_offset] for f in distinct], dtype=np.int64)
+        self.voxels = (vox, _ragged_starts(vcounts), vcounts, extents)
         if occ.b == 1:
             cells, counts = vox, vcounts
         else:
