@@ -72,15 +72,21 @@ def dilated_cells(zyx: np.ndarray, b: int) -> np.ndarray:
     n0 = div[0, vhi[0] - vlo[0]] - lo[0] + 2
     n1 = div[1, vhi[1] - vlo[1]] - lo[1] + 2
     n2 = div[2, vhi[2] - vlo[2]] - lo[2] + 2
-    dense = np.zeros((n0, n1, n2), dtype=np.bool_)
+    cells = np.zeros((n0 - 1, n1 - 1, n2 - 1), dtype=np.bool_)  # the undilated cells
     for i in range(m):
         c0 = div[0, np.int64(zyx[i, 0]) - vlo[0]] - lo[0]
         c1 = div[1, np.int64(zyx[i, 1]) - vlo[1]] - lo[1]
         c2 = div[2, np.int64(zyx[i, 2]) - vlo[2]] - lo[2]
-        for s0 in range(2):
-            for s1 in range(2):
-                for s2 in range(2):
-                    dense[c0 + s0, c1 + s1, c2 + s2] = True
+        cells[c0, c1, c2] = True
+    dense = np.zeros((n0, n1, n2), dtype=np.bool_)
+    for c0 in range(n0 - 1):
+        for c1 in range(n1 - 1):
+            for c2 in range(n2 - 1):
+                if cells[c0, c1, c2]:
+                    for s0 in range(2):
+                        for s1 in range(2):
+                            for s2 in range(2):
+                                dense[c0 + s0, c1 + s1, c2 + s2] = True
     out = np.empty((int(dense.sum()), 3), dtype=np.int64)
     k = 0
     for i in range(n0):

@@ -217,19 +217,21 @@ class _Bank:
         index: dict[int, int] = {}
         self.ref = np.array([index.setdefault(id(f), len(index)) for f in fps], dtype=np.int64)
         distinct = list({id(f): f for f in fps}.values())
-        self.low = np.stack([-f.low_offset for f in fps])
-        self.high = occ.shape - np.stack([f.high_offset for f in fps])
-        self.radii = np.array([f.radius for f in fps])
+        lows = np.stack([f.low_offset for f in distinct]).astype(np.int64)
+        highs = np.stack([f.high_offset for f in distinct]).astype(np.int64)
+        self.low = -lows[self.ref]
+        self.high = occ.shape - highs[self.ref]
+        self.radii = np.array([f.radius for f in distinct])[self.ref]
         vcounts = np.array([f.count for f in distinct], dtype=np.int64)
         vox = np.concatenate([f.voxels for f in distinct])
-        extents = np.array([[*f.low_offset, *f.high_offset] for f in distinct], dtype=np.int64)
+        extents = np.ascontiguousarray(np.concatenate([lows, highs], axis=1))
         self.voxels = (vox, _ragged_starts(vcounts), vcounts, extents)
         if occ.b == 1:
             cells, counts = vox, vcounts
         else:
             cells = np.concatenate([f.test_cells for f in distinct])
             counts = np.array([len(f.test_cells) for f in distinct], dtype=np.int64)
-        reach = np.max([np.maximum(-f.low_offset, f.high_offset) for f in distinct], axis=0)
+        reach = np.maximum(-lows, highs).max(axis=0)
         wide = int(((reach // occ.b + 2) * occ.strides).sum()) >= np.iinfo(np.int32).max
         flat = np.empty(len(cells), dtype=np.int64 if wide else np.int32)
         _occupancy.flat_offsets(cells, occ.strides, flat)
