@@ -28,7 +28,7 @@ __all__ = [
 
 
 @kernel
-def max_r2(zyx: np.ndarray) -> int:
+def max_r2(zyx: np.ndarray) -> np.int64:
     """The largest ``|v|^2`` (int64) of ``(m, 3)`` integer voxel offsets, ``m >= 1``."""
     r2 = np.int64(0)
     for i in range(zyx.shape[0]):
@@ -144,7 +144,7 @@ def _voxels_free(
 def candidates_free(
     flat: np.ndarray,
     bank: tuple[np.ndarray, np.ndarray, np.ndarray],
-    voxels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    voxels: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     which: np.ndarray,
     positions: np.ndarray,
     b: int,
@@ -194,7 +194,7 @@ def candidates_free(
 def mark_cells(
     flat: np.ndarray,
     bank: tuple[np.ndarray, np.ndarray, np.ndarray],
-    voxels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    voxels: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     which: np.ndarray,
     positions: np.ndarray,
     b: int,
