@@ -3,10 +3,11 @@
 Every round gives each pending particle (the first unplaced ones of the sequence, in order,
 at most ``WINDOW``) one or more candidate positions drawn at once from the sample's stream
 (more per particle when few candidates were free in the last round); all candidates are
-tested together against the occupancy grid (a gather of their cells) and each particle keeps
-its first free one. The kept ones are then tested against each other by bounding spheres (a
-k-d tree of their positions), an earlier particle winning over a later one; a loser tries
-again in the next round.
+tested together against the occupancy grid (a compiled kernel,
+:mod:`~faket_dask.stages.sample._occupancy`, that stops at a candidate's first taken cell) and
+each particle keeps its first free one. The kept ones are then tested against each other by
+bounding spheres (a k-d tree of their positions), an earlier particle winning over a later
+one; a loser tries again in the next round.
 
 A particle still unplaced after ``attempts`` candidates takes back the particles placed
 ahead of it and, on small grids, searches every position exhaustively (an FFT correlation
@@ -36,7 +37,7 @@ from scipy.spatial import cKDTree
 from faket_dask.config import ParticleClassConfig
 from faket_dask.errors import InputError
 from faket_dask.stages.particles import random_quaternions
-from faket_dask.stages.sample import objects
+from faket_dask.stages.sample import _occupancy, objects
 from faket_dask.stages.sample.objects import _BoxCache, _Particle
 from faket_dask.stages.sample.rotation import VoxelBox
 from faket_dask.stages.sample.spec import BuildSpec, keyed_rng
@@ -61,8 +62,6 @@ __all__ = [
 WINDOW = 2048
 #: Particles drawn (and rotated) at a time while a block is filled up to the occupancy target.
 PART = 256
-#: Grid cells gathered per chunk of a round's test (bounds the transient memory).
-GATHER_CELLS = 1 << 22
 #: Candidate cells tested per round (more candidates per particle when few are pending).
 ROUND_CELLS = 1 << 23
 #: Largest grid (cells) searched exhaustively for a particle whose random tries all failed.
@@ -145,124 +144,133 @@ class Footprint:
     Attributes
     ----------
     low_offset, high_offset
-        ``(3,)`` first voxel of its box and one past the last (the box's extent).
+        ``(3,)`` int64 first voxel of its box and one past the last (the box's extent).
     voxels
-        ``(m, 3)`` int64 offsets of its mask voxels.
-    test_cells
-        ``(c, 3)`` int64 cell offsets from its position's cell that hold it at any phase.
-    test_flat
-        ``(c,)`` the same as flat offsets on the grid (its mask voxels' when ``b == 1``).
+        ``(m, 3)`` integer offsets of its mask voxels (the rotated box's own array and dtype).
     radius
         Largest distance (voxels) from the position to a mask voxel.
-    phases
-        Coarse grids: flat offsets of its exact cells by phase ``p mod b`` (filled lazily).
+    b
+        Voxels per cell edge of the grid it was made for.
+    cells
+        Coarse grids: ``(c, 3)`` int64 cell offsets from its position's cell that hold it at
+        any phase (None when ``b == 1``: its voxels).
     """
 
     low_offset: np.ndarray
     high_offset: np.ndarray
     voxels: np.ndarray
-    test_cells: np.ndarray
-    test_flat: np.ndarray
     radius: float
-    phases: dict[tuple[int, int, int], np.ndarray] = field(default_factory=dict, repr=False)
+    b: int = 1
+    cells: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def count(self) -> int:
         """Mask voxels."""
         return len(self.voxels)
 
-
-def _cell_set(cells: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """The distinct ``(k, 3)`` cells of ``cells + s`` for every shift ``s`` (dense, sorted)."""
-    lo = cells.min(axis=0)
-    dense = np.zeros(tuple(int(v) for v in cells.max(axis=0) - lo + shifts.max(axis=0) + 1), bool)
-    for sh in shifts:
-        dense[tuple((cells - lo + sh).T)] = True
-    return np.asarray(np.argwhere(dense) + lo)
+    @property
+    def test_cells(self) -> np.ndarray:
+        """``(c, 3)`` int64 cell offsets from its position's cell that hold it at any phase."""
+        if self.cells is None:
+            return np.asarray(self.voxels, dtype=np.int64)
+        return self.cells
 
 
 def footprint(box: VoxelBox, occ: OccupancyGrid) -> Footprint:
-    """The :class:`Footprint` of a rotated particle on an occupancy grid."""
-    b = occ.b
-    vox = np.asarray(box.zyx, dtype=np.int64)
-    if b == 1:
-        cells = vox
-    else:  # phase 0 cells, dilated one cell forward on every axis
-        step = np.array([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)])
-        cells = _cell_set(vox // b, step)
-    radius = float(np.sqrt(float((vox * vox).sum(axis=1).max())))
-    lo = np.asarray(box.offset, dtype=np.int64)
+    """The :class:`Footprint` of a rotated particle on an occupancy grid (compiled kernels)."""
+    vox = box.zyx
+    if not len(vox):
+        raise ValueError("a rotated particle has no voxels")
+    # coarse grids: phase 0 cells, dilated one cell forward on every axis
+    cells = None if occ.b == 1 else _occupancy.dilated_cells(vox, occ.b)
+    radius = float(np.sqrt(float(_occupancy.max_r2(vox))))
+    lo = np.asarray(box.offset, dtype=np.int64)  # the rotation's bounds (searched if unknown)
     high = lo + np.array(box.shape, dtype=np.int64)
-    return Footprint(lo, high, vox, cells, _flat(cells, occ.strides), radius)
+    return Footprint(lo, high, vox, radius, occ.b, cells)
 
 
-def _cells_at(occ: OccupancyGrid, fp: Footprint, position: np.ndarray) -> np.ndarray:
-    """Flat offsets, from the position's cell, of the exact cells of ``fp`` at ``position``."""
-    if occ.b == 1:
-        return fp.test_flat
-    b = occ.b
-    phase = position % b
-    key = (int(phase[0]), int(phase[1]), int(phase[2]))
-    if key not in fp.phases:  # the cells of its voxels at this phase
-        cells = (fp.voxels + np.array(key)) // b
-        fp.phases[key] = np.unique(_flat(cells, occ.strides))
-    return fp.phases[key]
-
-
-def _ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + n)`` for every pair (int64)."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    ends = np.cumsum(counts)
-    shift = np.repeat(starts - (ends - counts), counts)
-    return np.asarray(np.arange(total, dtype=np.int64) + shift)
+def _ragged_starts(counts: np.ndarray) -> np.ndarray:
+    """Where each of ``counts`` consecutive runs starts (int64)."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
 
 class _Bank:
-    """Flat cell offsets of a window's footprints, concatenated."""
+    """A sequence's footprints as the kernels' ragged arrays (each distinct footprint once).
+
+    Attributes
+    ----------
+    ref
+        ``(n,)`` the distinct footprint of each particle of the sequence.
+    low, high
+        ``(n, 3)`` lowest and highest position of each particle that keeps it in the volume.
+    radii
+        ``(n,)`` bounding sphere radii.
+    voxels
+        ``(vox, starts, counts, extents)``: the distinct footprints' mask voxels,
+        concatenated, and their ``(low_offset, high_offset)`` extents ``(d, 6)``.
+    cells
+        ``(flat, starts, counts)``: their test cells as flat offsets on the grid (int32 when
+        every offset fits), from a position's cell.
+    """
 
     def __init__(self, occ: OccupancyGrid, fps: list[Footprint]) -> None:
-        self.counts = np.array([len(f.test_cells) for f in fps], dtype=np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        self.cells = np.concatenate([f.test_flat for f in fps])
+        index: dict[int, int] = {}
+        self.ref = np.array([index.setdefault(id(f), len(index)) for f in fps], dtype=np.int64)
+        distinct = list({id(f): f for f in fps}.values())
+        lows = np.stack([f.low_offset for f in distinct]).astype(np.int64)
+        highs = np.stack([f.high_offset for f in distinct]).astype(np.int64)
+        self.low = -lows[self.ref]
+        self.high = occ.shape - highs[self.ref]
+        self.radii = np.array([f.radius for f in distinct])[self.ref]
+        vcounts = np.array([f.count for f in distinct], dtype=np.int64)
+        vox = np.concatenate([f.voxels for f in distinct])
+        extents = np.ascontiguousarray(np.concatenate([lows, highs], axis=1))
+        self.voxels = (vox, _ragged_starts(vcounts), vcounts, extents)
+        if occ.b == 1:
+            cells, counts = vox, vcounts
+        else:
+            cells = np.concatenate([f.test_cells for f in distinct])
+            counts = np.array([len(f.test_cells) for f in distinct], dtype=np.int64)
+        reach = np.maximum(-lows, highs).max(axis=0)
+        wide = int(((reach // occ.b + 2) * occ.strides).sum()) >= np.iinfo(np.int32).max
+        flat = np.empty(len(cells), dtype=np.int64 if wide else np.int32)
+        _occupancy.flat_offsets(cells, occ.strides, flat)
+        self.cells = (flat, _ragged_starts(counts), counts)
 
-    def free(self, occ: OccupancyGrid, which: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        """Whether candidate ``j`` (footprint ``which[j]`` at cell ``cells[j]``) is free."""
-        out = np.zeros(len(which), dtype=bool)
-        lens = self.counts[which]
-        ends = np.cumsum(lens)
-        j0 = 0
-        while j0 < len(which):  # chunks of about GATHER_CELLS cells
-            base = int(ends[j0] - lens[j0])
-            j1 = max(j0 + 1, int(np.searchsorted(ends, base + GATHER_CELLS, side="right")))
-            idx = _ragged(self.starts[which[j0:j1]], lens[j0:j1])
-            flat = np.repeat(_flat(cells[j0:j1], occ.strides), lens[j0:j1]) + self.cells[idx]
-            hits = np.logical_or.reduceat(occ.flat[flat], (ends[j0:j1] - lens[j0:j1]) - base)
-            out[j0:j1] = ~hits
-            j0 = j1
+    def _in_grid_order(
+        self, occ: OccupancyGrid, which: np.ndarray, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates sorted by their position's cell (nearby ones share cache lines and pages).
+
+        Returns the order, the sorted footprints and the sorted positions (int64, contiguous).
+        """
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
+        order = np.argsort(_flat(pos // occ.b, occ.strides), kind="stable")
+        refs = self.ref[np.asarray(which, dtype=np.int64)[order]]
+        return order, refs, np.ascontiguousarray(pos[order])
+
+    def free(self, occ: OccupancyGrid, which: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Whether particle ``which[j]`` at ``positions[j]`` (N, 3) has no taken cell.
+
+        Each candidate is tested on its own (the grid does not change), so the order they are
+        tested in does not matter: they are tested in grid order.
+        """
+        order, refs, pos = self._in_grid_order(occ, which, positions)
+        out = np.empty(len(order), dtype=bool)
+        out[order] = _occupancy.candidates_free(
+            occ.flat, self.cells, self.voxels, refs, pos, occ.b, occ.strides
+        )
         return out
 
-
-def _exact_free(
-    occ: OccupancyGrid, fps: list[Footprint], which: np.ndarray, positions: np.ndarray
-) -> np.ndarray:
-    """Whether footprint ``fps[which[j]]`` at ``positions[j]`` has none of its cells taken."""
-    cells = [_cells_at(occ, fps[int(i)], p) for i, p in zip(which, positions, strict=True)]
-    counts = np.array([len(c) for c in cells], dtype=np.int64)
-    base = np.repeat(_flat(positions // occ.b, occ.strides), counts)
-    taken = occ.flat[base + np.concatenate(cells)]
-    return ~np.logical_or.reduceat(taken, np.cumsum(counts) - counts)
-
-
-def _mark(occ: OccupancyGrid, fps: list[Footprint], positions: np.ndarray, value: bool) -> None:
-    """Set (or clear) the exact cells of footprints at ``positions`` (N, 3)."""
-    if not len(fps):
-        return
-    cells = [_cells_at(occ, fp, p) for fp, p in zip(fps, positions, strict=True)]
-    base = _flat(positions // occ.b, occ.strides)
-    counts = np.array([len(c) for c in cells], dtype=np.int64)
-    occ.flat[np.repeat(base, counts) + np.concatenate(cells)] = value
+    def mark(
+        self, occ: OccupancyGrid, which: np.ndarray, positions: np.ndarray, value: bool
+    ) -> None:
+        """Set (or clear) the exact cells of particles ``which`` at ``positions`` (N, 3)."""
+        if len(which):
+            _, refs, pos = self._in_grid_order(occ, which, positions)
+            _occupancy.mark_cells(
+                occ.flat, self.cells, self.voxels, refs, pos, occ.b, occ.strides, value
+            )
 
 
 def _resolve(positions: np.ndarray, radii: np.ndarray, slack: float) -> np.ndarray:
@@ -277,9 +285,8 @@ def _resolve(positions: np.ndarray, radii: np.ndarray, slack: float) -> np.ndarr
     d = np.sqrt(((positions[pairs[:, 0]] - positions[pairs[:, 1]]) ** 2).sum(axis=1))
     pairs = pairs[d <= radii[pairs[:, 0]] + radii[pairs[:, 1]] + slack]
     pairs = np.sort(pairs, axis=1)
-    for i, j in pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]:  # by later index, then earlier
-        if keep[i]:
-            keep[j] = False
+    order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later index, then earlier
+    _occupancy.first_wins(np.ascontiguousarray(pairs[order], dtype=np.int64), keep)
     return keep
 
 
@@ -311,21 +318,15 @@ def _search(occ: OccupancyGrid, rng: np.random.Generator, fp: Footprint) -> np.n
 
 
 def _candidates(
-    occ: OccupancyGrid, rng: np.random.Generator, window: list[Footprint], bank: _Bank, k: int
+    occ: OccupancyGrid, rng: np.random.Generator, bank: _Bank, pending: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``k`` candidate positions per footprint ``(W, k, 3)`` and whether each is free."""
-    low = np.stack([-f.low_offset for f in window])
-    high = occ.shape - np.stack([f.high_offset for f in window])
+    """``k`` candidate positions per pending particle ``(W, k, 3)`` and whether each is free."""
+    low, high = bank.low[pending], bank.high[pending]
     if np.any(high < low):
         raise ValueError("a footprint does not fit in the volume")
-    cand = rng.integers(low[:, None], high[:, None] + 1, size=(len(window), k, 3))
-    which = np.repeat(np.arange(len(window)), k)
-    flat_cand = cand.reshape(-1, 3)
-    ok = bank.free(occ, which, flat_cand // occ.b)
-    if occ.b > 1 and not ok.all():  # the dilated cells are taken: test the exact ones
-        again = np.flatnonzero(~ok)
-        ok[again] = _exact_free(occ, window, which[again], flat_cand[again])
-    return cand, ok.reshape(len(window), k)
+    cand = rng.integers(low[:, None], high[:, None] + 1, size=(len(pending), k, 3))
+    ok = bank.free(occ, np.repeat(pending, k), cand.reshape(-1, 3))
+    return cand, ok.reshape(len(pending), k)
 
 
 def place_sequence(
@@ -355,49 +356,50 @@ def place_sequence(
     """
     n = len(fps)
     pos = np.zeros((n, 3), dtype=np.int64)
+    if not n:
+        return pos, 0
     done = np.zeros(n, dtype=bool)
     tries = np.zeros(n, dtype=np.int64)
     stop, first_open, wanted = n, 0, 1
     slack = 0.0 if occ.b == 1 else float(np.sqrt(3.0) * (occ.b - 1))
+    bank = _Bank(occ, fps)
+    cells = bank.cells[2][bank.ref]  # test cells of each particle
     while True:
         while first_open < stop and done[first_open]:
             first_open += 1
         pending = first_open + np.flatnonzero(~done[first_open:stop])[:WINDOW]
         if not len(pending):
             break
-        window = [fps[int(i)] for i in pending]
-        bank = _Bank(occ, window)
-        k = int(np.clip(ROUND_CELLS // max(1, int(bank.counts.sum())), 1, wanted))
+        k = int(np.clip(ROUND_CELLS // max(1, int(cells[pending].sum())), 1, wanted))
         k = max(1, int(min(k, attempts - tries[pending].max())))
-        cand, ok = _candidates(occ, rng, window, bank, k)
+        cand, ok = _candidates(occ, rng, bank, pending, k)
         found = ok.any(axis=1)
         rate = max(float(ok.mean()), 1.0 / MAX_CANDIDATES)  # free candidates: fewer, more tries
         wanted = 1 if rate > 0.9 else int(min(MAX_CANDIDATES, np.ceil(3.0 / rate)))
         first = np.argmax(ok, axis=1)
-        chosen = cand[np.arange(len(window)), first]
-        radii = np.array([f.radius for f in window])
-        keep = np.zeros(len(window), dtype=bool)
+        chosen = cand[np.arange(len(pending)), first]
+        radii = bank.radii[pending]
+        keep = np.zeros(len(pending), dtype=bool)
         keep[found] = _resolve(chosen[found], radii[found], slack)
         tries[pending] += np.where(found, first + 1, k)  # candidates up to the kept one
         stuck = np.flatnonzero((~keep) & (tries[pending] >= attempts))
         acc = pending[keep]
-        _mark(occ, [fps[int(i)] for i in acc], chosen[keep], True)
+        bank.mark(occ, acc, chosen[keep], True)
         pos[acc] = chosen[keep]
         done[acc] = True
         if len(stuck):
             i = int(pending[stuck[0]])
             late = np.flatnonzero(done[i + 1 :]) + i + 1  # placed ahead of it: taken back
-            _mark(occ, [fps[int(j)] for j in late], pos[late], False)
+            bank.mark(occ, late, pos[late], False)
             done[late] = False
             spot = _search(occ, rng, fps[i])
             if spot is None:
                 stop = i
             else:
-                _mark(occ, [fps[i]], spot[None], True)
+                bank.mark(occ, np.array([i]), spot[None], True)
                 pos[i], done[i] = spot, True
     late = np.flatnonzero(done[stop:]) + stop
-    if len(late):  # placed after an exhausted particle: not part of the sample
-        _mark(occ, [fps[int(i)] for i in late], pos[late], False)
+    bank.mark(occ, late, pos[late], False)  # placed after an exhausted particle: not kept
     return pos[:stop], stop
 
 
@@ -482,13 +484,15 @@ class _Placer:
     def place(self, items: list[_Item]) -> int:
         """Place a block; how many of it (a prefix) were placed."""
         classes, shared = self.seq.classes, self.seq.grid is not None
-        for ci, _, box, fp in items:
-            if np.any(fp.high_offset - fp.low_offset > self.occ.shape):
-                raise InputError(
-                    f"particle class {classes[ci].name!r} ({box.shape} voxels when rotated) does "
-                    f"not fit in the {tuple(self.spec.shape)} volume; use a smaller template or "
-                    "a thicker sample"
-                )
+        extents = np.reshape([it[3].high_offset - it[3].low_offset for it in items], (-1, 3))
+        too_big = np.flatnonzero((extents > self.occ.shape).any(axis=1))
+        if len(too_big):
+            ci, _, box, _ = items[int(too_big[0])]
+            raise InputError(
+                f"particle class {classes[ci].name!r} ({box.shape} voxels when rotated) does "
+                f"not fit in the {tuple(self.spec.shape)} volume; use a smaller template or "
+                "a thicker sample"
+            )
         pos, placed = place_sequence(
             self.occ, self.rng, [it[3] for it in items], self.spec.sample.placement_attempts
         )
@@ -499,8 +503,8 @@ class _Placer:
                 template=self.seq.templates[classes[ci].name],
                 quaternion=q,
                 position=p,
-                box_offset=np.asarray(box.offset, np.int64),
-                box_shape=np.array(box.shape, dtype=np.int64),
+                box_offset=fp.low_offset,
+                box_shape=fp.high_offset - fp.low_offset,
                 cache=self.cache,
                 voxels=fp.count,
                 shared=box if shared else None,
@@ -527,11 +531,14 @@ def _fill(placer: _Placer, info: dict[str, Any]) -> None:
         goal = target * volume
         while covered < goal:
             items: list[_Item] = []
-            while len(items) < WINDOW and covered + sum(it[3].count for it in items) < goal:
+            drawn = 0  # voxels of items
+            while len(items) < WINDOW and covered + drawn < goal:
                 picks = np.minimum(  # rotated a part at a time: few beyond the goal
                     np.searchsorted(cum, class_rng.random(PART), side="right"), len(loose) - 1
                 )
-                items += seq.block([loose[int(j)] for j in picks])
+                part = seq.block([loose[int(j)] for j in picks])
+                items += part
+                drawn += sum(it[3].count for it in part)
             sums = covered + np.cumsum([it[3].count for it in items])
             items = items[: int(np.searchsorted(sums, goal, side="left")) + 1]
             items.sort(key=lambda it: -it[3].count)  # larger first: smaller ones fill the gaps
