@@ -174,6 +174,23 @@ def test_scatter_equals_numpy_for_odd_slabs_and_boxes_at_the_faces(reach):
         )
 
 
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_scatter_of_many_particles_in_threads_equals_numpy(monkeypatch, threads):
+    monkeypatch.setenv("FAKET_DASK_SAMPLE_THREADS", threads)
+    rng = np.random.default_rng(7)
+    grid = np.stack(np.meshgrid(*[np.arange(2, 30, 4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    positions = grid[rng.permutation(len(grid))[:200]]  # 200 particles 4 voxels apart
+    boxes = [_random_box(rng, 1, 0.5) for _ in positions]  # within 1 voxel: never overlapping
+    labels = (rng.integers(1, 9, len(boxes)), np.arange(len(boxes)) + 1)
+    for y0, y1 in [(0, 32), (3, 18), (31, 32)]:
+        want = _scatter_numpy((32, 32, 32), y0, y1, boxes, positions, labels)
+        got = tuple(np.zeros_like(a) for a in want)
+        scatter_particles(got, y0, boxes, positions, labels)
+        for g, w in zip(got, want, strict=True):
+            assert g.tobytes() == w.tobytes()
+        assert len(np.unique(want[2])) > 50 or y1 - y0 == 1
+
+
 # ---------------------------------------------------------------- whole renders
 
 

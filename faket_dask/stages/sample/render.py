@@ -9,6 +9,7 @@ does not matter; membranes and beads are painted after them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -39,6 +40,8 @@ def scatter_particles(
 ) -> int:
     """Write particles into a slab (in place); the voxels written.
 
+    Particles must not overlap: groups of them are written by threads at once.
+
     Parameters
     ----------
     slab
@@ -53,13 +56,20 @@ def scatter_particles(
     labels
         ``(n,)`` class ids and ``(n,)`` instance ids of the particles.
     """
-    density, classes, instances = slab
     pos = np.ascontiguousarray(positions, dtype=np.int64).reshape(-1, 3)
     ids = np.stack([np.asarray(labels[0]), np.asarray(labels[1])], axis=1).astype(np.int64)
-    written = 0
-    for box, p, lab in zip(boxes, pos, ids, strict=True):
-        written += scatter_box(box.zyx, box.values, p, y0, lab, density, classes, instances)
-    return written
+
+    def run(part: range) -> int:  # the kernel releases the GIL; particles never overlap
+        return sum(
+            scatter_box(boxes[j].zyx, boxes[j].values, pos[j], y0, ids[j], *slab) for j in part
+        )
+
+    n = len(boxes)
+    if n < 64 or _threads() == 1:
+        return run(range(n))
+    cuts = np.linspace(0, n, _threads() + 1).astype(int)
+    with ThreadPoolExecutor(_threads()) as pool:
+        return sum(pool.map(run, [range(a, b) for a, b in itertools.pairwise(cuts)]))
 
 
 class Renderer:
@@ -151,15 +161,18 @@ def solvent_rows(layout: SampleLayout, y0: int, y1: int) -> np.ndarray:
     nzc, nxc = (nz - 1) // s + 2, (nx - 1) // s + 2
     k0, k1 = y0 // s, (y1 - 1) // s + 1
     lattices = np.empty((k1 - k0 + 1, nzc, nxc), dtype=np.float32)
-    for k in range(k0, k1 + 1):
+
+    def draw(k: int) -> None:  # NumPy's generators release the GIL while filling arrays
         p = keyed_rng(seed, sid, "solvent", k).standard_normal((nzc, nxc))
         lattices[k - k0] = np.clip(level * (1.0 + rel * p), 0.0, None)
+
     w = np.array([np.float32(r / s) for r in range(s)], dtype=np.float32)
-    chunks = np.array_split(np.arange(nz), min(nz, _threads()))
-    jobs = [(int(c[0]), int(c[-1]) + 1) for c in chunks if len(c)]
-    if len(jobs) == 1:
-        solvent_block(lattices, y0, s, w, 0, out)
-        return out
-    with ThreadPoolExecutor(len(jobs)) as pool:  # the kernel releases the GIL
-        list(pool.map(lambda j: solvent_block(lattices, y0, s, w, j[0], out[j[0] : j[1]]), jobs))
+    zs = [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(nz), _threads()) if len(c)]
+
+    def block(z: tuple[int, int]) -> None:  # the kernel releases the GIL
+        solvent_block(lattices, y0, s, w, z[0], out[z[0] : z[1]])
+
+    with ThreadPoolExecutor(_threads()) as pool:
+        list(pool.map(draw, range(k0, k1 + 1)))
+        list(pool.map(block, zs))
     return out
