@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faket_dask.stages.sample.objects import _BoxCache, _Object, _Particle
-from faket_dask.stages.sample.render_kernels import scatter_box, solvent_block
+from faket_dask.stages.sample.render_kernels import scatter_box, solvent_block, solvent_lattice
 from faket_dask.stages.sample.rotation import VoxelBox, _threads
 from faket_dask.stages.sample.spec import keyed_rng
 from faket_dask.stages.templates import Template
@@ -162,9 +162,8 @@ def solvent_rows(layout: SampleLayout, y0: int, y1: int) -> np.ndarray:
     k0, k1 = y0 // s, (y1 - 1) // s + 1
     lattices = np.empty((k1 - k0 + 1, nzc, nxc), dtype=np.float32)
 
-    def draw(k: int) -> None:  # NumPy's generators release the GIL while filling arrays
-        p = keyed_rng(seed, sid, "solvent", k).standard_normal((nzc, nxc))
-        lattices[k - k0] = np.clip(level * (1.0 + rel * p), 0.0, None)
+    def draw(k: int) -> None:  # the kernel releases the GIL
+        solvent_lattice(keyed_rng(seed, sid, "solvent", k), level, rel, lattices[k - k0])
 
     w = np.array([np.float32(r / s) for r in range(s)], dtype=np.float32)
     zs = [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(nz), _threads()) if len(c)]
