@@ -38,9 +38,15 @@ def solvent_lattice(rng: np.random.Generator, level: float, rel: float, out: np.
 
 @kernel
 def _lattice_plane(
-    lattice: np.ndarray, s: int, w: np.ndarray, z0: int, tmp: np.ndarray, out: np.ndarray
+    lattice: np.ndarray,
+    s: int,
+    w: np.ndarray,
+    z0: int,
+    tmp: np.ndarray,
+    out: np.ndarray,
+    row: int,
 ) -> None:
-    """One solvent lattice plane interpolated to rows ``[z0, z0 + len(out))`` (in place).
+    """One solvent lattice plane interpolated into ``out[:, row]`` (Z from ``z0``, in place).
 
     Parameters
     ----------
@@ -53,27 +59,27 @@ def _lattice_plane(
     z0
         First Z of ``out``.
     tmp
-        ``(nxc,)`` float32 scratch.
-    out
-        ``(nz, nx)`` float32: ``B[z, j] = L[jz, j] + (L[jz + 1, j] - L[jz, j]) * w[rz]`` along
-        Z first, then ``B[z, jx] + (B[z, jx + 1] - B[z, jx]) * w[rx]`` along X.
+        ``(2, nxc)`` float32 scratch.
+    out, row
+        ``(nz, rows, nx)`` float32; row ``row`` is written: ``B[z, j] = L[jz, j] + (L[jz + 1,
+        j] - L[jz, j]) * w[rz]`` along Z first, then ``B[z, jx] + (B[z, jx + 1] - B[z, jx])
+        * w[rx]`` along X.
     """
-    nzo, nx = out.shape
+    nzo, _, nx = out.shape
     nxc = lattice.shape[1]
-    d = np.empty(nxc - 1, dtype=np.float32)
     for zi in range(nzo):
         z = z0 + zi
         jz = z // s
         wz = w[z - jz * s]
         for j in range(nxc):
             a = lattice[jz, j]
-            tmp[j] = a + (lattice[jz + 1, j] - a) * wz
+            tmp[0, j] = a + (lattice[jz + 1, j] - a) * wz
         for j in range(nxc - 1):
-            d[j] = tmp[j + 1] - tmp[j]
+            tmp[1, j] = tmp[0, j + 1] - tmp[0, j]
         for r in range(min(s, nx)):
             wx = w[r]
             for j in range((nx - 1 - r) // s + 1):  # x = j s + r < nx
-                out[zi, j * s + r] = tmp[j] + d[j] * wx
+                out[zi, row, j * s + r] = tmp[0, j] + tmp[1, j] * wx
 
 
 @kernel
@@ -93,30 +99,28 @@ def solvent_block(
     z0
         First Z row of ``out``.
     out
-        ``(nz, rows, nx)`` float32: row ``y = k s + r`` is plane ``A_k`` when ``r = 0``, else
-        ``A_k + (A_{k+1} - A_k) * w[r]``.
+        ``(nz, rows, nx)`` float32: row ``y = k s + r`` is plane ``A_k`` when ``r = 0`` (written
+        there directly), else ``A_k + (A_{k+1} - A_k) * w[r]``.
     """
     nzo, rows, nx = out.shape
     y1 = y0 + rows
     k0 = y0 // s
-    tmp = np.empty(lattices.shape[2], dtype=np.float32)
-    lower = np.empty((nzo, nx), dtype=np.float32)
-    upper = np.empty((nzo, nx), dtype=np.float32)
-    _lattice_plane(lattices[0], s, w, z0, tmp, upper)
+    tmp = np.empty((2, lattices.shape[2]), dtype=np.float32)
+    first = np.empty((nzo, 1, nx), dtype=np.float32)  # plane k0 when its row precedes y0
+    last = np.empty((nzo, 1, nx), dtype=np.float32)  # the plane at or after y1
+    lo, lo_row = (out, k0 * s - y0) if k0 * s == y0 else (first, 0)
+    _lattice_plane(lattices[0], s, w, z0, tmp, lo, lo_row)
     for k in range(k0, (y1 - 1) // s + 1):
-        lower, upper = upper, lower
-        _lattice_plane(lattices[k - k0 + 1], s, w, z0, tmp, upper)
-        ya, yb = max(y0, k * s), min(y1, (k + 1) * s)
+        up, up_row = (out, (k + 1) * s - y0) if (k + 1) * s < y1 else (last, 0)
+        _lattice_plane(lattices[k - k0 + 1], s, w, z0, tmp, up, up_row)
+        ya, yb = max(y0, k * s + 1), min(y1, (k + 1) * s)
         for z in range(nzo):
             for y in range(ya, yb):
-                r = y - k * s
-                if r == 0:
-                    out[z, y - y0, :] = lower[z]
-                    continue
-                wr = w[r]
+                wr = w[y - k * s]
                 for x in range(nx):
-                    a = lower[z, x]
-                    out[z, y - y0, x] = a + (upper[z, x] - a) * wr
+                    a = lo[z, lo_row, x]
+                    out[z, y - y0, x] = a + (up[z, up_row, x] - a) * wr
+        lo, lo_row = up, up_row
 
 
 @kernel
