@@ -211,6 +211,11 @@ class _BoxCache:
             _, old = self._boxes.popitem(last=False)
             self.nbytes -= old.nbytes
 
+    def demote(self, key: int) -> None:
+        """Make ``key`` the first box evicted (a box no longer needed, e.g. rendered)."""
+        if key in self._boxes:
+            self._boxes.move_to_end(key, last=False)
+
     def clear(self) -> None:
         self._boxes.clear()
         self.nbytes = 0

@@ -1,24 +1,24 @@
-"""Batched rendering of particles into a slab: rotated boxes as voxel lists, scattered at once.
+"""Rendering a layout's rows into a slab: solvent, particles' voxel lists, membranes and beads.
 
-A rotated particle (a :class:`~faket_dask.stages.sample.rotation.VoxelBox`, its voxels sorted
-by Y row) becomes a :class:`SparseBox` by indexing its rows. The boxes a slab needs are
-concatenated into
-one :class:`BoxBank` (built once per layout when boxes are shared on an orientation grid); the
-voxels of every particle that meets the slab are then gathered and scattered into the slab's
-density, class and instance arrays in a few tensor operations, on the device of the density.
-Particles never overlap, so the order of the writes does not matter.
+The solvent and the particles are written by compiled kernels
+(:mod:`~faket_dask.stages.sample.render_kernels`): each particle that meets the slab writes the
+rows of its :class:`~faket_dask.stages.sample.rotation.VoxelBox` (voxels sorted by Y row) that
+fall in the slab, straight from the box. Particles never overlap, so the order of the writes
+does not matter; membranes and beads are painted after them.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faket_dask.stages.sample.objects import _BoxCache, _Object, _Particle
-from faket_dask.stages.sample.rotation import VoxelBox
+from faket_dask.stages.sample.render_kernels import scatter_box, solvent_block, solvent_lattice
+from faket_dask.stages.sample.rotation import VoxelBox, _threads
 from faket_dask.stages.sample.spec import keyed_rng
 from faket_dask.stages.templates import Template
 
@@ -28,131 +28,52 @@ if TYPE_CHECKING:
 #: Rotates ``(template, quaternion)`` pairs into voxel lists (the layout's rotation).
 Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[VoxelBox]]
 
-__all__ = ["BoxBank", "SparseBox", "scatter_particles", "sparse_box"]
-
-
-@dataclass(frozen=True, eq=False)
-class SparseBox:
-    """A rotated box's mask voxels, sorted by Y row.
-
-    Attributes
-    ----------
-    first_row
-        Y offset (from the particle's position) of the box's first row.
-    zyx
-        ``(m, 3)`` int32 ``(z, y, x)`` offsets of the voxels from the position.
-    values
-        ``(m,)`` float32 densities.
-    row_ptr
-        ``(rows + 1,)`` int64: row ``r`` of the box holds voxels ``row_ptr[r]:row_ptr[r + 1]``.
-    """
-
-    first_row: int
-    zyx: np.ndarray
-    values: np.ndarray
-    row_ptr: np.ndarray
-
-    @property
-    def rows(self) -> int:
-        """Y rows of the box."""
-        return len(self.row_ptr) - 1
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held."""
-        return self.zyx.nbytes + self.values.nbytes + self.row_ptr.nbytes
-
-
-def sparse_box(box: VoxelBox) -> SparseBox:
-    """The :class:`SparseBox` of a rotated particle (its voxels are already sorted by row)."""
-    first = int(box.offset[1])
-    zyx = box.zyx.astype(np.int32)
-    row_ptr = np.searchsorted(zyx[:, 1], np.arange(first, first + box.shape[1] + 1))
-    return SparseBox(first, zyx, box.values, row_ptr.astype(np.int64))
-
-
-class BoxBank:
-    """Sparse boxes concatenated for a volume ``nx`` voxels wide.
-
-    Each voxel is kept as its Z offset and its in-plane offset ``dy * nx + dx`` (int32) from
-    the particle's position, with its density, so a slab's flat index is two gathers away.
-    """
-
-    def __init__(self, boxes: list[SparseBox], nx: int) -> None:
-        self.nx = int(nx)
-        self.first_row = np.array([b.first_row for b in boxes], dtype=np.int64)
-        self.rows = np.array([b.rows for b in boxes], dtype=np.int64)
-        sizes = np.array([len(b.values) for b in boxes], dtype=np.int64)
-        base = np.cumsum(sizes) - sizes
-        self.row_base = np.cumsum(self.rows + 1) - (self.rows + 1)
-        ptrs = [b.row_ptr + o for b, o in zip(boxes, base, strict=True)]
-        self.row_ptr = np.concatenate(ptrs) if ptrs else np.zeros(0, np.int64)
-        zyx = np.concatenate([b.zyx for b in boxes]) if boxes else np.zeros((0, 3), np.int32)
-        self.dz = np.ascontiguousarray(zyx[:, 0])
-        self.dyx = (zyx[:, 1] * self.nx + zyx[:, 2]).astype(np.int32)
-        vals = [b.values for b in boxes]
-        self.values = np.concatenate(vals) if vals else np.zeros(0, np.float32)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held."""
-        return self.dz.nbytes + self.dyx.nbytes + self.values.nbytes + self.row_ptr.nbytes
-
-
-def _ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + n)`` for every pair (int64)."""
-    ends = np.cumsum(counts)
-    shift = np.repeat(starts - (ends - counts), counts)
-    return np.asarray(np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + shift)
+__all__ = ["Renderer", "scatter_particles", "solvent_rows"]
 
 
 def scatter_particles(
     slab: tuple[np.ndarray, np.ndarray, np.ndarray],
     y0: int,
-    bank: BoxBank,
-    which: np.ndarray,
+    boxes: list[VoxelBox],
     positions: np.ndarray,
     labels: tuple[np.ndarray, np.ndarray],
-) -> None:
-    """Write particles into a slab (in place).
+) -> int:
+    """Write particles into a slab (in place); the voxels written.
+
+    Particles must not overlap: groups of them are written by threads at once.
 
     Parameters
     ----------
     slab
-        ``(density, class_mask, instance_mask)`` C-contiguous arrays of shape
-        ``(Z, rows, X)`` holding rows ``[y0, y0 + rows)`` of the volume.
+        ``(density, class_mask, instance_mask)`` arrays of shape ``(Z, rows, X)`` holding
+        rows ``[y0, y0 + rows)`` of the volume.
     y0
         The slab's first row.
-    bank
-        The sparse boxes (built for this ``X``).
-    which
-        ``(n,)`` the bank box of each particle that meets the slab.
+    boxes
+        ``n`` rotated particles (voxels sorted by Y, inside the volume at their positions).
     positions
-        ``(n, 3)`` int64 ``(z, y, x)`` positions of those particles.
+        ``(n, 3)`` int64 ``(z, y, x)`` positions of the particles.
     labels
-        ``(n,)`` class ids and ``(n,)`` instance ids of those particles.
+        ``(n,)`` class ids and ``(n,)`` instance ids of the particles.
     """
-    density, classes, instances = slab
-    rows, nx = density.shape[1:]
-    if not len(which):
-        return
-    top = positions[:, 1] + bank.first_row[which]  # volume row of each box's first row
-    r0 = np.clip(y0 - top, 0, bank.rows[which])
-    r1 = np.clip(y0 + rows - top, 0, bank.rows[which])
-    a = bank.row_ptr[bank.row_base[which] + r0]
-    counts = bank.row_ptr[bank.row_base[which] + r1] - a
-    idx = _ragged(a, counts)
-    base = (positions[:, 0] * rows + (positions[:, 1] - y0)) * nx + positions[:, 2]
-    flat = np.repeat(base, counts)
-    flat += bank.dz[idx].astype(np.int64) * (rows * nx)
-    flat += bank.dyx[idx]
-    density.reshape(-1)[flat] = bank.values[idx]
-    classes.reshape(-1)[flat] = np.repeat(labels[0].astype(classes.dtype), counts)
-    instances.reshape(-1)[flat] = np.repeat(labels[1].astype(instances.dtype), counts)
+    pos = np.ascontiguousarray(positions, dtype=np.int64).reshape(-1, 3)
+    ids = np.stack([np.asarray(labels[0]), np.asarray(labels[1])], axis=1).astype(np.int64)
+
+    def run(part: range) -> int:  # the kernel releases the GIL; particles never overlap
+        return sum(
+            scatter_box(boxes[j].zyx, boxes[j].values, pos[j], y0, ids[j], *slab) for j in part
+        )
+
+    n = len(boxes)
+    if n < 64 or _threads() == 1:
+        return run(range(n))
+    cuts = np.linspace(0, n, _threads() + 1).astype(int)
+    with ThreadPoolExecutor(_threads()) as pool:
+        return sum(pool.map(run, [range(a, b) for a, b in itertools.pairwise(cuts)]))
 
 
 class Renderer:
-    """Renders a layout's rows: the solvent, its particles in batches, then the other objects.
+    """Renders a layout's rows: the solvent, its particles, then the other objects.
 
     Parameters
     ----------
@@ -164,8 +85,6 @@ class Renderer:
 
     def __init__(self, cache: _BoxCache, rotate: Rotate) -> None:
         self.cache, self.rotate = cache, rotate
-        self.grid_bank: BoxBank | None = None
-        self.box_of: dict[int, int] = {}
 
     def rows(self, layout: SampleLayout, y0: int, y1: int) -> tuple[np.ndarray, ...]:
         """Rows ``[y0, y1)`` of ``layout``: density, class mask, instance mask, ``(Z, rows, X)``."""
@@ -179,33 +98,30 @@ class Renderer:
         ids = layout.particles["id"].to_numpy()
         parts = [i for i in hit if isinstance(layout.objects[i], _Particle)]
         particles = [p for p in (layout.objects[i] for i in parts) if isinstance(p, _Particle)]
-        bank, which = self.bank(layout.objects, particles, nx)
         pos = np.array([p.position for p in particles], dtype=np.int64).reshape(-1, 3)
         cls = np.array([p.class_id for p in particles], dtype=np.int64)
-        scatter_particles(slab, y0, bank, which, pos, (cls, ids[parts]))
+        scatter_particles(slab, y0, self.boxes(particles, y1), pos, (cls, ids[parts]))
         for i in hit:
             if not isinstance(layout.objects[i], _Particle):
                 _paint(slab, y0, layout.objects[i], int(ids[i]))
         return slab
 
-    def bank(
-        self, objects: list[_Object], parts: list[_Particle], nx: int
-    ) -> tuple[BoxBank, np.ndarray]:
-        """The sparse boxes of ``parts`` and the box of each one in it."""
-        if parts and parts[0].shared is not None:  # an orientation grid: one bank per layout
-            if self.grid_bank is None:
-                boxes = {id(p.shared): p.shared for p in objects if isinstance(p, _Particle)}
-                self.box_of = {k: j for j, k in enumerate(boxes)}
-                self.grid_bank = BoxBank([sparse_box(b) for b in boxes.values() if b], nx)
-            return self.grid_bank, np.array([self.box_of[id(p.shared)] for p in parts])
-        cached = [self.cache.get(p.index) for p in parts]
+    def boxes(self, parts: list[_Particle], y1: int) -> list[VoxelBox]:
+        """The rotated boxes of ``parts`` (shared, cached, or rotated again).
+
+        A cached box whose particle ends before row ``y1`` is the first to be evicted
+        afterwards: slabs rendered in order no longer need it.
+        """
+        cached = [p.shared if p.shared is not None else self.cache.get(p.index) for p in parts]
         todo = [p for p, b in zip(parts, cached, strict=True) if b is None]
         again = self.rotate([(p.template, p.quaternion) for p in todo])  # no longer cached
         for p, box in zip(todo, again, strict=True):
             self.cache.put(p.index, box)  # for the next slab it meets
+        for p in parts:
+            if p.shared is None and p.hi[1] <= y1:
+                self.cache.demote(p.index)
         new = iter(again)
-        out = [sparse_box(b if b is not None else next(new)) for b in cached]
-        return BoxBank(out, nx), np.arange(len(parts))
+        return [b if b is not None else next(new) for b in cached]
 
 
 def _paint(slab: tuple[np.ndarray, ...], y0: int, obj: _Object, label: int) -> None:
@@ -243,29 +159,19 @@ def solvent_rows(layout: SampleLayout, y0: int, y1: int) -> np.ndarray:
     seed, sid = (0, 0) if spec is None else (spec.seed, spec.sample_id)
     s = max(1, round(corr / layout.pixel_spacing))
     nzc, nxc = (nz - 1) // s + 2, (nx - 1) // s + 2
+    k0, k1 = y0 // s, (y1 - 1) // s + 1
+    lattices = np.empty((k1 - k0 + 1, nzc, nxc), dtype=np.float32)
 
-    def up(a: np.ndarray, n: int) -> np.ndarray:
-        """Linear interpolation by ``s`` along the last axis to ``n`` samples (float32)."""
-        out = np.empty((*a.shape[:-1], n), dtype=np.float32)
-        step = a[..., 1:] - a[..., :-1]
-        for r in range(min(s, n)):
-            m = len(range(r, n, s))
-            np.add(a[..., :m], step[..., :m] * np.float32(r / s), out=out[..., r::s])
-        return out
+    def draw(k: int) -> None:  # the kernel releases the GIL
+        solvent_lattice(keyed_rng(seed, sid, "solvent", k), level, rel, lattices[k - k0])
 
-    def plane(k: int) -> np.ndarray:
-        p = keyed_rng(seed, sid, "solvent", k).standard_normal((nzc, nxc))
-        lattice = np.clip(level * (1.0 + rel * p), 0.0, None).astype(np.float32)
-        return up(up(lattice.T, nz).T.copy(), nx)  # (nz, nx), non-negative
+    w = np.array([np.float32(r / s) for r in range(s)], dtype=np.float32)
+    zs = [(int(c[0]), int(c[-1]) + 1) for c in np.array_split(np.arange(nz), _threads()) if len(c)]
 
-    upper = plane(y0 // s)
-    for k in range(y0 // s, (y1 - 1) // s + 1):
-        lower, upper = upper, plane(k + 1)
-        step = upper - lower
-        for y in range(max(y0, k * s), min(y1, (k + 1) * s)):
-            r = y - k * s
-            if r == 0:
-                out[:, y - y0] = lower
-            else:
-                np.add(lower, step * np.float32(r / s), out=out[:, y - y0])
+    def block(z: tuple[int, int]) -> None:  # the kernel releases the GIL
+        solvent_block(lattices, y0, s, w, z[0], out[z[0] : z[1]])
+
+    with ThreadPoolExecutor(_threads()) as pool:
+        list(pool.map(draw, range(k0, k1 + 1)))
+        list(pool.map(block, zs))
     return out

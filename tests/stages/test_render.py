@@ -1,0 +1,232 @@
+"""The renderer's kernels against the NumPy code they replaced, byte for byte, on random inputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import faket_dask.stages.sample.objects as sample_objects
+from faket_dask.config import config_from_dict
+from faket_dask.stages.sample import BuildSpec, build_layout, render_slab
+from faket_dask.stages.sample.render import scatter_particles, solvent_rows
+from faket_dask.stages.sample.render_kernels import solvent_block
+from faket_dask.stages.sample.rotation import VoxelBox
+from faket_dask.stages.sample.spec import keyed_rng
+
+pytestmark = pytest.mark.timeout(300)
+
+
+# ---------------------------------------------------------------- the NumPy code, as it was
+
+
+def _up(a: np.ndarray, n: int, s: int) -> np.ndarray:
+    """Linear interpolation by ``s`` along the last axis to ``n`` samples (float32)."""
+    out = np.empty((*a.shape[:-1], n), dtype=np.float32)
+    step = a[..., 1:] - a[..., :-1]
+    for r in range(min(s, n)):
+        m = len(range(r, n, s))
+        np.add(a[..., :m], step[..., :m] * np.float32(r / s), out=out[..., r::s])
+    return out
+
+
+def _plane(lattice: np.ndarray, nz: int, nx: int, s: int) -> np.ndarray:
+    return _up(_up(lattice.T, nz, s).T.copy(), nx, s)
+
+
+def _rows_numpy(lattices: np.ndarray, shape: tuple[int, int], y0: int, y1: int, s: int):
+    """Rows ``[y0, y1)`` from lattice planes ``y0 // s ...`` (the NumPy renderer's loop)."""
+    nz, nx = shape
+    out = np.empty((nz, y1 - y0, nx), dtype=np.float32)
+    k0 = y0 // s
+    upper = _plane(lattices[0], nz, nx, s)
+    for k in range(k0, (y1 - 1) // s + 1):
+        lower, upper = upper, _plane(lattices[k - k0 + 1], nz, nx, s)
+        step = upper - lower
+        for y in range(max(y0, k * s), min(y1, (k + 1) * s)):
+            r = y - k * s
+            if r == 0:
+                out[:, y - y0] = lower
+            else:
+                np.add(lower, step * np.float32(r / s), out=out[:, y - y0])
+    return out
+
+
+def _solvent_numpy(layout, y0: int, y1: int) -> np.ndarray:
+    nz, _, nx = layout.shape
+    level, rel, corr = layout.solvent
+    s = max(1, round(corr / layout.pixel_spacing))
+    nzc, nxc = (nz - 1) // s + 2, (nx - 1) // s + 2
+    planes = []
+    for k in range(y0 // s, (y1 - 1) // s + 2):
+        p = keyed_rng(layout.spec.seed, layout.spec.sample_id, "solvent", k).standard_normal(
+            (nzc, nxc)
+        )
+        planes.append(np.clip(level * (1.0 + rel * p), 0.0, None).astype(np.float32))
+    return _rows_numpy(np.stack(planes), (nz, nx), y0, y1, s)
+
+
+def _scatter_numpy(shape, y0, y1, boxes, positions, labels):
+    """Each particle's voxels in rows ``[y0, y1)``, written one particle at a time."""
+    density = np.zeros((shape[0], y1 - y0, shape[2]), dtype=np.float32)
+    classes = np.zeros(density.shape, dtype=np.uint8)
+    instances = np.zeros(density.shape, dtype=np.uint32)
+    for box, pos, c, i in zip(boxes, positions, *labels, strict=True):
+        zyx = box.zyx.astype(np.int64) + pos
+        keep = (zyx[:, 1] >= y0) & (zyx[:, 1] < y1)
+        idx = (zyx[keep, 0], zyx[keep, 1] - y0, zyx[keep, 2])
+        density[idx], classes[idx], instances[idx] = box.values[keep], c, i
+    return density, classes, instances
+
+
+# ---------------------------------------------------------------- solvent
+
+
+@pytest.mark.parametrize(
+    ("s", "nz", "nx", "y0", "y1"),
+    [(1, 5, 7, 0, 4), (2, 9, 13, 3, 10), (3, 16, 31, 7, 8), (5, 11, 12, 1, 23), (4, 4, 4, 8, 17)],
+)
+def test_solvent_kernel_equals_numpy_byte_for_byte(s, nz, nx, y0, y1):
+    rng = np.random.default_rng(s * 100 + nz)
+    nzc, nxc = (nz - 1) // s + 2, (nx - 1) // s + 2
+    planes = (y1 - 1) // s + 2 - y0 // s
+    lattices = (rng.random((planes, nzc, nxc)) * 3.0).astype(np.float32)
+    want = _rows_numpy(lattices, (nz, nx), y0, y1, s)
+    w = np.array([np.float32(r / s) for r in range(s)], dtype=np.float32)
+    got = np.empty_like(want)
+    solvent_block(lattices, y0, s, w, 0, got)
+    assert got.tobytes() == want.tobytes()
+    # any split by Z ranges (the threads' work) writes the same bytes
+    parts = np.full_like(want, np.nan)
+    for z0, z1 in [(0, 1), (1, nz // 2), (nz // 2, nz)]:
+        if z1 > z0:
+            solvent_block(lattices, y0, s, w, z0, parts[z0:z1])
+    assert parts.tobytes() == want.tobytes()
+
+
+def _layout(shape=(20, 37, 29), occupancy=0.1, corr=30.0, **extra):
+    cfg = config_from_dict(
+        {
+            "seed": 4,
+            "tilts": {"shape": list(shape[1:]), "pixel_spacing": 10.0},
+            "sample": {
+                "thickness": shape[0],
+                "occupancy": occupancy,
+                "solvent": 0.3,
+                "solvent_correlation": corr,
+                **extra,
+            },
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_layout(BuildSpec.from_config(cfg, 2))
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+@pytest.mark.parametrize("corr", [10.0, 30.0, 45.0])
+def test_solvent_rows_equal_numpy_for_any_slab_and_thread_count(monkeypatch, threads, corr):
+    monkeypatch.setenv("FAKET_DASK_SAMPLE_THREADS", threads)
+    layout = _layout(occupancy=0.0, corr=corr)
+    for y0, y1 in [(0, 37), (0, 1), (5, 6), (3, 17), (29, 37)]:
+        got = solvent_rows(layout, y0, y1)
+        assert got.tobytes() == _solvent_numpy(layout, y0, y1).tobytes()
+        assert got.min() >= 0.0 and got.std() > 0
+
+
+# ---------------------------------------------------------------- particles
+
+
+def _random_box(rng: np.random.Generator, reach: int, fraction: float) -> VoxelBox:
+    """A random voxel set within ``reach`` of its position, sorted by (y, z, x)."""
+    size = 2 * reach + 1
+    mask = rng.random((size, size, size)) < fraction
+    mask[reach, reach, reach] = True
+    zyx = np.argwhere(mask) - reach
+    zyx = zyx[np.lexsort((zyx[:, 2], zyx[:, 0], zyx[:, 1]))]
+    values = rng.random(len(zyx)).astype(np.float32) + 0.5
+    return VoxelBox(zyx.astype(np.int32), values)
+
+
+@pytest.mark.parametrize("reach", [3, 130])  # int8 and int16 offsets
+def test_scatter_equals_numpy_for_odd_slabs_and_boxes_at_the_faces(reach):
+    rng = np.random.default_rng(reach)
+    shape = (2 * reach + 3, 2 * reach + 9, 2 * reach + 5)
+    n = 6 if reach < 10 else 3
+    boxes = [_random_box(rng, reach, 0.3 if reach < 10 else 0.002) for _ in range(n)]
+    # positions within the volume; the first two at the low and high faces on every axis
+    lo, hi = np.full(3, reach), np.array(shape) - reach - 1
+    positions = rng.integers(lo, hi + 1, size=(n, 3))
+    positions[0], positions[1] = lo, hi
+    # (random boxes may overlap: both write particle after particle, the last one wins)
+    labels = (np.arange(n) % 3 + 1, np.arange(n) + 10)
+    for y0, y1 in [(0, shape[1]), (0, 1), (1, 4), (reach, reach + 7), (shape[1] - 3, shape[1])]:
+        want = _scatter_numpy(shape, y0, y1, boxes, positions, labels)
+        got = tuple(np.zeros_like(a) for a in want)
+        written = scatter_particles(got, y0, boxes, positions, labels)
+        for g, w in zip(got, want, strict=True):
+            assert g.tobytes() == w.tobytes()
+        assert written >= np.count_nonzero(want[2])  # every voxel of the rows was written
+        assert written == sum(
+            int(np.count_nonzero((b.zyx[:, 1] + p[1] >= y0) & (b.zyx[:, 1] + p[1] < y1)))
+            for b, p in zip(boxes, positions, strict=True)
+        )
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_scatter_of_many_particles_in_threads_equals_numpy(monkeypatch, threads):
+    monkeypatch.setenv("FAKET_DASK_SAMPLE_THREADS", threads)
+    rng = np.random.default_rng(7)
+    grid = np.stack(np.meshgrid(*[np.arange(2, 30, 4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    positions = grid[rng.permutation(len(grid))[:200]]  # 200 particles 4 voxels apart
+    boxes = [_random_box(rng, 1, 0.5) for _ in positions]  # within 1 voxel: never overlapping
+    labels = (rng.integers(1, 9, len(boxes)), np.arange(len(boxes)) + 1)
+    for y0, y1 in [(0, 32), (3, 18), (31, 32)]:
+        want = _scatter_numpy((32, 32, 32), y0, y1, boxes, positions, labels)
+        got = tuple(np.zeros_like(a) for a in want)
+        scatter_particles(got, y0, boxes, positions, labels)
+        for g, w in zip(got, want, strict=True):
+            assert g.tobytes() == w.tobytes()
+        assert len(np.unique(want[2])) > 50 or y1 - y0 == 1
+
+
+# ---------------------------------------------------------------- whole renders
+
+
+def test_render_equals_the_numpy_renderer_with_a_small_box_cache(monkeypatch):
+    """Particles, membranes and beads, slabs of odd sizes, boxes re-rotated past the budget."""
+    monkeypatch.setattr(sample_objects, "BOX_CACHE_BYTES", 20_000)
+    extra = {"membranes": {"vesicles": 1, "planar": 1}, "fiducials": {"count": 2}}
+    layout = _layout(shape=(36, 64, 56), occupancy=0.15, corr=20.0, **extra)
+    voxels = sum(p.voxels for p in layout.objects if isinstance(p, sample_objects._Particle))
+    assert layout._cache.nbytes <= 20_000 < voxels * 7  # most boxes are rotated again
+    whole = [np.asarray(a) for a in render_slab(_layout((36, 64, 56), 0.15, 20.0, **extra), 0, 64)]
+    # the independent reference: the NumPy solvent, then every object's dense region
+    density = _solvent_numpy(layout, 0, 64)
+    classes = np.zeros(density.shape, dtype=layout.class_dtype)
+    instances = np.zeros(density.shape, dtype=np.uint32)
+    ids = layout.particles["id"].to_numpy()
+    for obj, label in zip(layout.objects, ids, strict=True):
+        dens, mask = obj.region(obj.lo, obj.hi)
+        sl = tuple(slice(int(a), int(b)) for a, b in zip(obj.lo, obj.hi, strict=True))
+        np.copyto(density[sl], dens, where=mask)
+        classes[sl][mask], instances[sl][mask] = obj.class_id, label
+    for got, want in zip(whole, (density, classes, instances), strict=True):
+        assert got.tobytes() == want.tobytes()
+    assert len(np.unique(instances)) > 5  # particles and the others were there
+    for size in (5, 13, 64):
+        parts = [render_slab(layout, y0, min(64, y0 + size)) for y0 in range(0, 64, size)]
+        for j, want in enumerate(whole):
+            assert np.concatenate([p[j] for p in parts], axis=1).tobytes() == want.tobytes()
+
+
+def test_box_cache_evicts_demoted_boxes_first():
+    boxes = [VoxelBox(np.zeros((10, 3), np.int8), np.ones(10, np.float32)) for _ in range(3)]
+    cache = sample_objects._BoxCache(budget=2 * boxes[0].nbytes)
+    cache.put(0, boxes[0])
+    cache.put(1, boxes[1])
+    cache.demote(1)
+    cache.demote(7)  # not cached: nothing happens
+    cache.put(2, boxes[2])
+    assert cache.get(1) is None and cache.get(0) is boxes[0] and cache.get(2) is boxes[2]
