@@ -168,18 +168,29 @@ def _boxes(template: Template, matrices: np.ndarray) -> tuple[np.ndarray, np.nda
     m = np.ascontiguousarray(np.transpose(matrices, (0, 2, 1))[:, ::-1, ::-1])
     lo = np.empty((len(m), 3), dtype=np.int64)
     hi = np.empty((len(m), 3), dtype=np.int64)
-    _surface_bounds(np.ascontiguousarray(template.surface), m, lo, hi)
+    sure = np.empty(len(m), dtype=np.bool_)
+    _surface_bounds(np.ascontiguousarray(template.surface), m, (lo, hi), sure)
+    again = np.flatnonzero(~sure)
+    if len(again):  # an extent within rounding of an integer: NumPy's own product decides
+        moved = np.matmul(template.surface, m[again])  # (n, S, 3): surface @ m per rotation
+        lo[again] = np.floor(moved.min(axis=1)).astype(np.int64) - 2
+        hi[again] = np.ceil(moved.max(axis=1)).astype(np.int64) + 2
     return m, lo, hi
 
 
 @kernel
-def _surface_bounds(surface: np.ndarray, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+def _surface_bounds(
+    surface: np.ndarray, m: np.ndarray, out: tuple[np.ndarray, np.ndarray], sure: np.ndarray
+) -> None:
     """Box of each rotation: ``floor(min) - 2`` and ``ceil(max) + 2`` of ``surface @ m[j]``.
 
-    A box a voxel larger or smaller than NumPy's (a last-bit difference at an integer) keeps
-    the same voxels: its two outer voxels lie beyond the contour.
+    The box start enters every coordinate's arithmetic (SciPy's shift is ``c + m lo``), so it
+    must be NumPy's to the voxel: ``sure[j]`` is False where an extent lies within 1e-9 of an
+    integer, where this sum and NumPy's (BLAS) could round to different sides.
     """
+    lo, hi = out
     for j in range(m.shape[0]):
+        sure[j] = True
         for a in range(3):
             low, high = np.inf, -np.inf
             for k in range(surface.shape[0]):
@@ -188,6 +199,9 @@ def _surface_bounds(surface: np.ndarray, m: np.ndarray, lo: np.ndarray, hi: np.n
                 low, high = min(low, v), max(high, v)
             lo[j, a] = int(np.floor(low)) - 2
             hi[j, a] = int(np.ceil(high)) + 2
+            for e in (low, high):
+                if abs(e - np.round(e)) < 1e-9:
+                    sure[j] = False
 
 
 def _voxels(template: Template, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> VoxelBox:
@@ -282,7 +296,7 @@ def _interpolate_box(
     m: np.ndarray,
     shift: np.ndarray,
     box: np.ndarray,
-    level: float,
+    level: np.float32,
     out: tuple[np.ndarray, np.ndarray],
     n: int,
     bounds: np.ndarray,
@@ -319,7 +333,7 @@ def _interpolate_box(
                         continue
                 elif not zero_kept:
                     continue
-                if np.float32(t) > level:  # SciPy's float32 output against the level
+                if np.float32(t) > level:  # float32 against float32, as NumPy compares them
                     o = (iz + box[0], iy + box[1], ix + box[2])
                     for k in range(3):
                         zyx[n, k] = o[k]
@@ -335,7 +349,7 @@ def _interpolate_boxes(
     mats: np.ndarray,
     shifts: np.ndarray,
     boxes: np.ndarray,
-    level: float,
+    level: np.float32,
     out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> None:
     """Rotations of one template, each on its box, kept above ``level``, sorted by (y, z, x).
@@ -359,7 +373,8 @@ def _interpolate_boxes(
     boxes
         ``(N, 6)`` int64: box start ``(z, y, x)`` and box shape ``(z, y, x)``.
     level
-        Contour level: a voxel is kept when its float32 value is above it.
+        Contour level as float32: a voxel is kept when its float32 value is above it (NumPy
+        compares a float32 array with a Python float in float32).
     out
         Filled: ``(total, 3)`` int32 offsets and ``(total,)`` float32 values (float64: the
         unrounded values, for tests), box after box
@@ -400,9 +415,8 @@ def _kernel_boxes(
     size = int(np.prod(shape, axis=1).sum())  # only the kept voxels' pages are touched
     zyx, values = np.empty((size, 3), dtype=np.int32), np.empty(size, dtype=np.float32)
     counts, bounds = np.zeros(n, dtype=np.int64), np.zeros((n, 6), dtype=np.int64)
-    _interpolate_boxes(
-        _prepared(template), m, shifts, boxes, float(template.level), (zyx, values, counts, bounds)
-    )
+    level = np.float32(template.level)
+    _interpolate_boxes(_prepared(template), m, shifts, boxes, level, (zyx, values, counts, bounds))
     total = int(counts.sum())
     zyx = zyx[:total].astype(_index_type(lo, hi))
     values = values[:total].copy()
@@ -550,7 +564,7 @@ def _interpolate(k: _Kernel, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     w = v[:, 0] + (v[:, 1] - v[:, 0]) * f[:, 0].view(-1, 1, 1)  # along z, then y, then x
     u = w[:, 0] + (w[:, 1] - w[:, 0]) * f[:, 1].view(-1, 1)
     val = u[:, 0] + (u[:, 1] - u[:, 0]) * f[:, 2]
-    keep = val > k.level
+    keep = val.to(torch.float32) > float(np.float32(k.level))  # in float32, as NumPy
     return j[keep], i[keep], val[keep]
 
 
