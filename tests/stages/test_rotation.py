@@ -133,6 +133,23 @@ def test_the_kernel_compares_with_the_level_in_float32_as_numpy_does():
     assert got.zyx.tobytes() == ref.zyx.tobytes() and got.values.tobytes() == ref.values.tobytes()
 
 
+def test_the_boxes_are_numpys_to_the_voxel():
+    """The box start enters SciPy's coordinate arithmetic, so it must be NumPy's exactly.
+
+    Axis-aligned turns put the rotated contour's extent exactly on integers, where a sum in
+    another order could round to the other side: those go through NumPy's own product.
+    """
+    half = np.sqrt(0.5)
+    turns = [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [half, half, 0, 0], [half, 0, 0, half]]
+    qs = np.concatenate([turns, random_quaternions(np.random.default_rng(23), 300)])
+    for shape in ("ribosome", "rod", "ring"):
+        tpl = builtin_template(shape, 10.0)
+        m, lo, hi = rotation._boxes(tpl, quaternions_to_matrices(qs))
+        moved = np.matmul(tpl.surface, m)
+        np.testing.assert_array_equal(lo, np.floor(moved.min(axis=1)).astype(np.int64) - 2)
+        np.testing.assert_array_equal(hi, np.ceil(moved.max(axis=1)).astype(np.int64) + 2)
+
+
 def test_the_kernel_keeps_zero_valued_voxels_when_the_level_is_negative():
     data = np.zeros((5, 5, 5))
     data[1:4, 1:4, 1:4] = 1.0
