@@ -404,8 +404,7 @@ def _kernel_boxes(
 ) -> list[VoxelBox]:
     """Rotations ``m`` ``(N, 3, 3)`` of one template on boxes ``lo..hi`` by the kernel.
 
-    The same voxels and float32 values as :func:`_voxels` (SciPy) per rotation (tested). The
-    boxes of one call share one buffer (views of it).
+    The same voxels and float32 values as :func:`_voxels` (SciPy) per rotation (tested).
     """
     n = len(m)
     shape = hi - lo + 1
@@ -417,9 +416,7 @@ def _kernel_boxes(
     counts, bounds = np.zeros(n, dtype=np.int64), np.zeros((n, 6), dtype=np.int64)
     level = np.float32(template.level)
     _interpolate_boxes(_prepared(template), m, shifts, boxes, level, (zyx, values, counts, bounds))
-    total = int(counts.sum())
-    zyx = zyx[:total].astype(_index_type(lo, hi))
-    values = values[:total].copy()
+    itype = _index_type(lo, hi)
     ends = np.cumsum(counts)
     out = []
     for j in range(n):
@@ -427,7 +424,9 @@ def _kernel_boxes(
             out.append(VoxelBox(np.zeros((1, 3), np.int8), np.full(1, np.float32(template.level))))
             continue
         a, b = int(ends[j] - counts[j]), int(ends[j])
-        out.append(VoxelBox.bounded(zyx[a:b], values[a:b], bounds[j, :3], bounds[j, 3:]))
+        # copies, not views of the call's buffer: the box cache counts each box's own bytes
+        box_zyx, box_values = zyx[a:b].astype(itype), values[a:b].copy()
+        out.append(VoxelBox.bounded(box_zyx, box_values, bounds[j, :3], bounds[j, 3:]))
     return out
 
 
