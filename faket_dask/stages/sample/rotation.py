@@ -390,13 +390,18 @@ def _interpolate_boxes(
         n = end
 
 
+def _cells_touching(mask: np.ndarray) -> np.ndarray:
+    """``(d, h, w)`` bool: some corner ``u + e`` (e in {0, 1}^3) of cell ``u`` is in ``mask``."""
+    d, h, w = mask.shape
+    out = np.zeros_like(mask)
+    for dz, dy, dx in _CORNERS:
+        out[: d - dz, : h - dy, : w - dx] |= mask[dz:, dy:, dx:]
+    return np.asarray(out)
+
+
 def _live_cells(density: np.ndarray) -> np.ndarray:
     """``(d, h, w)`` bool: some corner of the cell at this lower corner is non-zero."""
-    nz = density != 0
-    live = nz.copy()
-    for dz, dy, dx in _CORNERS[1:]:
-        live[: nz.shape[0] - dz, : nz.shape[1] - dy, : nz.shape[2] - dx] |= nz[dz:, dy:, dx:]
-    return np.asarray(live)
+    return _cells_touching(density != 0)
 
 
 def _kernel_boxes(
@@ -513,10 +518,8 @@ def _kernel(template: Template, device: torch.device) -> _Kernel:
         return per[str(device)]
     dens = np.asarray(template.density, dtype=np.float64)
     inside = dens > template.level
-    near = np.zeros_like(inside)  # near[u]: some corner u + e (e in {0,1}^3) is inside
-    d, h, w = inside.shape
-    for dz, dy, dx in _CORNERS:
-        near[: d - dz, : h - dy, : w - dx] |= inside[dz:, dy:, dx:]
+    near = _cells_touching(inside)  # near[u]: some corner of the cell at u is inside
+    _, h, w = inside.shape
     r = template.radius_px + math.sqrt(3.0) + 1e-6
     n = math.ceil(r)
     ax = np.arange(-n, n + 1, dtype=np.int64)
