@@ -91,3 +91,55 @@ def test_same_stream_same_positions():
         occ = OccupancyGrid((20, 40, 40), 10**9)
         runs.append(place_sequence(occ, np.random.default_rng(9), fps, attempts=100)[0])
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def _layout_bytes(monkeypatch, threads: str, **sample) -> tuple[str, dict]:
+    """The particle table (CSV) and info of a small layout built with ``threads`` threads."""
+    import warnings
+
+    from faket_dask.config import config_from_dict
+    from faket_dask.stages.sample import BuildSpec, build_layout
+
+    monkeypatch.setenv("FAKET_DASK_SAMPLE_THREADS", threads)
+    sample = {"membranes": {"vesicles": 0, "planar": 0}, "fiducials": {"count": 0}, **sample}
+    cfg = config_from_dict(
+        {"seed": 3, "tilts": {"shape": [64, 64], "pixel_spacing": 10.0}, "sample": sample}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a jammed fill warns
+        layout = build_layout(BuildSpec.from_config(cfg, 1))
+    return layout.particles.to_csv(), dict(layout.info)
+
+
+_SMALL = [
+    {"name": "ball", "template": "builtin:sphere:0.5", "abundance": 1.0},
+    {"name": "rod", "template": "builtin:rod:0.5", "abundance": 1.0},
+    {"name": "corner", "template": "builtin:lshape:0.5", "abundance": 2.0},
+]
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        {"thickness": 32, "occupancy": 0.12, "particles": _SMALL},  # blocks rotated ahead
+        {"thickness": 16, "occupancy": 0.55, "particles": _SMALL},  # jammed: queued parts dropped
+        {  # counted classes in several blocks, then a fill
+            "thickness": 32,
+            "occupancy": 0.1,
+            "particles": [{**_SMALL[0], "abundance": None, "count": 40}, *_SMALL[1:]],
+        },
+    ],
+)
+def test_the_layout_does_not_depend_on_the_thread_count(monkeypatch, sample):
+    """Parts rotated ahead in a worker thread (and candidates tested in threads) place the
+    particles a single thread places, blocks and jams included."""
+    from faket_dask.stages.sample import placement
+
+    monkeypatch.setattr(placement, "WINDOW", 24)  # many blocks in a small volume
+    monkeypatch.setattr(placement, "PART", 6)
+    one = _layout_bytes(monkeypatch, "1", **sample)
+    assert len(one[0].splitlines()) > 30  # a header and enough particles to span blocks
+    if sample["occupancy"] > 0.5:
+        assert one[1]["jammed"]
+    for threads in ("2", "3"):
+        assert _layout_bytes(monkeypatch, threads, **sample) == one

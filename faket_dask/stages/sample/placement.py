@@ -25,8 +25,11 @@ cell past the volume on every axis.
 
 from __future__ import annotations
 
+import itertools
 import warnings
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +41,7 @@ from faket_dask.config import ParticleClassConfig
 from faket_dask.errors import InputError
 from faket_dask.stages.particles import random_quaternions
 from faket_dask.stages.sample import _occupancy, objects
+from faket_dask.stages.sample._pool import map_threads, threads
 from faket_dask.stages.sample.objects import _BoxCache, _Particle
 from faket_dask.stages.sample.rotation import VoxelBox
 from faket_dask.stages.sample.spec import BuildSpec, keyed_rng
@@ -256,10 +260,18 @@ class _Bank:
         tested in does not matter: they are tested in grid order.
         """
         order, refs, pos = self._in_grid_order(occ, which, positions)
+
+        def test(part: tuple[int, int]) -> np.ndarray:  # only reads the grid: in threads
+            a, b = part
+            return np.asarray(
+                _occupancy.candidates_free(
+                    occ.flat, self.cells, self.voxels, refs[a:b], pos[a:b], occ.b, occ.strides
+                )
+            )
+
+        cuts = np.linspace(0, len(order), min(threads(), len(order) // 256 + 1) + 1).astype(int)
         out = np.empty(len(order), dtype=bool)
-        out[order] = _occupancy.candidates_free(
-            occ.flat, self.cells, self.voxels, refs, pos, occ.b, occ.strides
-        )
+        out[order] = np.concatenate(map_threads(test, list(itertools.pairwise(cuts))))
         return out
 
     def mark(
@@ -407,7 +419,9 @@ def place_sequence(
 
 
 def _orientation_boxes(
-    spec: BuildSpec, classes: list[ParticleClassConfig], templates: dict[str, Template],
+    spec: BuildSpec,
+    classes: list[ParticleClassConfig],
+    templates: dict[str, Template],
     rotate: Rotate,
 ) -> list[tuple[np.ndarray, list[VoxelBox]]]:
     """Per class: ``orientation_grid`` uniform random quaternions and their rotated boxes.
@@ -421,6 +435,9 @@ def _orientation_boxes(
         qs = random_quaternions(keyed_rng(spec.seed, spec.sample_id, "orientation_grid", ci), g)
         out.append((qs, rotate([(templates[c.name], q) for q in qs])))
     return out
+
+
+_Item = tuple[int, np.ndarray, VoxelBox, Footprint]
 
 
 class _Sequence:
@@ -440,29 +457,81 @@ class _Sequence:
         self.grid = _orientation_boxes(spec, classes, templates, rotate) if grid else None
         self.fps: dict[tuple[int, int], Footprint] = {}
 
-    def block(self, cis: list[int]) -> list[tuple[int, np.ndarray, VoxelBox, Footprint]]:
-        """Particles of classes ``cis``: orientation, rotated box and footprint each."""
+    def draw(self, cis: list[int]) -> np.ndarray:
+        """The orientation draws of the next particles, of classes ``cis``, in order.
+
+        ``(n, 4)`` quaternions, or with an orientation grid ``(n,)`` indices into it.
+        """
         if self.grid is None:
-            qs = random_quaternions(self.orient_rng, len(cis))
+            return random_quaternions(self.orient_rng, len(cis))
+        return self.orient_rng.integers(0, len(self.grid[0][0]), size=len(cis))
+
+    def items(self, cis: list[int], draws: np.ndarray) -> list[_Item]:
+        """Particles of classes ``cis`` with ``draws``: orientation, rotated box, footprint.
+
+        Draws nothing, so it may run in another thread (one at a time) while the caller
+        draws and places.
+        """
+        if self.grid is None:
             boxes = self.rotate(
-                [(self.templates[self.classes[ci].name], q) for ci, q in zip(cis, qs, strict=True)]
+                [
+                    (self.templates[self.classes[ci].name], q)
+                    for ci, q in zip(cis, draws, strict=True)
+                ]
             )
             return [
                 (ci, q, box, footprint(box, self.occ))
-                for ci, q, box in zip(cis, qs, boxes, strict=True)
+                for ci, q, box in zip(cis, draws, boxes, strict=True)
             ]
-        picks = self.orient_rng.integers(0, len(self.grid[0][0]), size=len(cis))
         out = []
-        for ci, k in zip(cis, picks, strict=True):
-            qs, boxes = self.grid[ci]
+        for ci, k in zip(cis, draws, strict=True):
+            qs, grid_boxes = self.grid[ci]
             key = (ci, int(k))
             if key not in self.fps:
-                self.fps[key] = footprint(boxes[int(k)], self.occ)
-            out.append((ci, qs[int(k)], boxes[int(k)], self.fps[key]))
+                self.fps[key] = footprint(grid_boxes[int(k)], self.occ)
+            out.append((ci, qs[int(k)], grid_boxes[int(k)], self.fps[key]))
         return out
 
 
-_Item = tuple[int, np.ndarray, VoxelBox, Footprint]
+class _Ahead:
+    """Parts of the particle sequence, rotated in a worker thread ahead of their placement.
+
+    :meth:`push` draws a part's orientations at once, in sequence order, and queues its
+    rotation; :meth:`pop` waits for the oldest. Rotating the next parts while the current
+    block is placed keeps both cores busy; the streams are drawn as without the thread, and
+    parts queued but never popped (the sequence ended before them) change nothing. With one
+    builder thread (:func:`~faket_dask.stages.sample._pool.threads`) a part is rotated when
+    it is popped.
+    """
+
+    def __init__(self, seq: _Sequence) -> None:
+        self.seq = seq
+        self.pool = ThreadPoolExecutor(1, "faket-ahead") if threads() > 1 else None
+        self.queue: deque[Future[list[_Item]] | tuple[list[int], np.ndarray]] = deque()
+
+    def __enter__(self) -> _Ahead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self.queue:  # drop the queued parts; a running one finishes
+            got = self.queue.popleft()
+            if isinstance(got, Future):
+                got.cancel()
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def push(self, cis: list[int]) -> None:
+        """Queue the next part, of classes ``cis``."""
+        draws = self.seq.draw(cis)
+        if self.pool is None:
+            self.queue.append((cis, draws))
+        else:
+            self.queue.append(self.pool.submit(self.seq.items, cis, draws))
+
+    def pop(self) -> list[_Item]:
+        """The oldest queued part, rotated."""
+        got = self.queue.popleft()
+        return got.result() if isinstance(got, Future) else self.seq.items(*got)
 
 
 class _Placer:
@@ -516,10 +585,10 @@ class _Placer:
         return placed
 
 
-def _fill(placer: _Placer, info: dict[str, Any]) -> None:
+def _fill(placer: _Placer, ahead: _Ahead, info: dict[str, Any]) -> None:
     """Add particles of the classes without a count until the occupancy target is covered."""
-    spec, seq = placer.spec, placer.seq
-    classes, target = seq.classes, spec.sample.resolved_occupancy()
+    spec, classes = placer.spec, placer.seq.classes
+    target = spec.sample.resolved_occupancy()
     covered = sum(p.voxels for p in placer.out)
     volume = float(np.prod(spec.shape))
     loose = [i for i, c in enumerate(classes) if c.count is None]
@@ -528,32 +597,50 @@ def _fill(placer: _Placer, info: dict[str, Any]) -> None:
         class_rng = keyed_rng(spec.seed, spec.sample_id, "classes")
         weights = np.array([classes[i].abundance or 1.0 for i in loose], dtype=np.float64)
         cum = np.cumsum(weights / weights.sum())
-        goal = target * volume
-        while covered < goal:
-            items: list[_Item] = []
-            drawn = 0  # voxels of items
-            while len(items) < WINDOW and covered + drawn < goal:
-                picks = np.minimum(  # rotated a part at a time: few beyond the goal
-                    np.searchsorted(cum, class_rng.random(PART), side="right"), len(loose) - 1
-                )
-                part = seq.block([loose[int(j)] for j in picks])
-                items += part
-                drawn += sum(it[3].count for it in part)
-            sums = covered + np.cumsum([it[3].count for it in items])
-            items = items[: int(np.searchsorted(sums, goal, side="left")) + 1]
-            items.sort(key=lambda it: -it[3].count)  # larger first: smaller ones fill the gaps
-            placed = placer.place(items)
-            covered += sum(it[3].count for it in items[:placed])
-            if placed < len(items):
-                info["jammed"] = True
-                warnings.warn(
-                    f"sample {spec.sample_id}: occupancy stopped at {covered / volume:.3f} of "
-                    f"the {target} asked: a {classes[items[placed][0]].name!r} particle found no "
-                    "free place; lower sample.occupancy",
-                    stacklevel=4,
-                )
-                break
+
+        def next_part() -> list[int]:  # rotated a part at a time: few beyond the goal
+            picks = np.searchsorted(cum, class_rng.random(PART), side="right")
+            return [loose[int(j)] for j in np.minimum(picks, len(loose) - 1)]
+
+        covered = _fill_blocks(placer, ahead, next_part, covered, target * volume, info)
     info["particle_occupancy"] = covered / volume
+
+
+def _fill_blocks(
+    placer: _Placer,
+    ahead: _Ahead,
+    next_part: Callable[[], list[int]],
+    covered: int,
+    goal: float,
+    info: dict[str, Any],
+) -> int:
+    """Place blocks of the sequence until ``goal`` voxels are covered; the voxels covered."""
+    spec, classes = placer.spec, placer.seq.classes
+    while covered < goal:
+        items: list[_Item] = []
+        drawn = 0  # voxels of items
+        while len(items) < WINDOW and covered + drawn < goal:
+            while len(ahead.queue) < WINDOW // PART:  # the next block's, while this one is placed
+                ahead.push(next_part())
+            part = ahead.pop()
+            items += part
+            drawn += sum(it[3].count for it in part)
+        sums = covered + np.cumsum([it[3].count for it in items])
+        items = items[: int(np.searchsorted(sums, goal, side="left")) + 1]
+        items.sort(key=lambda it: -it[3].count)  # larger first: smaller ones fill the gaps
+        placed = placer.place(items)
+        covered += sum(it[3].count for it in items[:placed])
+        if placed < len(items):
+            info["jammed"] = True
+            warnings.warn(
+                f"sample {spec.sample_id}: occupancy stopped at {covered / np.prod(spec.shape):.3f}"
+                f" of the {spec.sample.resolved_occupancy()} asked: a "
+                f"{classes[items[placed][0]].name!r} particle found no free place; lower "
+                "sample.occupancy",
+                stacklevel=5,
+            )
+            break
+    return covered
 
 
 def draw_particles(
@@ -581,16 +668,20 @@ def draw_particles(
     counted = [i for i, c in enumerate(classes) if c.count]
     counted.sort(key=lambda i: -templates[classes[i].name].volume_voxels)
     plan = [ci for ci in counted for _ in range(int(classes[ci].count or 0))]
-    for k in range(0, len(plan), WINDOW):
-        items = seq.block(plan[k : k + WINDOW])
-        placed = placer.place(items)
-        if placed < len(items):
-            ci = items[placed][0]
-            done = sum(1 for p in placer.out if p.class_id == ci + 1)
-            raise InputError(
-                f"could not place particle {done + 1} of class {classes[ci].name!r} without "
-                f"overlap after {spec.sample.placement_attempts} tries; lower the counts or "
-                "sample.occupancy, or enlarge the volume"
-            )
-    _fill(placer, info)
+    blocks = [plan[k : k + WINDOW] for k in range(0, len(plan), WINDOW)]
+    with _Ahead(seq) as ahead:
+        for k in range(len(blocks)):
+            while len(ahead.queue) < 2 and k + len(ahead.queue) < len(blocks):
+                ahead.push(blocks[k + len(ahead.queue)])  # the next block's, while placing
+            items = ahead.pop()
+            placed = placer.place(items)
+            if placed < len(items):
+                ci = items[placed][0]
+                done = sum(1 for p in placer.out if p.class_id == ci + 1)
+                raise InputError(
+                    f"could not place particle {done + 1} of class {classes[ci].name!r} "
+                    f"without overlap after {spec.sample.placement_attempts} tries; lower the "
+                    "counts or sample.occupancy, or enlarge the volume"
+                )
+        _fill(placer, ahead, info)
     return placer.out

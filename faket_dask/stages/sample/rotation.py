@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +42,8 @@ import torch
 
 from faket_dask.stages.particles import quaternions_to_matrices
 from faket_dask.stages.sample._jit import kernel
+from faket_dask.stages.sample._pool import map_threads
+from faket_dask.stages.sample._pool import threads as _threads
 from faket_dask.stages.templates import RotatedBox, Template, rotated_box_density
 
 __all__ = [
@@ -57,7 +57,7 @@ __all__ = [
 
 #: Candidate voxels (orientations x ball offsets) evaluated at a time on a device.
 CHUNK_SAMPLES = 1 << 22
-#: A template as the kernel reads it: flat density and live cells, reach, shape.
+#: A template as the kernel reads it: flat density and live cells (padded), reach, shape.
 _Flat = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 #: The eight cell corners ``(dz, dy, dx)``, in the order the interpolation reduces them.
 _CORNERS = np.array([(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.int64)
@@ -147,18 +147,6 @@ def voxel_box(box: RotatedBox) -> VoxelBox:
 # ----------------------------------------------------------------- host: SciPy and the kernel
 
 
-def _threads() -> int:
-    """Threads for rotating templates on the host (the kernel releases the GIL)."""
-    env = os.environ.get("FAKET_DASK_SAMPLE_THREADS")
-    if env:
-        return max(1, int(env))
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
-
-
 def _boxes(template: Template, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per rotation (``(N, 3, 3)`` on (x, y, z)): the ``(z, y, x)`` matrix, box start and end.
 
@@ -234,26 +222,29 @@ def rotate_voxels(template: Template, matrix: np.ndarray) -> VoxelBox:
 
 
 @kernel
-def _trilinear(flat: np.ndarray, base: int, steps: tuple[int, int, int], c: np.ndarray) -> float:
+def _trilinear(
+    flat: np.ndarray, base: int, steps: tuple[int, int], f: tuple[float, float, float]
+) -> float:
     """SciPy's order-1 value in its float64 operations: the eight corners from ``base``.
 
-    ``c`` holds the fractional parts; ``steps`` the flat steps to the upper corners (0 on an
-    axis where the coordinate is the last index: SciPy reads another voxel there, with a
-    weight of exactly 0). The last axis fastest, ``v * w_z * w_y * w_x`` added in turn, with
-    ``w_0 = 1 - f`` and ``w_1 = 1 - w_0``.
+    ``f`` holds the fractional parts; ``steps`` the flat steps ``(z, y)`` to the upper corners
+    (x: 1) of the template padded with zeros on its high faces: where the coordinate is the
+    last index SciPy reads another voxel with a weight of exactly 0, so a zero reads the same
+    sum (the sum starts at +0 and never becomes -0). The last axis fastest, ``v * w_z * w_y *
+    w_x`` added in turn, with ``w_0 = 1 - f`` and ``w_1 = 1 - w_0``.
     """
-    dz, dy, dx = steps
-    a0, b0, c0 = 1.0 - c[0], 1.0 - c[1], 1.0 - c[2]
+    dz, dy = steps
+    a0, b0, c0 = 1.0 - f[0], 1.0 - f[1], 1.0 - f[2]
     a1, b1, c1 = 1.0 - a0, 1.0 - b0, 1.0 - c0
     t = 0.0
     t += flat[base] * a0 * b0 * c0
-    t += flat[base + dx] * a0 * b0 * c1
+    t += flat[base + 1] * a0 * b0 * c1
     t += flat[base + dy] * a0 * b1 * c0
-    t += flat[base + dy + dx] * a0 * b1 * c1
+    t += flat[base + dy + 1] * a0 * b1 * c1
     t += flat[base + dz] * a1 * b0 * c0
-    t += flat[base + dz + dx] * a1 * b0 * c1
+    t += flat[base + dz + 1] * a1 * b0 * c1
     t += flat[base + dz + dy] * a1 * b1 * c0
-    t += flat[base + dz + dy + dx] * a1 * b1 * c1
+    t += flat[base + dz + dy + 1] * a1 * b1 * c1
     return float(t)
 
 
@@ -264,11 +255,11 @@ def _row_span(
     """The ``ix`` range of a box row whose coordinates can fall in a live cell.
 
     ``box`` is the box's row of ``boxes`` (start, shape). ``reach`` ``(4, 2)``: rows 0-2, per
-    template axis, the live cells' lowest lower corner less one and highest plus two (the
-    coordinate moves by ``|m[k, 2]| <= 1`` per ``ix``, so rounding the range outwards by a
-    voxel keeps every voxel that can be live); row 3, column 0: the distance from the
-    reference point beyond which no cell is live, plus a voxel (a rotation keeps distances:
-    ``|p - c| = |o|`` for the output offset ``o``).
+    template axis, the lowest lower corner of a live cell and the highest plus one (every
+    coordinate in a live cell lies between them); row 3, column 0: the distance from the
+    reference point beyond which no coordinate is live (a rotation keeps distances:
+    ``|p - c| = |o|`` for the output offset ``o``). The range is widened by a voxel on each
+    side, so that this arithmetic's rounding (not SciPy's order) cannot lose a live voxel.
     """
     oz, oy = iz + box[0], iy + box[1]
     r2 = reach[3, 0] ** 2 - oz * oz - oy * oy
@@ -279,13 +270,13 @@ def _row_span(
     for k in range(3):
         c0 = iz * m[k, 0] + iy * m[k, 1] + shift[k]
         step = m[k, 2]
-        if abs(step) < 1e-12:
-            if c0 < reach[k, 0] or c0 > reach[k, 1]:
+        if abs(step) < 1e-12:  # the row keeps this coordinate (to rounding)
+            if c0 < reach[k, 0] - 1e-6 or c0 > reach[k, 1] + 1e-6:
                 return 0, 0
             continue
         a, b = (reach[k, 0] - c0) / step, (reach[k, 1] - c0) / step
         low, high = max(low, min(a, b)), min(high, max(a, b))
-    if high < low:
+    if high < low - 1.0:
         return 0, 0
     return max(0, int(np.floor(low)) - 1), min(box[5], int(np.ceil(high)) + 2)
 
@@ -301,46 +292,60 @@ def _interpolate_box(
     n: int,
     bounds: np.ndarray,
 ) -> int:
-    """One rotation (:func:`_interpolate_boxes`): its voxels written from row ``n``; the end."""
+    """One rotation (:func:`_interpolate_boxes`): its voxels written from row ``n``; the end.
+
+    SciPy's coordinate ``((shift_k + o_z m_k0) + o_y m_k1) + o_x m_k2`` is summed in that
+    order; the first two terms are a row's constant, so they are added once per row.
+    """
     flat, alive, reach, dims = tpl
     d, h, w = dims[0], dims[1], dims[2]
+    hp, wp = h + 1, w + 1  # the padded arrays' rows
     zyx, values = out
     zero_kept = np.float32(0.0) > level
-    c = np.empty(3)
+    mz, my, mx = m[0, 2], m[1, 2], m[2, 2]  # a step along the row, per template axis
     bounds[:3], bounds[3:] = 2**62, -(2**62)
     for iy in range(box[4]):
         for iz in range(box[3]):
             first_x, end_x = 0, box[5]
             if not zero_kept:  # skip the voxels that cannot reach a live cell (exact 0)
                 first_x, end_x = _row_span(m, shift, box, iz, iy, reach)
-            for ix in range(first_x, end_x):
-                for k in range(3):
-                    ck = shift[k]  # SciPy's sum, in its order: the shift first
-                    ck += iz * m[k, 0]
-                    ck += iy * m[k, 1]
-                    ck += ix * m[k, 2]
-                    c[k] = ck
+            rz = shift[0] + iz * m[0, 0]
+            rz += iy * m[0, 1]
+            ry = shift[1] + iz * m[1, 0]
+            ry += iy * m[1, 1]
+            rx = shift[2] + iz * m[2, 0]
+            rx += iy * m[2, 1]
+            kept = n
+            ix = first_x
+            while ix < end_x:
+                cz, cy, cx = rz + ix * mz, ry + ix * my, rx + ix * mx
+                ix += 1
                 t = 0.0  # outside [0, n - 1] or in a dead cell: exactly 0
-                if 0.0 <= c[0] <= d - 1 and 0.0 <= c[1] <= h - 1 and 0.0 <= c[2] <= w - 1:
-                    z0, y0, x0 = int(c[0]), int(c[1]), int(c[2])  # >= 0: floor
-                    base = (z0 * h + y0) * w + x0
+                if 0.0 <= cz <= d - 1 and 0.0 <= cy <= h - 1 and 0.0 <= cx <= w - 1:
+                    z0, y0, x0 = int(cz), int(cy), int(cx)  # >= 0: floor
+                    base = (z0 * hp + y0) * wp + x0
                     if alive[base]:
-                        steps = (h * w if z0 + 1 < d else 0, w if y0 + 1 < h else 0,
-                                 1 if x0 + 1 < w else 0)
-                        c[0], c[1], c[2] = c[0] - z0, c[1] - y0, c[2] - x0
-                        t = _trilinear(flat, base, steps, c)
+                        t = _trilinear(flat, base, (hp * wp, wp), (cz - z0, cy - y0, cx - x0))
                     elif not zero_kept:
                         continue
                 elif not zero_kept:
                     continue
                 if np.float32(t) > level:  # float32 against float32, as NumPy compares them
-                    o = (iz + box[0], iy + box[1], ix + box[2])
-                    for k in range(3):
-                        zyx[n, k] = o[k]
-                        bounds[k], bounds[3 + k] = min(bounds[k], o[k]), max(bounds[3 + k], o[k])
+                    o = ix - 1
+                    zyx[n, 0], zyx[n, 1], zyx[n, 2] = iz + box[0], iy + box[1], o + box[2]
                     values[n] = t  # rounded to the array's type (float32; float64 in tests)
                     n += 1
+            if n > kept:  # the row's kept voxels: x from zyx[kept] to zyx[n - 1]
+                _widen(bounds, iz + box[0], iy + box[1], zyx[kept, 2], zyx[n - 1, 2])
     return n
+
+
+@kernel
+def _widen(bounds: np.ndarray, z: int, y: int, x_first: int, x_last: int) -> None:
+    """Widen ``bounds`` (lowest ``(z, y, x)``, then highest) to a row's kept voxels."""
+    bounds[0], bounds[3] = min(bounds[0], z), max(bounds[3], z)
+    bounds[1], bounds[4] = min(bounds[1], y), max(bounds[4], y)
+    bounds[2], bounds[5] = min(bounds[2], x_first), max(bounds[5], x_last)
 
 
 @kernel
@@ -384,8 +389,9 @@ def _interpolate_boxes(
     zyx, values, counts, bounds = out
     n = 0
     for j in range(mats.shape[0]):
-        end = _interpolate_box(tpl, mats[j], shifts[j], boxes[j], level, (zyx, values), n,
-                               bounds[j])
+        end = _interpolate_box(
+            tpl, mats[j], shifts[j], boxes[j], level, (zyx, values), n, bounds[j]
+        )
         counts[j] = end - n
         n = end
 
@@ -416,12 +422,12 @@ def _kernel_boxes(
     boxes = np.ascontiguousarray(np.concatenate([lo, shape], axis=1), dtype=np.int64)
     # the shift exactly as rotated_box_density computes it, rotation by rotation
     shifts = np.stack([template.centre + m[j] @ lo[j] for j in range(n)])
-    size = int(np.prod(shape, axis=1).sum())  # only the kept voxels' pages are touched
-    zyx, values = np.empty((size, 3), dtype=np.int32), np.empty(size, dtype=np.float32)
     counts, bounds = np.zeros(n, dtype=np.int64), np.zeros((n, 6), dtype=np.int64)
     level = np.float32(template.level)
-    _interpolate_boxes(_prepared(template), m, shifts, boxes, level, (zyx, values, counts, bounds))
     itype = _index_type(lo, hi)
+    size = int(np.prod(shape, axis=1).sum())  # only the kept voxels' pages are touched
+    zyx, values = np.empty((size, 3), dtype=np.int32), np.empty(size, dtype=np.float32)
+    _interpolate_boxes(_prepared(template), m, shifts, boxes, level, (zyx, values, counts, bounds))
     ends = np.cumsum(counts)
     out = []
     for j in range(n):
@@ -435,13 +441,15 @@ def _kernel_boxes(
     return out
 
 
-_PREPARED: weakref.WeakKeyDictionary[Template, _Flat] = (
-    weakref.WeakKeyDictionary()
-)
+_PREPARED: weakref.WeakKeyDictionary[Template, _Flat] = weakref.WeakKeyDictionary()
 
 
 def _prepared(template: Template) -> _Flat:
-    """The template for the kernel, cached: flat float64 density and live cells, reach, shape."""
+    """The template for the kernel, cached: flat float64 density, live cells, reach, shape.
+
+    The density and the live cells carry a zero past each high face (:func:`_trilinear`);
+    ``reach`` is :func:`_row_span`'s.
+    """
     got = _PREPARED.get(template)
     if got is None:
         density = np.ascontiguousarray(template.density, dtype=np.float32)
@@ -449,11 +457,13 @@ def _prepared(template: Template) -> _Flat:
         reach = np.zeros((4, 2))
         cells = np.argwhere(live)
         if len(cells):  # a cell's points lie within sqrt(3) of its lower corner
-            reach[:3, 0], reach[:3, 1] = cells.min(axis=0) - 1.0, cells.max(axis=0) + 2.0
+            reach[:3, 0], reach[:3, 1] = cells.min(axis=0), cells.max(axis=0) + 1.0
             far = np.sqrt(((cells - template.centre) ** 2).sum(axis=1).max())
-            reach[3, 0] = far + np.sqrt(3.0) + 1.0
+            reach[3, 0] = far + np.sqrt(3.0) + 1e-6
         dims = np.array(density.shape, dtype=np.int64)
-        got = (density.astype(np.float64).ravel(), live.ravel(), reach, dims)
+        pad = ((0, 1), (0, 1), (0, 1))  # a zero past each high face: the corners of a cell
+        flat = np.pad(density.astype(np.float64), pad).ravel()
+        got = (flat, np.pad(live, pad).ravel(), reach, dims)
         _PREPARED[template] = got
     return got
 
@@ -477,12 +487,7 @@ def _rotate_host(items: list[tuple[Template, np.ndarray]]) -> list[VoxelBox]:
     def one(job: tuple[list[int], Template, np.ndarray, np.ndarray, np.ndarray]) -> list[VoxelBox]:
         return _kernel_boxes(*job[1:])
 
-    n = _threads()
-    if n == 1 or len(jobs) < 2:
-        done = [one(job) for job in jobs]
-    else:
-        with ThreadPoolExecutor(n) as pool:
-            done = list(pool.map(one, jobs))
+    done = map_threads(one, jobs)
     out: list[VoxelBox | None] = [None] * len(items)
     for job, boxes in zip(jobs, done, strict=True):
         for k, box in zip(job[0], boxes, strict=True):
