@@ -29,17 +29,7 @@ import numpy as np
 
 from faket_dask.stages.sample._jit import kernel
 
-__all__ = ["disc_runs", "runs_free", "runs_mark", "sphere_runs"]
-
-
-@kernel
-def _grow(runs: np.ndarray, n: int) -> np.ndarray:
-    """``runs`` with room for at least one more row past its first ``n``."""
-    if n < runs.shape[0]:
-        return runs
-    out = np.empty((2 * runs.shape[0] + 16, 4), dtype=np.int64)
-    out[:n] = runs[:n]
-    return out
+__all__ = ["disc_runs", "runs_cells", "sphere_runs"]
 
 
 @kernel
@@ -47,8 +37,8 @@ def _sphere_in(s: float, dx: float, ball: bool, radius: float, bound: float, sid
     """Whether the voxel at ``dx`` of a row at ``s = dz * dz + dy * dy`` meets a bound's test.
 
     ``side`` -1: the inner bound (a vesicle's ``t >= -half``; a ball has none), +1: the outer
-    one (``t <= half``, or ``d2 <= r2``): each holds on an interval of ``|dx|`` (from 0 out
-    for the outer, from some ``|dx|`` out for the inner).
+    one (``t <= half``, or ``d2 <= r2``). ``d2`` does not decrease with ``|dx|``, so the outer
+    test holds for ``|dx|`` up to some value and the inner one from some value on.
     """
     d2 = s + dx * dx
     if ball:
@@ -87,7 +77,8 @@ def _side_run(
 ) -> tuple[int, int]:
     """The mask's voxels ``[x0, x1)`` of the row within ``[a, e)``, one side of the centre.
 
-    Both sides' tests hold on intervals; their intersection is one interval (maybe empty).
+    Each bound's test holds on an interval of ``[a, e)``; the mask is their intersection (one
+    interval, maybe empty).
     """
     if a >= e:
         return a, a
@@ -103,29 +94,31 @@ def _side_run(
 
 
 @kernel
-def sphere_runs(
+def _sphere_runs(
     centre: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
+    box: np.ndarray,
     ball: bool,
     radius: float,
     bound: float,
-) -> np.ndarray:
-    """``(n, 4)`` int64 runs ``(z, y, x0, x1)`` of a vesicle's shell or a bead's ball.
+    runs: np.ndarray,
+) -> int:
+    """Write the runs of a vesicle's shell or a bead's ball into ``runs``; how many.
 
     Parameters
     ----------
     centre
         ``(3,)`` float64 (z, y, x).
-    lo, hi
-        ``(3,)`` int64 the object's box ``[lo, hi)`` (only its voxels are the mask's).
+    box
+        ``(2, 3)`` int64 the object's box ``[lo, hi)`` (only its voxels are the mask's).
     ball
         A bead (``d2 <= bound``, ``bound`` its ``radius**2``) or a vesicle
         (``abs(sqrt(d2) - radius) <= bound``, ``bound`` its half thickness).
     radius, bound
         As above (``radius`` unused for a ball).
+    runs
+        ``(m, 4)`` int64, at least two rows per row of the box (at most two runs per row).
     """
-    runs = np.empty((64, 4), dtype=np.int64)
+    lo, hi = box[0], box[1]
     n = 0
     cz, cy, cx = centre[0], centre[1], centre[2]
     split = min(max(math.ceil(cx), lo[2]), hi[2])  # first x with x - cx >= 0
@@ -139,10 +132,9 @@ def sphere_runs(
                 a1, b0 = b1, b1
             for x0, x1 in ((a0, a1), (b0, b1)):
                 if x0 < x1:
-                    runs = _grow(runs, n)
                     runs[n, 0], runs[n, 1], runs[n, 2], runs[n, 3] = z, y, x0, x1
                     n += 1
-    return runs[:n].copy()
+    return n
 
 
 @kernel
@@ -183,20 +175,20 @@ def _slab(a_row: float, cx: float, nx: float, a: int, e: int, h: float) -> tuple
 
 
 @kernel
-def disc_runs(
+def _disc_runs(
     centre: np.ndarray,
     normal: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
+    box: np.ndarray,
     half: float,
     r2: float,
-) -> np.ndarray:
-    """``(n, 4)`` int64 runs ``(z, y, x0, x1)`` of a disc (``region`` of a planar membrane).
+    runs: np.ndarray,
+) -> int:
+    """Write the runs of a disc (``region`` of a planar membrane) into ``runs``; how many.
 
-    ``centre``, ``normal`` ``(3,)`` float64 (z, y, x); ``lo``, ``hi`` its box; ``half`` its
-    half thickness; ``r2`` its ``radius**2``.
+    ``centre``, ``normal`` ``(3,)`` float64 (z, y, x); ``box`` ``(2, 3)`` its ``[lo, hi)``;
+    ``half`` its half thickness; ``r2`` its ``radius**2``. Returns -1 when ``runs`` is full.
     """
-    runs = np.empty((64, 4), dtype=np.int64)
+    lo, hi = box[0], box[1]
     n = 0
     cz, cy, cx = centre[0], centre[1], centre[2]
     nz, ny, nx = normal[0], normal[1], normal[2]
@@ -217,34 +209,66 @@ def disc_runs(
                 if inside and start < 0:
                     start = x
                 elif not inside and start >= 0:
-                    runs = _grow(runs, n)
+                    if n == runs.shape[0]:
+                        return -1
                     runs[n, 0], runs[n, 1], runs[n, 2], runs[n, 3] = z, y, start, x
                     n += 1
                     start = -1
-    return runs[:n].copy()
+    return n
 
 
 @kernel
-def runs_free(flat: np.ndarray, runs: np.ndarray, b: int, strides: np.ndarray) -> bool:
-    """Whether no voxel of ``runs`` lies in a taken cell (stops at the first taken one).
+def runs_cells(flat: np.ndarray, runs: np.ndarray, b: int, strides: np.ndarray, mark: bool) -> bool:
+    """Test (or, with ``mark``, take) the cells of the voxels of ``runs``.
 
     ``flat`` is the grid (bool, C order, ``strides`` in cells); a voxel ``v`` lies in cell
-    ``v // b``.
+    ``v // b``. Returns whether no cell was taken (a test stops at the first taken one).
     """
     for i in range(runs.shape[0]):
         z, y, x0, x1 = runs[i, 0], runs[i, 1], runs[i, 2], runs[i, 3]
         base = (z // b) * strides[0] + (y // b) * strides[1]
         for c in range(x0 // b, (x1 - 1) // b + 1):
-            if flat[base + c]:
+            if mark:
+                flat[base + c] = True
+            elif flat[base + c]:
                 return False
     return True
 
 
-@kernel
-def runs_mark(flat: np.ndarray, runs: np.ndarray, b: int, strides: np.ndarray) -> None:
-    """Take the cells of the voxels of ``runs`` (as :func:`runs_free` finds them)."""
-    for i in range(runs.shape[0]):
-        z, y, x0, x1 = runs[i, 0], runs[i, 1], runs[i, 2], runs[i, 3]
-        base = (z // b) * strides[0] + (y // b) * strides[1]
-        for c in range(x0 // b, (x1 - 1) // b + 1):
-            flat[base + c] = True
+# one kernel of each kind, none allocating: fewer and smaller to load from numba's cache the
+# first time a process places a membrane (about 3 ms each, against 10-15 for one that returns
+# a new array)
+
+
+def _box(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.stack([np.asarray(lo, np.int64), np.asarray(hi, np.int64)])
+
+
+def sphere_runs(
+    centre: np.ndarray, lo: np.ndarray, hi: np.ndarray, ball: bool, radius: float, bound: float
+) -> np.ndarray:
+    """``(n, 4)`` int64 runs ``(z, y, x0, x1)`` of a vesicle's shell or a bead's ball.
+
+    ``centre`` ``(3,)`` float64; ``lo``, ``hi`` ``(3,)`` the object's box; a bead (``ball``)
+    holds ``d2 <= bound`` (its ``radius**2``), a vesicle ``abs(sqrt(d2) - radius) <= bound``
+    (its half thickness).
+    """
+    rows = int(np.prod(np.maximum(np.asarray(hi) - np.asarray(lo), 0)[:2]))
+    runs = np.empty((2 * rows, 4), dtype=np.int64)
+    n = _sphere_runs(np.asarray(centre, np.float64), _box(lo, hi), ball, radius, bound, runs)
+    return runs[:n]
+
+
+def disc_runs(
+    centre: np.ndarray, normal: np.ndarray, lo: np.ndarray, hi: np.ndarray, half: float, r2: float
+) -> np.ndarray:
+    """``(n, 4)`` int64 runs ``(z, y, x0, x1)`` of a disc of half thickness ``half``.
+
+    ``centre``, ``normal`` ``(3,)`` float64; ``lo``, ``hi`` its box; ``r2`` its ``radius**2``.
+    """
+    rows = int(np.prod(np.maximum(np.asarray(hi) - np.asarray(lo), 0)[:2]))
+    c, n = np.asarray(centre, np.float64), np.asarray(normal, np.float64)
+    runs = np.empty((rows + 64, 4), dtype=np.int64)  # one run a row, unless rounding splits one
+    while (k := _disc_runs(c, n, _box(lo, hi), half, r2, runs)) < 0:
+        runs = np.empty((2 * len(runs), 4), dtype=np.int64)
+    return runs[:k]

@@ -148,8 +148,7 @@ class _Vesicle(_Object):
 
     def runs(self) -> np.ndarray:
         """The shell's voxels as runs (:meth:`_Object.runs`), by a compiled kernel."""
-        c = np.asarray(self.centre, dtype=np.float64)
-        return _shells.sphere_runs(c, self.lo, self.hi, False, self.radius, self.half)
+        return _shells.sphere_runs(self.centre, self.lo, self.hi, False, self.radius, self.half)
 
 
 @dataclass(eq=False)
@@ -182,9 +181,8 @@ class _Disc(_Object):
 
     def runs(self) -> np.ndarray:
         """The disc's voxels as runs (:meth:`_Object.runs`), by a compiled kernel."""
-        c = np.asarray(self.centre, dtype=np.float64)
-        n = np.asarray(self.normal, dtype=np.float64)
-        return _shells.disc_runs(c, n, self.lo, self.hi, self.half, self.radius**2)
+        r2 = self.radius**2
+        return _shells.disc_runs(self.centre, self.normal, self.lo, self.hi, self.half, r2)
 
 
 @dataclass(eq=False)
@@ -210,8 +208,7 @@ class _Bead(_Object):
 
     def runs(self) -> np.ndarray:
         """The ball's voxels as runs (:meth:`_Object.runs`), by a compiled kernel."""
-        c = np.asarray(self.centre, dtype=np.float64)
-        return _shells.sphere_runs(c, self.lo, self.hi, True, 0.0, self.radius**2)
+        return _shells.sphere_runs(self.centre, self.lo, self.hi, True, 0.0, self.radius**2)
 
 
 class _BoxCache:

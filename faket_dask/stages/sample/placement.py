@@ -137,11 +137,11 @@ class OccupancyGrid:
 
         A compiled walk over the runs' cells that stops at the first taken one.
         """
-        return bool(_shells.runs_free(self.flat, runs, self.b, self.strides))
+        return bool(_shells.runs_cells(self.flat, runs, self.b, self.strides, False))
 
     def mark_runs(self, runs: np.ndarray) -> None:
         """Take the cells of the voxels of ``(n, 4)`` runs ``(z, y, x0, x1)``."""
-        _shells.runs_mark(self.flat, runs, self.b, self.strides)
+        _shells.runs_cells(self.flat, runs, self.b, self.strides, True)
 
     def taken(self, points: np.ndarray) -> np.ndarray:
         """Whether each voxel of ``points`` (N, 3) lies in a taken cell."""
