@@ -5,7 +5,8 @@ grid with the builder's ``_draw_membranes`` and ``_draw_beads``, once with the c
 (the builder's code) and once with builder 2's dense masks (``_old_place_object`` below, the
 code as it was: each candidate's whole box, tested and marked with NumPy), alternating
 (old, new, new, old, ...). Checks that both give the same objects and the same grid. Reports
-wall and process CPU seconds, on a grid whose pages are already touched (``warm``: the
+wall and process CPU seconds (medians) of the draws and of the table's voxel counts
+(``count_*``), on a grid whose pages are already touched (``warm``: the
 placement's own work) and on a fresh one (``fresh``: the first writes to the grid's pages,
 which the particles that follow would pay otherwise, included).
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from faket_dask.errors import InputError
 from faket_dask.stages.sample import BuildSpec, layout
+from faket_dask.stages.sample.objects import _count_voxels
 from faket_dask.stages.sample.placement import OccupancyGrid
 from faket_dask.stages.sample.spec import keyed_rng
 
@@ -59,7 +61,12 @@ def _old_place_object(occ, rng, make, bounds, probe, attempts, refusal):
     return make(placed[0])
 
 
-def _draw(spec: BuildSpec, old: bool, warm: bool) -> tuple[dict, OccupancyGrid, list]:
+def _old_count(obj) -> int:
+    """Builder 2's ``_count_voxels`` of a membrane or bead: its dense mask's voxels."""
+    return int(sum(int(m.sum()) for _, m in obj.chunks()))
+
+
+def _draw(spec: BuildSpec, old: bool, warm: bool) -> tuple[dict, OccupancyGrid, list, list]:
     occ = OccupancyGrid(spec.shape)
     if warm:
         occ.flat[:: 1 << 12] = False  # every page written once: no first-touch faults timed
@@ -72,21 +79,26 @@ def _draw(spec: BuildSpec, old: bool, warm: bool) -> tuple[dict, OccupancyGrid, 
         objs = layout._draw_membranes(spec, rng, occ, 7)
         objs += layout._draw_beads(spec, rng, occ, 8)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()  # the table's voxel counts
+        counts = [_old_count(o) if old else _count_voxels(o) for o in objs]
+        count_wall, count_cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         if patch is not None:
             patch.stop()
-    return {"wall_s": wall, "cpu_s": cpu}, occ, objs
+    times = {"wall_s": wall, "cpu_s": cpu, "count_wall_s": count_wall, "count_cpu_s": count_cpu}
+    return times, occ, objs, counts
 
 
 def _same(a: tuple, b: tuple) -> bool:
-    (_, occ_a, objs_a), (_, occ_b, objs_b) = a, b
+    (_, occ_a, objs_a, counts_a), (_, occ_b, objs_b, counts_b) = a, b
     keys = ("centre", "radius", "half", "normal", "lo", "hi")
 
     def fields(o):
         return [np.asarray(getattr(o, k)).tolist() for k in keys if hasattr(o, k)]
 
     same_objs = [fields(o) for o in objs_a] == [fields(o) for o in objs_b]
-    return same_objs and bool(np.array_equal(occ_a.flat, occ_b.flat))
+    same_grid = bool(np.array_equal(occ_a.flat, occ_b.flat))
+    return same_objs and same_grid and counts_a == counts_b
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -116,8 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
             if not _same(ref, new):
                 raise SystemExit("old and new placements differ")
         for k, v in times.items():
-            out[f"{mode}_{k}_wall_s"] = float(np.median([t["wall_s"] for t in v]))
-            out[f"{mode}_{k}_cpu_s"] = float(np.median([t["cpu_s"] for t in v]))
+            for key in v[0]:
+                out[f"{mode}_{k}_{key}"] = float(np.median([t[key] for t in v]))
     out["identical"] = True
     print(json.dumps(out, indent=1))
     if args.json:
