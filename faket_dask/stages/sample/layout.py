@@ -29,8 +29,10 @@ a membrane's shell, a bead's ball) is tested against an occupancy grid before th
 accepted and then marked in it. The grid has one cell per voxel when it fits in
 ``OCCUPANCY_GRID_BYTES``, else one cell per ``b x b x b`` voxels (a cell is taken when any of
 its voxels is): conservative, so voxel masks never overlap. Particles lie wholly inside the
-volume; membranes and beads may be cut by its faces. Membranes and beads are placed one by one;
-particles in batched rounds (:mod:`~faket_dask.stages.sample.placement`).
+volume; membranes and beads may be cut by its faces. Membranes and beads are placed one by one,
+their voxels found as runs along X and tested and marked by compiled kernels
+(:mod:`~faket_dask.stages.sample._shells`); particles in batched rounds
+(:mod:`~faket_dask.stages.sample.placement`).
 
 Counts: a class with ``count`` gets exactly that many particles (or an :class:`InputError`
 when they cannot be placed). With ``sample.occupancy``, particles are drawn in sequence, each
@@ -178,16 +180,17 @@ def _class_table(cfg: SampleConfig) -> tuple[list[ParticleClassConfig], dict[int
 def _place(
     occ: OccupancyGrid,
     rng: np.random.Generator,
-    pieces_at: Any,
+    runs_at: Callable[[np.ndarray], np.ndarray],
     low: np.ndarray,
     high: np.ndarray,
     probe: np.ndarray | None,
     attempts: int,
-) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]] | None:
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Try up to ``attempts`` uniform integer positions in ``[low, high]``; first free wins.
 
-    ``pieces_at(pos)`` gives the object's mask pieces at ``pos``; ``probe`` is an offset
-    from ``pos`` that lies inside the mask (a cheap first test), or None.
+    ``runs_at(pos)`` gives the object's mask at ``pos`` as runs (:meth:`_Object.runs`);
+    ``probe`` is an offset from ``pos`` that lies inside the mask (a cheap first test), or None.
+    Returns the position and its runs (marked on ``occ``).
     """
     tried = 0
     while tried < attempts:
@@ -197,12 +200,12 @@ def _place(
         if probe is not None:
             cand = cand[~occ.taken(cand + probe)]
         for pos in cand:
-            pieces = pieces_at(pos)
-            if not any(m.any() for _, m in pieces):  # wholly outside the volume (a big shell)
+            runs = runs_at(pos)
+            if not len(runs):  # wholly outside the volume (a big shell)
                 continue
-            if occ.free(pieces):
-                occ.mark(pieces)
-                return pos, pieces
+            if occ.free_runs(runs):
+                occ.mark_runs(runs)
+                return pos, runs
     return None
 
 
@@ -220,7 +223,7 @@ def _place_object(
     Raises :class:`InputError` with ``refusal`` when no position is free.
     """
     low, high = bounds
-    placed = _place(occ, rng, lambda p: list(make(p).chunks()), low, high, probe, attempts)
+    placed = _place(occ, rng, lambda p: make(p).runs(), low, high, probe, attempts)
     if placed is None:
         raise InputError(refusal)
     return make(placed[0])

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from faket_dask.stages.sample import _shells
 from faket_dask.stages.sample.rotation import VoxelBox, rotate_items
 from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE
 from faket_dask.stages.templates import Template
@@ -51,6 +52,20 @@ class _Object(ABC):
             hi = self.hi.copy()
             lo[1], hi[1] = y0, min(int(self.hi[1]), y0 + rows)
             yield lo, self.region(lo, hi)[1]
+
+    def runs(self) -> np.ndarray:
+        """``(n, 4)`` int64 ``(z, y, x0, x1)``: the mask's voxels, ``x0 <= x < x1`` of each row.
+
+        From the dense mask of :meth:`chunks`; membranes and beads find them directly.
+        """
+        out = []
+        for lo, mask in self.chunks():
+            m = np.pad(mask, ((0, 0), (0, 0), (1, 1)))
+            edge = np.diff(m.view(np.int8), axis=2)  # +1 where a run starts, -1 past its end
+            zs, ys, starts = np.nonzero(edge == 1)
+            ends = np.nonzero(edge == -1)[2]  # the same rows, in the same order
+            out.append(np.stack([zs + lo[0], ys + lo[1], starts + lo[2], ends + lo[2]], axis=1))
+        return np.concatenate([np.zeros((0, 4), np.int64), *out]).astype(np.int64)
 
 
 def _grid(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,6 +146,10 @@ class _Vesicle(_Object):
         dens = np.where(mask, _bilayer(t, self.half, self.density, self.leaflets), 0)
         return dens.astype(np.float32), mask
 
+    def runs(self) -> np.ndarray:
+        """The shell's voxels as runs (:meth:`_Object.runs`), by a compiled kernel."""
+        return _shells.sphere_runs(self.centre, self.lo, self.hi, False, self.radius, self.half)
+
 
 @dataclass(eq=False)
 class _Disc(_Object):
@@ -160,6 +179,11 @@ class _Disc(_Object):
         dens = np.where(mask, _bilayer(t, self.half, self.density, self.leaflets), 0)
         return dens.astype(np.float32), mask
 
+    def runs(self) -> np.ndarray:
+        """The disc's voxels as runs (:meth:`_Object.runs`), by a compiled kernel."""
+        r2 = self.radius**2
+        return _shells.disc_runs(self.centre, self.normal, self.lo, self.hi, self.half, r2)
+
 
 @dataclass(eq=False)
 class _Bead(_Object):
@@ -181,6 +205,10 @@ class _Bead(_Object):
         mask = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= self.radius**2
         dens = np.where(mask, np.float32(self.density), np.float32(0))
         return dens.astype(np.float32), mask
+
+    def runs(self) -> np.ndarray:
+        """The ball's voxels as runs (:meth:`_Object.runs`), by a compiled kernel."""
+        return _shells.sphere_runs(self.centre, self.lo, self.hi, True, 0.0, self.radius**2)
 
 
 class _BoxCache:
@@ -224,7 +252,8 @@ class _BoxCache:
 def _count_voxels(obj: _Object) -> int:
     if isinstance(obj, _Particle):
         return obj.voxels
-    return int(sum(int(m.sum()) for _, m in obj.chunks()))
+    runs = obj.runs()
+    return int((runs[:, 3] - runs[:, 2]).sum())
 
 
 def _quaternion_z_to(v_xyz: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ from scipy.spatial import cKDTree
 from faket_dask.config import ParticleClassConfig
 from faket_dask.errors import InputError
 from faket_dask.stages.particles import random_quaternions
-from faket_dask.stages.sample import _occupancy, objects
+from faket_dask.stages.sample import _occupancy, _shells, objects
 from faket_dask.stages.sample._pool import map_threads, threads
 from faket_dask.stages.sample.objects import _BoxCache, _Particle
 from faket_dask.stages.sample.rotation import VoxelBox
@@ -135,6 +135,17 @@ class OccupancyGrid:
         for lo, mask in pieces:
             sl, m = self._coarse(lo, mask)
             self.grid[sl] |= m
+
+    def free_runs(self, runs: np.ndarray) -> bool:
+        """Whether no voxel of ``(n, 4)`` runs ``(z, y, x0, x1)`` lies in a taken cell.
+
+        A compiled walk over the runs' cells that stops at the first taken one.
+        """
+        return bool(_shells.runs_cells(self.flat, runs, self.b, self.strides, False))
+
+    def mark_runs(self, runs: np.ndarray) -> None:
+        """Take the cells of the voxels of ``(n, 4)`` runs ``(z, y, x0, x1)``."""
+        _shells.runs_cells(self.flat, runs, self.b, self.strides, True)
 
     def taken(self, points: np.ndarray) -> np.ndarray:
         """Whether each voxel of ``points`` (N, 3) lies in a taken cell."""
