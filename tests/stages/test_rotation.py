@@ -44,6 +44,20 @@ def test_voxel_box_lists_the_mask_by_rows_and_gives_back_the_dense_box():
     assert vb.density.tobytes() == box.density.tobytes()
 
 
+def test_rotate_voxels_is_the_dense_rotation_listed():
+    """``rotate_voxels`` (SciPy on the same box, no dense crop) lists ``rotate_template``'s
+    voxels and float32 values byte for byte, with its bounding box."""
+    rng = np.random.default_rng(5)
+    for tpl in _templates():
+        for m in quaternions_to_matrices(random_quaternions(rng, 4)):
+            want = voxel_box(rotate_template(tpl, m))
+            got = rotation.rotate_voxels(tpl, m)
+            np.testing.assert_array_equal(got.zyx.astype(np.int64), want.zyx.astype(np.int64))
+            assert got.values.tobytes() == want.values.tobytes()
+            np.testing.assert_array_equal(got.offset, want.offset)
+            assert got.shape == want.shape
+
+
 @pytest.mark.parametrize("chunk", [None, 3000])
 def test_batched_torch_rotation_gives_scipys_voxels(monkeypatch, chunk):
     """The device path (run here on the CPU) against SciPy's ``affine_transform``, per voxel."""
