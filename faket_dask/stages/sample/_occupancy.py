@@ -2,8 +2,8 @@
 
 The occupancy grid is a flat bool array with C strides ``(sz, sy, 1)``; one cell holds
 ``b x b x b`` voxels, and voxel ``v`` lies in cell ``v // b`` (floor division, as NumPy's).
-A candidate is a footprint (an index into ragged arrays of flat cell offsets and of voxel
-offsets, ``starts``/``counts`` each) at a position. Every kernel does what
+A candidate is a footprint (an index into ragged arrays of ``(z, y, x)`` cell offsets and
+of voxel offsets, ``starts``/``counts`` each) at a position. Every kernel does what
 :mod:`~faket_dask.stages.sample.placement` did with NumPy gathers (kept in
 ``tests/stages/test_placement_kernels.py`` as the reference), one candidate at a time, and a
 test stops at its first taken cell. Indices are not bounds-checked: callers keep every
@@ -21,7 +21,6 @@ __all__ = [
     "candidates_free",
     "dilated_cells",
     "first_wins",
-    "flat_offsets",
     "mark_cells",
     "max_r2",
 ]
@@ -35,17 +34,6 @@ def max_r2(zyx: np.ndarray) -> np.int64:
         z, y, x = np.int64(zyx[i, 0]), np.int64(zyx[i, 1]), np.int64(zyx[i, 2])
         r2 = max(r2, z * z + y * y + x * x)
     return r2
-
-
-@kernel
-def flat_offsets(cells: np.ndarray, strides: np.ndarray, out: np.ndarray) -> None:
-    """Write the flat offsets ``cells @ strides`` of ``(m, 3)`` integer cells into ``out``."""
-    for i in range(cells.shape[0]):
-        out[i] = (
-            np.int64(cells[i, 0]) * strides[0]
-            + np.int64(cells[i, 1]) * strides[1]
-            + np.int64(cells[i, 2]) * strides[2]
-        )
 
 
 @kernel
@@ -141,6 +129,16 @@ def _voxels_free(
 
 
 @kernel
+def _offset(cells: np.ndarray, t: int, strides: np.ndarray) -> np.int64:
+    """The flat offset of cell ``cells[t]`` ``(z, y, x)``, computed where it is read."""
+    return (
+        np.int64(cells[t, 0]) * strides[0]
+        + np.int64(cells[t, 1]) * strides[1]
+        + np.int64(cells[t, 2]) * strides[2]
+    )
+
+
+@kernel
 def candidates_free(
     flat: np.ndarray,
     bank: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -157,8 +155,8 @@ def candidates_free(
     flat
         The grid's cells (bool, flat).
     bank
-        ``(cells, starts, counts)``: footprint ``f``'s test cells are the flat offsets
-        ``cells[starts[f]:starts[f] + counts[f]]`` from its position's cell.
+        ``(cells, starts, counts)``: footprint ``f``'s test cells are the ``(z, y, x)``
+        offsets ``cells[starts[f]:starts[f] + counts[f]]`` from its position's cell.
     voxels
         ``(vox, starts, counts, extents)``: footprint ``f``'s ``(m, 3)`` voxel offsets and
         ``(6,)`` extent (lowest offset, one past the highest) (used when ``b > 1``: a candidate
@@ -180,7 +178,7 @@ def candidates_free(
         base = (p[0] // b) * strides[0] + (p[1] // b) * strides[1] + (p[2] // b) * strides[2]
         free = True
         for t in range(starts[f], starts[f] + counts[f]):
-            if flat[base + cells[t]]:
+            if flat[base + _offset(cells, t, strides)]:
                 free = False
                 break
         if not free and b > 1:
@@ -215,7 +213,7 @@ def mark_cells(
         if b == 1:
             base = p[0] * strides[0] + p[1] * strides[1] + p[2] * strides[2]
             for t in range(starts[f], starts[f] + counts[f]):
-                flat[base + cells[t]] = value
+                flat[base + _offset(cells, t, strides)] = value
             continue
         _axis_cells(p, b, strides, vext[f], table)
         e = vext[f]

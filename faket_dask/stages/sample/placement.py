@@ -224,8 +224,8 @@ class _Bank:
         ``(vox, starts, counts, extents)``: the distinct footprints' mask voxels,
         concatenated, and their ``(low_offset, high_offset)`` extents ``(d, 6)``.
     cells
-        ``(flat, starts, counts)``: their test cells as flat offsets on the grid (int32 when
-        every offset fits), from a position's cell.
+        ``(cells, starts, counts)``: their test cells, ``(z, y, x)`` offsets from a
+        position's cell (the voxels themselves on a grid of one cell per voxel).
     """
 
     def __init__(self, occ: OccupancyGrid, fps: list[Footprint]) -> None:
@@ -246,11 +246,7 @@ class _Bank:
         else:
             cells = np.concatenate([f.test_cells for f in distinct])
             counts = np.array([len(f.test_cells) for f in distinct], dtype=np.int64)
-        reach = np.maximum(-lows, highs).max(axis=0)
-        wide = int(((reach // occ.b + 2) * occ.strides).sum()) >= np.iinfo(np.int32).max
-        flat = np.empty(len(cells), dtype=np.int64 if wide else np.int32)
-        _occupancy.flat_offsets(cells, occ.strides, flat)
-        self.cells = (flat, _ragged_starts(counts), counts)
+        self.cells = (cells, _ragged_starts(counts), counts)
 
     def _in_grid_order(
         self, occ: OccupancyGrid, which: np.ndarray, positions: np.ndarray

@@ -421,7 +421,8 @@ def _kernel_boxes(
     shape = hi - lo + 1
     boxes = np.ascontiguousarray(np.concatenate([lo, shape], axis=1), dtype=np.int64)
     # the shift exactly as rotated_box_density computes it, rotation by rotation
-    shifts = np.stack([template.centre + m[j] @ lo[j] for j in range(n)])
+    centre = template.centre  # a property: computed on each read
+    shifts = np.stack([centre + m[j] @ lo[j] for j in range(n)])
     counts, bounds = np.zeros(n, dtype=np.int64), np.zeros((n, 6), dtype=np.int64)
     level = np.float32(template.level)
     itype = _index_type(lo, hi)
