@@ -133,10 +133,10 @@ _SMALL = [
 def test_the_layout_does_not_depend_on_the_thread_count(monkeypatch, sample):
     """Parts rotated ahead in a worker thread (and candidates tested in threads) place the
     particles a single thread places, blocks and jams included."""
-    from faket_dask.stages.sample import placement
+    from faket_dask.stages.sample import sequence
 
-    monkeypatch.setattr(placement, "WINDOW", 24)  # many blocks in a small volume
-    monkeypatch.setattr(placement, "PART", 6)
+    monkeypatch.setattr(sequence, "BLOCK", 24)  # many blocks in a small volume
+    monkeypatch.setattr(sequence, "PART", 6)
     one = _layout_bytes(monkeypatch, "1", **sample)
     assert len(one[0].splitlines()) > 30  # a header and enough particles to span blocks
     if sample["occupancy"] > 0.5:

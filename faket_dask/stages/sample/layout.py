@@ -85,9 +85,10 @@ from faket_dask.stages.sample.objects import (
     _quaternion_z_to,
     _Vesicle,
 )
-from faket_dask.stages.sample.placement import OccupancyGrid, draw_particles
+from faket_dask.stages.sample.placement import OccupancyGrid
 from faket_dask.stages.sample.render import Renderer
 from faket_dask.stages.sample.rotation import rotate_items
+from faket_dask.stages.sample.sequence import draw_particles
 from faket_dask.stages.sample.spec import FIDUCIAL, MEMBRANE, BuildSpec, _check_rows, keyed_rng
 from faket_dask.stages.templates import Template, load_template
 
@@ -414,11 +415,13 @@ def build_layout(
     occ = OccupancyGrid(spec.shape)
     cache = _BoxCache()
     info: dict[str, Any] = {"builder": BUILDER_VERSION, "occupancy_grid_factor": occ.b}
-    membranes = _draw_membranes(spec, rng, occ, membrane_id)
-    beads = _draw_beads(spec, rng, occ, fiducial_id)
-    rotate = functools.partial(rotate_items, device=device)
-    parts = draw_particles(spec, rng, occ, (classes, templates), cache, info, rotate, device)
-    del occ
+    try:
+        membranes = _draw_membranes(spec, rng, occ, membrane_id)
+        beads = _draw_beads(spec, rng, occ, fiducial_id)
+        rotate = functools.partial(rotate_items, device=device)
+        parts = draw_particles(spec, rng, occ, (classes, templates), cache, info, rotate, device)
+    finally:
+        occ.release()  # its memory, for the next sample's grid
     objects: list[_Object] = [*parts, *membranes, *beads]
     ps = spec.pixel_spacing
     table = _object_table(objects, class_ids, ps)

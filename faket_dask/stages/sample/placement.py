@@ -26,46 +26,27 @@ cell past the volume on every axis.
 from __future__ import annotations
 
 import itertools
-import warnings
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.signal import correlate
 from scipy.spatial import cKDTree
 
-from faket_dask.config import ParticleClassConfig
-from faket_dask.errors import InputError
-from faket_dask.stages.particles import random_quaternions
 from faket_dask.stages.sample import _occupancy, _shells, objects
 from faket_dask.stages.sample._pool import map_threads, threads
-from faket_dask.stages.sample.objects import _BoxCache, _Particle
 from faket_dask.stages.sample.rotation import VoxelBox
-from faket_dask.stages.sample.spec import BuildSpec, keyed_rng
-from faket_dask.stages.templates import Template
-
-if TYPE_CHECKING:
-    import torch
-
-#: Rotates ``(template, quaternion)`` pairs into voxel lists (the layout's rotation).
-Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[VoxelBox]]
 
 __all__ = [
     "WINDOW",
     "Footprint",
     "OccupancyGrid",
-    "draw_particles",
     "footprint",
     "place_sequence",
 ]
 
 #: Unplaced particles considered per round (in sequence order).
 WINDOW = 2048
-#: Particles drawn (and rotated) at a time while a block is filled up to the occupancy target.
-PART = 256
 #: Candidate cells tested per round (more candidates per particle when few are pending).
 ROUND_CELLS = 1 << 23
 #: Largest grid (cells) searched exhaustively for a particle whose random tries all failed.
@@ -78,6 +59,26 @@ def _flat(cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
     """Flat indices (int64) of ``(n, 3)`` cells (NumPy's integer matmul has no fast path)."""
     out: np.ndarray = cells[:, 0] * strides[0] + cells[:, 1] * strides[1] + cells[:, 2] * strides[2]
     return out
+
+
+#: The last released grid: a worker's next sample of the same shape reuses its memory.
+_SPARE: list[np.ndarray] = []
+_SPARE_LOCK = threading.Lock()
+
+
+def _zeroed(shape: tuple[int, ...]) -> np.ndarray:
+    """A zeroed bool grid, the released one when its shape matches.
+
+    A fresh grid's pages are zeroed by the kernel on first write (0.1-0.7 s for 270 MB
+    here, huge pages compacted first at times); clearing resident memory takes a few tens
+    of milliseconds. At most one grid is kept (``OCCUPANCY_GRID_BYTES`` at most).
+    """
+    with _SPARE_LOCK:
+        grid = _SPARE.pop() if _SPARE and _SPARE[0].shape == shape else None
+    if grid is None:
+        return np.zeros(shape, dtype=bool)
+    grid.fill(False)
+    return grid
 
 
 class OccupancyGrid:
@@ -100,9 +101,16 @@ class OccupancyGrid:
             b += 1
         self.b = b
         cells = -(-self.shape // b) + 1
-        self.grid = np.zeros(tuple(int(v) for v in cells), dtype=bool)
+        self.grid = _zeroed(tuple(int(v) for v in cells))
         self.strides = np.array([cells[1] * cells[2], cells[2], 1], dtype=np.int64)
         self.flat = self.grid.reshape(-1)
+
+    def release(self) -> None:
+        """Hand the grid's memory back for the process's next grid of its shape (unusable after)."""
+        grid = self.grid
+        del self.grid, self.flat
+        with _SPARE_LOCK:
+            _SPARE[:] = [grid]
 
     def _coarse(self, lo: np.ndarray, mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
         """The grid slices and cell mask of a voxel mask placed at ``lo`` (z, y, x)."""
@@ -420,275 +428,3 @@ def place_sequence(
     late = np.flatnonzero(done[stop:]) + stop
     bank.mark(occ, late, pos[late], False)  # placed after an exhausted particle: not kept
     return pos[:stop], stop
-
-
-# --------------------------------------------------------------------------- particles
-
-
-def _orientation_boxes(
-    spec: BuildSpec,
-    classes: list[ParticleClassConfig],
-    templates: dict[str, Template],
-    rotate: Rotate,
-) -> list[tuple[np.ndarray, list[VoxelBox]]]:
-    """Per class: ``orientation_grid`` uniform random quaternions and their rotated boxes.
-
-    The quaternions of class ``ci`` come from a stream keyed by ``(seed, sample_id,
-    "orientation_grid", ci)``.
-    """
-    out = []
-    g = int(spec.sample.orientation_grid or 0)
-    for ci, c in enumerate(classes):
-        qs = random_quaternions(keyed_rng(spec.seed, spec.sample_id, "orientation_grid", ci), g)
-        out.append((qs, rotate([(templates[c.name], q) for q in qs])))
-    return out
-
-
-_Item = tuple[int, np.ndarray, VoxelBox, Footprint]
-
-
-class _Sequence:
-    """Classes, orientations and rotated boxes of particles, drawn block by block in order."""
-
-    def __init__(
-        self,
-        spec: BuildSpec,
-        classes: list[ParticleClassConfig],
-        templates: dict[str, Template],
-        occ: OccupancyGrid,
-        rotate: Rotate,
-    ) -> None:
-        self.classes, self.templates, self.occ, self.rotate = classes, templates, occ, rotate
-        self.orient_rng = keyed_rng(spec.seed, spec.sample_id, "orientations")
-        grid = spec.sample.orientation_grid is not None
-        self.grid = _orientation_boxes(spec, classes, templates, rotate) if grid else None
-        self.fps: dict[tuple[int, int], Footprint] = {}
-
-    def draw(self, cis: list[int]) -> np.ndarray:
-        """The orientation draws of the next particles, of classes ``cis``, in order.
-
-        ``(n, 4)`` quaternions, or with an orientation grid ``(n,)`` indices into it.
-        """
-        if self.grid is None:
-            return random_quaternions(self.orient_rng, len(cis))
-        return self.orient_rng.integers(0, len(self.grid[0][0]), size=len(cis))
-
-    def items(self, cis: list[int], draws: np.ndarray) -> list[_Item]:
-        """Particles of classes ``cis`` with ``draws``: orientation, rotated box, footprint.
-
-        Draws nothing, so it may run in another thread (one at a time) while the caller
-        draws and places.
-        """
-        if self.grid is None:
-            boxes = self.rotate(
-                [
-                    (self.templates[self.classes[ci].name], q)
-                    for ci, q in zip(cis, draws, strict=True)
-                ]
-            )
-            return [
-                (ci, q, box, footprint(box, self.occ))
-                for ci, q, box in zip(cis, draws, boxes, strict=True)
-            ]
-        out = []
-        for ci, k in zip(cis, draws, strict=True):
-            qs, grid_boxes = self.grid[ci]
-            key = (ci, int(k))
-            if key not in self.fps:
-                self.fps[key] = footprint(grid_boxes[int(k)], self.occ)
-            out.append((ci, qs[int(k)], grid_boxes[int(k)], self.fps[key]))
-        return out
-
-
-class _Ahead:
-    """Parts of the particle sequence, rotated in a worker thread ahead of their placement.
-
-    :meth:`push` draws a part's orientations at once, in sequence order, and queues its
-    rotation; :meth:`pop` waits for the oldest. Rotating the next parts while the current
-    block is placed keeps both cores busy; the streams are drawn as without the thread, and
-    parts queued but never popped (the sequence ended before them) change nothing. With one
-    builder thread (:func:`~faket_dask.stages.sample._pool.threads`) a part is rotated when
-    it is popped.
-    """
-
-    def __init__(self, seq: _Sequence) -> None:
-        self.seq = seq
-        self.pool = ThreadPoolExecutor(1, "faket-ahead") if threads() > 1 else None
-        self.queue: deque[Future[list[_Item]] | tuple[list[int], np.ndarray]] = deque()
-
-    def __enter__(self) -> _Ahead:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        while self.queue:  # drop the queued parts; a running one finishes
-            got = self.queue.popleft()
-            if isinstance(got, Future):
-                got.cancel()
-        if self.pool is not None:
-            self.pool.shutdown()
-
-    def push(self, cis: list[int]) -> None:
-        """Queue the next part, of classes ``cis``."""
-        draws = self.seq.draw(cis)
-        if self.pool is None:
-            self.queue.append((cis, draws))
-        else:
-            self.queue.append(self.pool.submit(self.seq.items, cis, draws))
-
-    def pop(self) -> list[_Item]:
-        """The oldest queued part, rotated."""
-        got = self.queue.popleft()
-        return got.result() if isinstance(got, Future) else self.seq.items(*got)
-
-
-class _Placer:
-    """Places blocks of the particle sequence and keeps the placed particles, in order."""
-
-    def __init__(
-        self,
-        spec: BuildSpec,
-        rng: np.random.Generator,
-        occ: OccupancyGrid,
-        seq: _Sequence,
-        cache: _BoxCache,
-        device: str | torch.device | None = None,
-    ) -> None:
-        self.spec, self.rng, self.occ, self.seq, self.cache = spec, rng, occ, seq, cache
-        self.device = device
-        self.out: list[_Particle] = []
-
-    def place(self, items: list[_Item]) -> int:
-        """Place a block; how many of it (a prefix) were placed."""
-        classes, shared = self.seq.classes, self.seq.grid is not None
-        extents = np.reshape([it[3].high_offset - it[3].low_offset for it in items], (-1, 3))
-        too_big = np.flatnonzero((extents > self.occ.shape).any(axis=1))
-        if len(too_big):
-            ci, _, box, _ = items[int(too_big[0])]
-            raise InputError(
-                f"particle class {classes[ci].name!r} ({box.shape} voxels when rotated) does "
-                f"not fit in the {tuple(self.spec.shape)} volume; use a smaller template or "
-                "a thicker sample"
-            )
-        pos, placed = place_sequence(
-            self.occ, self.rng, [it[3] for it in items], self.spec.sample.placement_attempts
-        )
-        for (ci, q, box, fp), p in zip(items[:placed], pos, strict=True):
-            part = _Particle(
-                index=len(self.out),
-                class_id=ci + 1,
-                template=self.seq.templates[classes[ci].name],
-                quaternion=q,
-                position=p,
-                box_offset=fp.low_offset,
-                box_shape=fp.high_offset - fp.low_offset,
-                cache=self.cache,
-                voxels=fp.count,
-                shared=box if shared else None,
-                device=self.device,
-            )
-            if not shared:
-                self.cache.put(part.index, box)
-            self.out.append(part)
-        return placed
-
-
-def _fill(placer: _Placer, ahead: _Ahead, info: dict[str, Any]) -> None:
-    """Add particles of the classes without a count until the occupancy target is covered."""
-    spec, classes = placer.spec, placer.seq.classes
-    target = spec.sample.resolved_occupancy()
-    covered = sum(p.voxels for p in placer.out)
-    volume = float(np.prod(spec.shape))
-    loose = [i for i, c in enumerate(classes) if c.count is None]
-    info["jammed"] = False
-    if target is not None and target > 0 and loose:
-        class_rng = keyed_rng(spec.seed, spec.sample_id, "classes")
-        weights = np.array([classes[i].abundance or 1.0 for i in loose], dtype=np.float64)
-        cum = np.cumsum(weights / weights.sum())
-
-        def next_part() -> list[int]:  # rotated a part at a time: few beyond the goal
-            picks = np.searchsorted(cum, class_rng.random(PART), side="right")
-            return [loose[int(j)] for j in np.minimum(picks, len(loose) - 1)]
-
-        covered = _fill_blocks(placer, ahead, next_part, covered, target * volume, info)
-    info["particle_occupancy"] = covered / volume
-
-
-def _fill_blocks(
-    placer: _Placer,
-    ahead: _Ahead,
-    next_part: Callable[[], list[int]],
-    covered: int,
-    goal: float,
-    info: dict[str, Any],
-) -> int:
-    """Place blocks of the sequence until ``goal`` voxels are covered; the voxels covered."""
-    spec, classes = placer.spec, placer.seq.classes
-    while covered < goal:
-        items: list[_Item] = []
-        drawn = 0  # voxels of items
-        while len(items) < WINDOW and covered + drawn < goal:
-            while len(ahead.queue) < WINDOW // PART:  # the next block's, while this one is placed
-                ahead.push(next_part())
-            part = ahead.pop()
-            items += part
-            drawn += sum(it[3].count for it in part)
-        sums = covered + np.cumsum([it[3].count for it in items])
-        items = items[: int(np.searchsorted(sums, goal, side="left")) + 1]
-        items.sort(key=lambda it: -it[3].count)  # larger first: smaller ones fill the gaps
-        placed = placer.place(items)
-        covered += sum(it[3].count for it in items[:placed])
-        if placed < len(items):
-            info["jammed"] = True
-            warnings.warn(
-                f"sample {spec.sample_id}: occupancy stopped at {covered / np.prod(spec.shape):.3f}"
-                f" of the {spec.sample.resolved_occupancy()} asked: a "
-                f"{classes[items[placed][0]].name!r} particle found no free place; lower "
-                "sample.occupancy",
-                stacklevel=5,
-            )
-            break
-    return covered
-
-
-def draw_particles(
-    spec: BuildSpec,
-    rng: np.random.Generator,
-    occ: OccupancyGrid,
-    kinds: tuple[list[ParticleClassConfig], dict[str, Template]],
-    cache: _BoxCache,
-    info: dict[str, Any],
-    rotate: Rotate,
-    device: str | torch.device | None = None,
-) -> list[_Particle]:
-    """Particles: classes and orientations from their own streams, positions from ``rng``.
-
-    Particle ``i``'s class (occupancy mode) and orientation are the ``i``-th draws of streams
-    keyed by ``(seed, sample_id, "classes")`` and ``(seed, sample_id, "orientations")``
-    (with ``sample.orientation_grid``: an index into the class's grid of rotations). Counted
-    classes come first (larger templates first), then, with an occupancy target, blocks of
-    the sequence up to the particle whose voxels reach it, each placed larger particles first.
-    Blocks are placed in batched rounds (:func:`place_sequence`).
-    """
-    classes, templates = kinds
-    seq = _Sequence(spec, classes, templates, occ, rotate)
-    placer = _Placer(spec, rng, occ, seq, cache, device)
-    counted = [i for i, c in enumerate(classes) if c.count]
-    counted.sort(key=lambda i: -templates[classes[i].name].volume_voxels)
-    plan = [ci for ci in counted for _ in range(int(classes[ci].count or 0))]
-    blocks = [plan[k : k + WINDOW] for k in range(0, len(plan), WINDOW)]
-    with _Ahead(seq) as ahead:
-        for k in range(len(blocks)):
-            while len(ahead.queue) < 2 and k + len(ahead.queue) < len(blocks):
-                ahead.push(blocks[k + len(ahead.queue)])  # the next block's, while placing
-            items = ahead.pop()
-            placed = placer.place(items)
-            if placed < len(items):
-                ci = items[placed][0]
-                done = sum(1 for p in placer.out if p.class_id == ci + 1)
-                raise InputError(
-                    f"could not place particle {done + 1} of class {classes[ci].name!r} "
-                    f"without overlap after {spec.sample.placement_attempts} tries; lower the "
-                    "counts or sample.occupancy, or enlarge the volume"
-                )
-        _fill(placer, ahead, info)
-    return placer.out
