@@ -1,10 +1,13 @@
 """Rendering a layout's rows into a slab: solvent, particles' voxel lists, membranes and beads.
 
 The solvent and the particles are written by compiled kernels
-(:mod:`~faket_dask.stages.sample.render_kernels`): each particle that meets the slab writes the
-rows of its :class:`~faket_dask.stages.sample.rotation.VoxelBox` (voxels sorted by Y row) that
-fall in the slab, straight from the box. Particles never overlap, so the order of the writes
-does not matter; membranes and beads are painted after them.
+(:mod:`~faket_dask.stages.sample.render_kernels`) in one pass per Z plane of the slab: the
+solvent's rows, the masks cleared, then the particles' voxels in that plane, while the plane is
+in cache. The voxels are gathered first from each particle's
+:class:`~faket_dask.stages.sample.rotation.VoxelBox` (voxels sorted by Y row) as runs along X,
+sorted by Z; the solvent's lattice planes are drawn in threads meanwhile. Particles never
+overlap, so the order of the writes does not matter; membranes and beads are painted after
+them. A slab's memory is reused once its arrays are dropped (:class:`SlabMemory`).
 """
 
 from __future__ import annotations
