@@ -214,21 +214,21 @@ class Renderer:
     def rows(self, layout: SampleLayout, y0: int, y1: int) -> tuple[np.ndarray, ...]:
         """Rows ``[y0, y1)`` of ``layout``: density, class mask, instance mask, ``(Z, rows, X)``."""
         nz, ny, nx = layout.shape
-        # every density voxel is written by _fill, the masks zeroed there first
-        dtypes = [np.dtype(np.float32), layout.class_dtype, np.dtype(np.uint32)]
-        density, classes, instances = self.memory.arrays((nz, y1 - y0, nx), dtypes)
-        if y1 == ny:  # the last rows: keep no memory past the rendering
-            self.memory.clear()
-        slab = (density, classes, instances)
         hit = np.flatnonzero((layout._ylo < y1) & (layout._yhi > y0))
         ids = layout.particles["id"].to_numpy()
         parts = [i for i in hit if isinstance(layout.objects[i], _Particle)]
         particles = [p for p in (layout.objects[i] for i in parts) if isinstance(p, _Particle)]
         pos = np.array([p.position for p in particles], dtype=np.int64).reshape(-1, 3)
         cls = np.array([p.class_id for p in particles], dtype=np.int64)
+        boxes = self.boxes(particles, y1)  # before the slab's memory is taken
+        # every density voxel is written by _fill, the masks zeroed there first
+        dtypes = [np.dtype(np.float32), layout.class_dtype, np.dtype(np.uint32)]
+        density, classes, instances = self.memory.arrays((nz, y1 - y0, nx), dtypes)
+        if y1 == ny:  # the last rows: keep no memory past the rendering
+            self.memory.clear()
+        slab = (density, classes, instances)
 
         def gather() -> _Runs:  # while the solvent's planes are drawn
-            boxes = self.boxes(particles, y1)
             return _gather(boxes, pos, (cls, ids[parts]), (y0, y1 - y0), nz)[0]
 
         solvent, draws = _solvent_draws(layout, y0, y1)
@@ -246,6 +246,8 @@ class Renderer:
         """
         cached = [p.shared if p.shared is not None else self.cache.get(p.index) for p in parts]
         todo = [p for p, b in zip(parts, cached, strict=True) if b is None]
+        if todo:  # let kept slab memory go: rotating must not add to it (peak RSS)
+            self.memory.clear()
         again = self.rotate([(p.template, p.quaternion) for p in todo])  # no longer cached
         for p, box in zip(todo, again, strict=True):
             self.cache.put(p.index, box)  # for the next slab it meets
