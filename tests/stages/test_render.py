@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import faket_dask.stages.sample.objects as sample_objects
+import faket_dask.stages.sample.render as sample_render
 from faket_dask.config import config_from_dict
 from faket_dask.stages.sample import BuildSpec, build_layout, render_slab
 from faket_dask.stages.sample.render import SlabMemory, scatter_particles, solvent_rows
@@ -83,41 +84,43 @@ def _scatter_numpy(shape, y0, y1, boxes, positions, labels):
 # ---------------------------------------------------------------- solvent
 
 
-def _no_runs(nz: int) -> tuple[np.ndarray, ...]:
+def _no_runs(cells: int) -> tuple[np.ndarray, ...]:
     return (
         np.zeros((0, 6), np.int32),
-        np.zeros(nz + 1, np.int64),
+        np.zeros(cells + 1, np.int64),
         np.zeros(0, np.float32),
         np.zeros((0, 2), np.int64),
     )
 
 
-def _solvent_kernel(lattices, y0, s, zs, out):
+def _solvent_kernel(lattices, y0, s, zs, out, band):
     """The kernel's solvent for Z rows ``zs`` of ``out`` (no runs, masks untouched)."""
     w = np.array([np.float32(r / s) for r in range(s)], dtype=np.float32)
     none = np.zeros((0, 0, 0), np.uint8)
-    runs = _no_runs(out.shape[0])
-    fill_block((*zs, False), (lattices, s, w, 0.0), y0, runs, out, none, none.astype(np.uint32))
+    runs = _no_runs(out.shape[0] * -(-out.shape[1] // band))
+    solvent = (lattices, s, w, 0.0)
+    fill_block((*zs, False, band), solvent, y0, runs, out, none, none.astype(np.uint32))
 
 
+@pytest.mark.parametrize("band", [1, 3, 1000])  # rows of a Z written at a time
 @pytest.mark.parametrize(
     ("s", "nz", "nx", "y0", "y1"),
     [(1, 5, 7, 0, 4), (2, 9, 13, 3, 10), (3, 16, 31, 7, 8), (5, 11, 12, 1, 23), (4, 4, 4, 8, 17)],
 )
-def test_solvent_kernel_equals_numpy_byte_for_byte(s, nz, nx, y0, y1):
+def test_solvent_kernel_equals_numpy_byte_for_byte(s, nz, nx, y0, y1, band):
     rng = np.random.default_rng(s * 100 + nz)
     nzc, nxc = (nz - 1) // s + 2, (nx - 1) // s + 2
     planes = (y1 - 1) // s + 2 - y0 // s
     lattices = (rng.random((planes, nzc, nxc)) * 3.0).astype(np.float32)
     want = _rows_numpy(lattices, (nz, nx), y0, y1, s)
     got = np.full_like(want, np.nan)
-    _solvent_kernel(lattices, y0, s, (0, nz), got)
+    _solvent_kernel(lattices, y0, s, (0, nz), got, band)
     assert got.tobytes() == want.tobytes()
     # any split by Z ranges (the threads' work) writes the same bytes
     parts = np.full_like(want, np.nan)
     for z0, z1 in [(0, 1), (1, nz // 2), (nz // 2, nz)]:
         if z1 > z0:
-            _solvent_kernel(lattices, y0, s, (z0, z1), parts)
+            _solvent_kernel(lattices, y0, s, (z0, z1), parts, band)
     assert parts.tobytes() == want.tobytes()
 
 
@@ -127,7 +130,7 @@ def test_fill_block_writes_a_constant_solvent_and_clears_stale_masks():
     classes = np.full(density.shape, 7, np.uint8)
     instances = np.full(density.shape, 9, np.uint32)
     solvent = (np.zeros((0, 1, 1), np.float32), 1, np.zeros(1, np.float32), 0.3)
-    fill_block((0, 3, True), solvent, 0, _no_runs(3), density, classes, instances)
+    fill_block((0, 3, True, 3), solvent, 0, _no_runs(6), density, classes, instances)
     assert density.tobytes() == np.full(density.shape, np.float32(0.3)).tobytes()
     assert not classes.any() and not instances.any()
 
@@ -231,12 +234,14 @@ def test_runs_hold_every_voxel_of_the_rows_once_sorted_by_z():
     count = np.zeros(2, np.int64)
     for j, (box, pos) in enumerate(zip(boxes, positions, strict=True)):
         gather_runs(box.zyx, box.values, np.array([*pos, j, y0, rows]), vals, runs, count)
-    ordered, starts, values = sort_runs(runs[: count[1]], vals, nz)
-    assert np.all(np.diff(ordered[:, 0]) >= 0) and starts[-1] == len(ordered) == count[1]
+    band = 2  # cells of 2 rows of one Z
+    ordered, starts, values = sort_runs(runs[: count[1]], vals, (nz, 3, band))
+    cell = ordered[:, 0] * 3 + ordered[:, 1] // band
+    assert np.all(np.diff(cell) >= 0) and starts[-1] == len(ordered) == count[1]
     assert np.all(runs[: count[1], 3] >= 1) and count[1] < count[0]  # runs of several voxels
     got = {}
     for r, (z, row, x, n, v, j) in enumerate(ordered):
-        assert starts[z] <= r < starts[z + 1]
+        assert starts[cell[r]] <= r < starts[cell[r] + 1]
         for i in range(n):
             assert (z, row + y0, x + i) not in got
             got[(z, row + y0, x + i)] = (values[v + i], j)
@@ -291,6 +296,8 @@ def test_render_equals_the_numpy_renderer_with_a_small_box_cache(monkeypatch, th
     """Particles, membranes and beads, slabs of odd sizes, boxes re-rotated past the budget."""
     monkeypatch.setenv("FAKET_DASK_SAMPLE_THREADS", threads)
     monkeypatch.setattr(sample_objects, "BOX_CACHE_BYTES", 20_000)
+    if threads == "2":  # bands of 3 rows at a time (as a wide volume's), not whole planes
+        monkeypatch.setattr(sample_render, "_band", lambda rows, nx: min(rows, 3))
     extra = {"membranes": {"vesicles": 1, "planar": 1}, "fiducials": {"count": 2}}
     layout = _layout(shape=(36, 64, 56), occupancy=0.15, corr=20.0, **extra)
     voxels = sum(p.voxels for p in layout.objects if isinstance(p, sample_objects._Particle))

@@ -70,8 +70,8 @@ def scatter_particles(
     labels
         ``(n,)`` class ids and ``(n,)`` instance ids of the particles.
     """
-    nz, rows, _ = slab[0].shape
-    runs, written = _gather(boxes, positions, labels, (y0, rows), nz)
+    nz, rows, nx = slab[0].shape
+    runs, written = _gather(boxes, positions, labels, (y0, rows), (nz, nx))
     _fill(slab, y0, _NO_SOLVENT, runs, clear=False)
     return written
 
@@ -88,7 +88,7 @@ def _gather(
     positions: np.ndarray,
     labels: tuple[np.ndarray, np.ndarray],
     rows: tuple[int, int],
-    nz: int,
+    size: tuple[int, int],
 ) -> tuple[_Runs, int]:
     """The particles' voxels in rows ``[y0, y0 + n)`` as runs sorted by Z; the voxels in them.
 
@@ -98,8 +98,8 @@ def _gather(
         As :func:`scatter_particles`.
     rows
         The slab's first row ``y0`` and its row count ``n``.
-    nz
-        The volume's Z size.
+    size
+        The volume's Z and X sizes.
     """
     cap = sum(b.count for b in boxes)
     vals = np.empty(cap, dtype=np.float32)
@@ -113,9 +113,16 @@ def _gather(
     for box, where in zip(boxes, at, strict=True):
         gather_runs(box.zyx, box.values, where, vals, runs, count)
     written = int(count[0])
-    ordered, starts, values = sort_runs(runs[: count[1]], vals, nz)
+    band = _band(rows[1], size[1])
+    cells = (size[0], -(-rows[1] // band), band)
+    ordered, starts, values = sort_runs(runs[: count[1]], vals, cells)
     ids = np.stack([np.asarray(labels[0]), np.asarray(labels[1])], axis=1).astype(np.int64)
     return (ordered, starts, values, ids.reshape(-1, 2)), written
+
+
+def _band(rows: int, nx: int) -> int:
+    """Rows written at a time in a Z plane: the three arrays' rows within half a MiB (cache)."""
+    return max(1, min(rows, (1 << 19) // (9 * max(nx, 1))))
 
 
 def _fill(
@@ -131,9 +138,10 @@ def _fill(
     nz = density.shape[0]
     n = _threads()
     cuts = np.linspace(0, nz, min(nz, 4 * n) + 1).astype(int)  # a few blocks per thread
-    blocks = [(int(a), int(b), clear) for a, b in itertools.pairwise(cuts) if b > a]
+    band = _band(density.shape[1], density.shape[2])
+    blocks = [(int(a), int(b), clear, band) for a, b in itertools.pairwise(cuts) if b > a]
 
-    def block(zs: tuple[int, int, bool]) -> None:  # the kernel releases the GIL
+    def block(zs: tuple[int, int, bool, int]) -> None:  # the kernel releases the GIL
         fill_block(zs, solvent, y0, runs, density, classes, instances)
 
     if n == 1:
@@ -229,7 +237,7 @@ class Renderer:
         slab = (density, classes, instances)
 
         def gather() -> _Runs:  # while the solvent's planes are drawn
-            return _gather(boxes, pos, (cls, ids[parts]), (y0, y1 - y0), nz)[0]
+            return _gather(boxes, pos, (cls, ids[parts]), (y0, y1 - y0), (nz, nx))[0]
 
         solvent, draws = _solvent_draws(layout, y0, y1)
         _fill(slab, y0, solvent, _while(draws, gather), clear=True)
@@ -288,7 +296,8 @@ def solvent_rows(layout: SampleLayout, y0: int, y1: int) -> np.ndarray:
     _while(draws, lambda: None)
     out = np.empty((nz, y1 - y0, nx), dtype=np.float32)
     none = np.zeros((0, 0, 0), dtype=np.uint8)
-    runs = (np.zeros((0, 6), np.int32), np.zeros(nz + 1, np.int64), np.zeros(0, np.float32))
+    cells = nz * -(-(y1 - y0) // _band(y1 - y0, nx))
+    runs = (np.zeros((0, 6), np.int32), np.zeros(cells + 1, np.int64), np.zeros(0, np.float32))
     empty = (*runs, np.zeros((0, 2), np.int64))
     _fill((out, none, none.astype(np.uint32)), y0, solvent, empty, clear=False)
     return out

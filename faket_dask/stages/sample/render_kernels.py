@@ -181,60 +181,69 @@ def gather_runs(
 
 
 @kernel
-def sort_runs(runs: np.ndarray, vals: np.ndarray, nz: int) -> tuple[np.ndarray, ...]:
-    """Runs and their values sorted by Z, stably (a counting sort), and where each Z starts.
+def sort_runs(
+    runs: np.ndarray, vals: np.ndarray, cells: tuple[int, int, int]
+) -> tuple[np.ndarray, ...]:
+    """Runs and their values sorted by cell, stably (a counting sort), and where each starts.
+
+    A cell is a band of ``band`` rows of one Z: cell ``z * bands + row // band``.
 
     Parameters
     ----------
     runs, vals
         :func:`gather_runs`'s ``(n, 6)`` runs and the values they point into.
-    nz
-        The volume's Z size.
+    cells
+        The volume's Z size, the bands in a Z and the rows of a band.
 
     Returns
     -------
     sorted_runs
-        ``(n, 6)`` the same records, by Z, in their order within a Z, pointing into
+        ``(n, 6)`` the same records, by cell, in their order within a cell, pointing into
         ``sorted_vals``.
     starts
-        ``(nz + 1,)`` int64: the runs of ``z`` are ``sorted_runs[starts[z]:starts[z + 1]]``.
+        ``(cells + 1,)`` int64: the runs of cell ``c`` are ``sorted_runs[starts[c]:starts[c +
+        1]]``.
     sorted_vals
         The values in the order of the runs (read in sequence while painting).
     """
-    starts = np.zeros(nz + 1, dtype=np.int64)
-    first = np.zeros(nz + 1, dtype=np.int64)  # where each Z's values start
+    nz, bands, band = cells
+    m = nz * bands
+    starts = np.zeros(m + 1, dtype=np.int64)
+    first = np.zeros(m + 1, dtype=np.int64)  # where each cell's values start
     for r in range(runs.shape[0]):
-        starts[runs[r, 0] + 1] += 1
-        first[runs[r, 0] + 1] += runs[r, 3]
-    for z in range(nz):
-        starts[z + 1] += starts[z]
-        first[z + 1] += first[z]
+        c = runs[r, 0] * bands + runs[r, 1] // band
+        starts[c + 1] += 1
+        first[c + 1] += runs[r, 3]
+    for c in range(m):
+        starts[c + 1] += starts[c]
+        first[c + 1] += first[c]
     at, v = starts[:-1].copy(), first[:-1]
     out = np.empty_like(runs)
-    out_vals = np.empty(first[nz], dtype=vals.dtype)
+    out_vals = np.empty(first[m], dtype=vals.dtype)
     for r in range(runs.shape[0]):
-        z, n, src = runs[r, 0], runs[r, 3], runs[r, 4]
-        k, dst = at[z], v[z]
+        c, n, src = runs[r, 0] * bands + runs[r, 1] // band, runs[r, 3], runs[r, 4]
+        k, dst = at[c], v[c]
         out[k] = runs[r]
         out[k, 4] = dst
         for i in range(n):
             out_vals[dst + i] = vals[src + i]
-        at[z], v[z] = k + 1, dst + n
+        at[c], v[c] = k + 1, dst + n
     return out, starts, out_vals
 
 
 @kernel
 def _paint_runs(
     z: int,
+    c: int,
     sorted_runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     density: np.ndarray,
     classes: np.ndarray,
     instances: np.ndarray,
 ) -> None:
-    """Write the runs of one Z (in place); ``sorted_runs``: see :func:`fill_block`."""
+    """Write the runs of cell ``c`` of Z ``z`` (in place); ``sorted_runs``: :func:`fill_block`."""
     runs, starts, vals, labels = sorted_runs
     dz, cz, iz = density[z], classes[z], instances[z]
-    for r in range(starts[z], starts[z + 1]):
+    for r in range(starts[c], starts[c + 1]):
         y, x, n, v, j = runs[r, 1], runs[r, 2], runs[r, 3], runs[r, 4], runs[r, 5]
         dz[y, x : x + n] = vals[v : v + n]
         cz[y, x : x + n] = labels[j, 0]
@@ -243,7 +252,7 @@ def _paint_runs(
 
 @kernel
 def fill_block(
-    zs: tuple[int, int, bool],
+    zs: tuple[int, int, bool, int],
     solvent: tuple[np.ndarray, int, np.ndarray, float],
     y0: int,
     sorted_runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
@@ -253,13 +262,14 @@ def fill_block(
 ) -> None:
     """Z rows ``[z0, z1)`` of a slab: the solvent, then the particles' runs over it (in place).
 
-    One Z plane of the slab at a time, so the runs are written while its rows are in cache
+    One band of rows of one Z at a time, so the runs are written while its rows are in cache
     (the masks too: zeroing them here first makes their lines hot).
 
     Parameters
     ----------
     zs
-        ``(z0, z1, clear)``: with ``clear`` the masks' planes are zeroed first.
+        ``(z0, z1, clear, band)``: with ``clear`` the masks are zeroed first; ``band`` rows
+        at a time (:func:`sort_runs`'s cells).
     solvent
         ``(lattices, s, w, level)``: :func:`_solvent_plane`'s lattice planes, spacing and
         weights; with no planes (``lattices`` of length 0) every voxel gets ``level``
@@ -280,12 +290,17 @@ def fill_block(
         np.empty(nx, dtype=np.float32),
     )
     fill = np.float32(level)
+    rows, band = density.shape[1], zs[3]
+    bands = (rows + band - 1) // band
     for z in range(zs[0], zs[1]):
-        if s > 0 and lattices.shape[0] > 0:
-            _solvent_plane(lattices, y0, s, w, z, scratch, density[z])
-        elif s > 0:
-            density[z] = fill
-        if zs[2]:
-            classes[z] = 0
-            instances[z] = 0
-        _paint_runs(z, sorted_runs, density, classes, instances)
+        for b in range(bands):
+            ya, yb = b * band, min(rows, (b + 1) * band)
+            if s > 0 and lattices.shape[0] > 0:  # its planes from (y0 + ya) // s
+                k = (y0 + ya) // s - y0 // s
+                _solvent_plane(lattices[k:], y0 + ya, s, w, z, scratch, density[z, ya:yb])
+            elif s > 0:
+                density[z, ya:yb] = fill
+            if zs[2]:
+                classes[z, ya:yb] = 0
+                instances[z, ya:yb] = 0
+            _paint_runs(z, z * bands + b, sorted_runs, density, classes, instances)
