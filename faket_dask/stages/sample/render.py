@@ -236,11 +236,13 @@ class Renderer:
             self.memory.clear()
         slab = (density, classes, instances)
 
-        def gather() -> _Runs:  # while the solvent's planes are drawn
-            return _gather(boxes, pos, (cls, ids[parts]), (y0, y1 - y0), (nz, nx))[0]
-
+        labels = (cls, ids[parts])
+        gather = functools.partial(_gather, boxes, pos, labels, (y0, y1 - y0), (nz, nx))
+        del boxes  # the values go into the runs: boxes the cache let go are freed with gather
         solvent, draws = _solvent_draws(layout, y0, y1)
-        _fill(slab, y0, solvent, _while(draws, gather), clear=True)
+        runs = _while(draws, gather)[0]  # gathered while the solvent's planes are drawn
+        del gather
+        _fill(slab, y0, solvent, runs, clear=True)
         for i in hit:
             if not isinstance(layout.objects[i], _Particle):
                 _paint(slab, y0, layout.objects[i], int(ids[i]))
