@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import faket_dask.stages.sample.objects as sample_objects
+import faket_dask.stages.sample.render as sample_render
 from faket_dask.config import config_from_dict
 from faket_dask.stages.sample import BuildSpec, build_layout, render_slab
-from faket_dask.stages.sample.render import scatter_particles, solvent_rows
-from faket_dask.stages.sample.render_kernels import solvent_block
+from faket_dask.stages.sample.render import SlabMemory, scatter_particles, solvent_rows
+from faket_dask.stages.sample.render_kernels import fill_block, gather_runs, sort_runs
 from faket_dask.stages.sample.rotation import VoxelBox
 from faket_dask.stages.sample.spec import keyed_rng
 
@@ -83,26 +84,55 @@ def _scatter_numpy(shape, y0, y1, boxes, positions, labels):
 # ---------------------------------------------------------------- solvent
 
 
+def _no_runs(cells: int) -> tuple[np.ndarray, ...]:
+    return (
+        np.zeros((0, 6), np.int32),
+        np.zeros(cells + 1, np.int64),
+        np.zeros(0, np.float32),
+        np.zeros((0, 2), np.int64),
+    )
+
+
+def _solvent_kernel(lattices, y0, s, zs, out, band):
+    """The kernel's solvent for Z rows ``zs`` of ``out`` (no runs, masks untouched)."""
+    w = np.array([np.float32(r / s) for r in range(s)], dtype=np.float32)
+    none = np.zeros((0, 0, 0), np.uint8)
+    runs = _no_runs(out.shape[0] * -(-out.shape[1] // band))
+    solvent = (lattices, s, w, 0.0)
+    fill_block((*zs, False, band), solvent, y0, runs, out, none, none.astype(np.uint32))
+
+
+@pytest.mark.parametrize("band", [1, 3, 1000])  # rows of a Z written at a time
 @pytest.mark.parametrize(
     ("s", "nz", "nx", "y0", "y1"),
     [(1, 5, 7, 0, 4), (2, 9, 13, 3, 10), (3, 16, 31, 7, 8), (5, 11, 12, 1, 23), (4, 4, 4, 8, 17)],
 )
-def test_solvent_kernel_equals_numpy_byte_for_byte(s, nz, nx, y0, y1):
+def test_solvent_kernel_equals_numpy_byte_for_byte(s, nz, nx, y0, y1, band):
     rng = np.random.default_rng(s * 100 + nz)
     nzc, nxc = (nz - 1) // s + 2, (nx - 1) // s + 2
     planes = (y1 - 1) // s + 2 - y0 // s
     lattices = (rng.random((planes, nzc, nxc)) * 3.0).astype(np.float32)
     want = _rows_numpy(lattices, (nz, nx), y0, y1, s)
-    w = np.array([np.float32(r / s) for r in range(s)], dtype=np.float32)
-    got = np.empty_like(want)
-    solvent_block(lattices, y0, s, w, 0, got)
+    got = np.full_like(want, np.nan)
+    _solvent_kernel(lattices, y0, s, (0, nz), got, band)
     assert got.tobytes() == want.tobytes()
     # any split by Z ranges (the threads' work) writes the same bytes
     parts = np.full_like(want, np.nan)
     for z0, z1 in [(0, 1), (1, nz // 2), (nz // 2, nz)]:
         if z1 > z0:
-            solvent_block(lattices, y0, s, w, z0, parts[z0:z1])
+            _solvent_kernel(lattices, y0, s, (z0, z1), parts, band)
     assert parts.tobytes() == want.tobytes()
+
+
+def test_fill_block_writes_a_constant_solvent_and_clears_stale_masks():
+    """Reused memory holds an old slab: every density voxel and mask voxel is written."""
+    density = np.full((3, 4, 5), np.nan, np.float32)
+    classes = np.full(density.shape, 7, np.uint8)
+    instances = np.full(density.shape, 9, np.uint32)
+    solvent = (np.zeros((0, 1, 1), np.float32), 1, np.zeros(1, np.float32), 0.3)
+    fill_block((0, 3, True, 3), solvent, 0, _no_runs(6), density, classes, instances)
+    assert density.tobytes() == np.full(density.shape, np.float32(0.3)).tobytes()
+    assert not classes.any() and not instances.any()
 
 
 def _layout(shape=(20, 37, 29), occupancy=0.1, corr=30.0, **extra):
@@ -191,12 +221,83 @@ def test_scatter_of_many_particles_in_threads_equals_numpy(monkeypatch, threads)
         assert len(np.unique(want[2])) > 50 or y1 - y0 == 1
 
 
+def test_runs_hold_every_voxel_of_the_rows_once_sorted_by_z():
+    rng = np.random.default_rng(3)
+    boxes = [_random_box(rng, 4, 0.4) for _ in range(5)]
+    positions = np.array(
+        [(4 + 9 * (k % 2), y, 4 + 9 * (k // 2)) for k, y in enumerate([4, 9, 12, 5, 8])]
+    )
+    y0, rows, nz = 6, 5, 18
+    cap = sum(b.count for b in boxes)
+    vals = np.full(cap, np.nan, np.float32)
+    runs = np.zeros((cap, 6), np.int32)
+    count = np.zeros(2, np.int64)
+    for j, (box, pos) in enumerate(zip(boxes, positions, strict=True)):
+        gather_runs(box.zyx, box.values, np.array([*pos, j, y0, rows]), vals, runs, count)
+    band = 2  # cells of 2 rows of one Z
+    ordered, starts, values = sort_runs(runs[: count[1]], vals, (nz, 3, band))
+    cell = ordered[:, 0] * 3 + ordered[:, 1] // band
+    assert np.all(np.diff(cell) >= 0) and starts[-1] == len(ordered) == count[1]
+    assert np.all(runs[: count[1], 3] >= 1) and count[1] < count[0]  # runs of several voxels
+    got = {}
+    for r, (z, row, x, n, v, j) in enumerate(ordered):
+        assert starts[cell[r]] <= r < starts[cell[r] + 1]
+        for i in range(n):
+            assert (z, row + y0, x + i) not in got
+            got[(z, row + y0, x + i)] = (values[v + i], j)
+    want = {}
+    for j, (box, pos) in enumerate(zip(boxes, positions, strict=True)):
+        for (z, y, x), v in zip(box.zyx.astype(np.int64) + pos, box.values, strict=True):
+            if y0 <= y < y0 + rows:
+                want[(z, y, x)] = (v, j)
+    assert got == want and len(got) == count[0]
+
+
+# ---------------------------------------------------------------- slab memory
+
+
+def test_slab_memory_is_reused_only_once_every_array_and_view_is_gone():
+    import torch
+
+    memory = SlabMemory()
+    dtypes = [np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.uint32)]
+
+    def at(arrays):
+        return [x.ctypes.data for x in arrays]
+
+    a = memory.arrays((3, 4, 5), dtypes)
+    assert [x.dtype for x in a] == dtypes and all(x.flags.c_contiguous for x in a)
+    first = at(a)
+    view, tensor, kept = a[1][:, 1:], torch.from_numpy(a[0]), a[2]
+    del a
+    b = memory.arrays((3, 4, 5), dtypes)  # a's arrays are still held: new memory
+    second = at(b)
+    assert not set(first) & set(second)
+    del b
+    c = memory.arrays((3, 4, 5), dtypes)  # b's memory, free again
+    assert at(c) == second
+    del view, tensor
+    d = memory.arrays((3, 4, 5), dtypes)  # a's last array is still held, c's too
+    assert not set(at(d)) & set(first + second)
+    del kept, c
+    e = memory.arrays((2, 4, 5), dtypes)  # smaller: kept memory that is free (a's was let go)
+    assert at(e)[0] == second[0]
+    memory.clear()
+    assert not memory._slabs
+    d[0][...], e[0][...] = 1, 2  # what was handed out stays usable
+    assert d[0].sum() == 60 and e[0].sum() == 80
+
+
 # ---------------------------------------------------------------- whole renders
 
 
-def test_render_equals_the_numpy_renderer_with_a_small_box_cache(monkeypatch):
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_render_equals_the_numpy_renderer_with_a_small_box_cache(monkeypatch, threads):
     """Particles, membranes and beads, slabs of odd sizes, boxes re-rotated past the budget."""
+    monkeypatch.setenv("FAKET_DASK_SAMPLE_THREADS", threads)
     monkeypatch.setattr(sample_objects, "BOX_CACHE_BYTES", 20_000)
+    if threads == "2":  # bands of 3 rows at a time (as a wide volume's), not whole planes
+        monkeypatch.setattr(sample_render, "_band", lambda rows, nx: min(rows, 3))
     extra = {"membranes": {"vesicles": 1, "planar": 1}, "fiducials": {"count": 2}}
     layout = _layout(shape=(36, 64, 56), occupancy=0.15, corr=20.0, **extra)
     voxels = sum(p.voxels for p in layout.objects if isinstance(p, sample_objects._Particle))
@@ -219,6 +320,11 @@ def test_render_equals_the_numpy_renderer_with_a_small_box_cache(monkeypatch):
         parts = [render_slab(layout, y0, min(64, y0 + size)) for y0 in range(0, 64, size)]
         for j, want in enumerate(whole):
             assert np.concatenate([p[j] for p in parts], axis=1).tobytes() == want.tobytes()
+    for size in (7, 16):  # each slab dropped before the next: its memory is written again
+        for y0 in range(0, 64, size):
+            y1 = min(64, y0 + size)
+            for got, want in zip(render_slab(layout, y0, y1), whole, strict=True):
+                assert got.tobytes() == want[:, y0:y1].tobytes()
 
 
 def test_box_cache_evicts_demoted_boxes_first():
