@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from faket_dask.stages.sample._pool import map_threads
+from faket_dask.stages.sample._pool import threads as _threads
 from faket_dask.stages.sample.objects import _BoxCache, _Object, _Particle
 from faket_dask.stages.sample.render_kernels import (
     fill_block,
@@ -30,7 +32,7 @@ from faket_dask.stages.sample.render_kernels import (
     solvent_lattice,
     sort_runs,
 )
-from faket_dask.stages.sample.rotation import VoxelBox, _threads
+from faket_dask.stages.sample.rotation import VoxelBox
 from faket_dask.stages.sample.spec import keyed_rng
 from faket_dask.stages.templates import Template
 
@@ -144,12 +146,7 @@ def _fill(
     def block(zs: tuple[int, int, bool, int]) -> None:  # the kernel releases the GIL
         fill_block(zs, solvent, y0, runs, density, classes, instances)
 
-    if n == 1:
-        for zs in blocks:
-            block(zs)
-        return
-    with ThreadPoolExecutor(n) as pool:
-        list(pool.map(block, blocks))
+    map_threads(block, blocks)
 
 
 #: Slab memories kept for reuse: the slab being rendered and the one before it (in use).
