@@ -143,20 +143,3 @@ def test_the_layout_does_not_depend_on_the_thread_count(monkeypatch, sample):
         assert one[1]["jammed"]
     for threads in ("2", "3"):
         assert _layout_bytes(monkeypatch, threads, **sample) == one
-
-
-def test_a_released_grid_is_reused_cleared(monkeypatch):
-    """The next layout of a shape takes the last one's grid memory, cleared: the same table
-    as on a fresh grid, after a layout of another seed marked it."""
-    from faket_dask.stages.sample import placement
-
-    monkeypatch.setattr(placement, "_SPARE", [])
-    first = _layout_bytes(monkeypatch, "1", thickness=24, occupancy=0.2, particles=_SMALL)
-    (grid,) = placement._SPARE  # handed back, marked
-    assert grid.any()
-    occ = placement.OccupancyGrid((24, 64, 64))
-    assert occ.grid is grid and not grid.any()  # taken again, cleared
-    occ.release()
-    assert placement.OccupancyGrid((24, 64, 65)).grid is not grid  # another shape: fresh
-    again = _layout_bytes(monkeypatch, "1", thickness=24, occupancy=0.2, particles=_SMALL)
-    assert placement._SPARE[0] is grid and again == first

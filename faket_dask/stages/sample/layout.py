@@ -415,13 +415,11 @@ def build_layout(
     occ = OccupancyGrid(spec.shape)
     cache = _BoxCache()
     info: dict[str, Any] = {"builder": BUILDER_VERSION, "occupancy_grid_factor": occ.b}
-    try:
-        membranes = _draw_membranes(spec, rng, occ, membrane_id)
-        beads = _draw_beads(spec, rng, occ, fiducial_id)
-        rotate = functools.partial(rotate_items, device=device)
-        parts = draw_particles(spec, rng, occ, (classes, templates), cache, info, rotate, device)
-    finally:
-        occ.release()  # its memory, for the next sample's grid
+    membranes = _draw_membranes(spec, rng, occ, membrane_id)
+    beads = _draw_beads(spec, rng, occ, fiducial_id)
+    rotate = functools.partial(rotate_items, device=device)
+    parts = draw_particles(spec, rng, occ, (classes, templates), cache, info, rotate, device)
+    del occ
     objects: list[_Object] = [*parts, *membranes, *beads]
     ps = spec.pixel_spacing
     table = _object_table(objects, class_ids, ps)

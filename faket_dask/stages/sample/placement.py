@@ -26,7 +26,6 @@ cell past the volume on every axis.
 from __future__ import annotations
 
 import itertools
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,26 +60,6 @@ def _flat(cells: np.ndarray, strides: np.ndarray) -> np.ndarray:
     return out
 
 
-#: The last released grid: a worker's next sample of the same shape reuses its memory.
-_SPARE: list[np.ndarray] = []
-_SPARE_LOCK = threading.Lock()
-
-
-def _zeroed(shape: tuple[int, ...]) -> np.ndarray:
-    """A zeroed bool grid, the released one when its shape matches.
-
-    A fresh grid's pages are zeroed by the kernel on first write (0.1-0.7 s for 270 MB
-    here, huge pages compacted first at times); clearing resident memory takes a few tens
-    of milliseconds. At most one grid is kept (``OCCUPANCY_GRID_BYTES`` at most).
-    """
-    with _SPARE_LOCK:
-        grid = _SPARE.pop() if _SPARE and _SPARE[0].shape == shape else None
-    if grid is None:
-        return np.zeros(shape, dtype=bool)
-    grid.fill(False)
-    return grid
-
-
 class OccupancyGrid:
     """Voxels (or ``b^3`` blocks of voxels) already taken, with one spare cell per high face.
 
@@ -101,16 +80,9 @@ class OccupancyGrid:
             b += 1
         self.b = b
         cells = -(-self.shape // b) + 1
-        self.grid = _zeroed(tuple(int(v) for v in cells))
+        self.grid = np.zeros(tuple(int(v) for v in cells), dtype=bool)
         self.strides = np.array([cells[1] * cells[2], cells[2], 1], dtype=np.int64)
         self.flat = self.grid.reshape(-1)
-
-    def release(self) -> None:
-        """Hand the grid's memory back for the process's next grid of its shape (unusable after)."""
-        grid = self.grid
-        del self.grid, self.flat
-        with _SPARE_LOCK:
-            _SPARE[:] = [grid]
 
     def _coarse(self, lo: np.ndarray, mask: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
         """The grid slices and cell mask of a voxel mask placed at ``lo`` (z, y, x)."""
