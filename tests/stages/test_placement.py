@@ -121,8 +121,8 @@ _SMALL = [
 @pytest.mark.parametrize(
     "sample",
     [
-        {"thickness": 32, "occupancy": 0.12, "particles": _SMALL},  # blocks rotated ahead
-        {"thickness": 16, "occupancy": 0.55, "particles": _SMALL},  # jammed: queued parts dropped
+        {"thickness": 32, "occupancy": 0.12, "particles": _SMALL},  # several blocks
+        {"thickness": 16, "occupancy": 0.55, "particles": _SMALL},  # jammed
         {  # counted classes in several blocks, then a fill
             "thickness": 32,
             "occupancy": 0.1,
@@ -131,8 +131,8 @@ _SMALL = [
     ],
 )
 def test_the_layout_does_not_depend_on_the_thread_count(monkeypatch, sample):
-    """Parts rotated ahead in a worker thread (and candidates tested in threads) place the
-    particles a single thread places, blocks and jams included."""
+    """Rotations and candidate tests in threads place the particles a single thread
+    places, blocks and jams included."""
     from faket_dask.stages.sample import sequence
 
     monkeypatch.setattr(sequence, "BLOCK", 24)  # many blocks in a small volume
