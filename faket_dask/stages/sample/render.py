@@ -32,15 +32,12 @@ from faket_dask.stages.sample.render_kernels import (
     solvent_lattice,
     sort_runs,
 )
-from faket_dask.stages.sample.rotation import VoxelBox
+from faket_dask.stages.sample.rotation import Rotate, VoxelBox
 from faket_dask.stages.sample.spec import keyed_rng
-from faket_dask.stages.templates import Template
 
 if TYPE_CHECKING:
     from faket_dask.stages.sample.layout import SampleLayout
 
-#: Rotates ``(template, quaternion)`` pairs into voxel lists (the layout's rotation).
-Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[VoxelBox]]
 
 _T = TypeVar("_T")
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ from faket_dask.stages.templates import RotatedBox, Template, rotated_box_densit
 
 __all__ = [
     "CHUNK_SAMPLES",
+    "Rotate",
     "VoxelBox",
     "rotate_batch",
     "rotate_items",
@@ -133,6 +135,11 @@ class VoxelBox:
     def density(self) -> np.ndarray:
         """The bounding box's density (float32, zero outside the mask; built on first use)."""
         return self._dense[1]
+
+
+#: Rotates ``(template, quaternion)`` pairs into voxel lists (:func:`rotate_items`, bound to
+#: a device): what the layout's placement and rendering call.
+Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[VoxelBox]]
 
 
 def voxel_box(box: RotatedBox) -> VoxelBox:

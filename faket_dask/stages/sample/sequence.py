@@ -29,15 +29,13 @@ from faket_dask.stages.sample.placement import (
     footprint,
     place_sequence,
 )
-from faket_dask.stages.sample.rotation import VoxelBox
+from faket_dask.stages.sample.rotation import Rotate, VoxelBox
 from faket_dask.stages.sample.spec import BuildSpec, keyed_rng
 from faket_dask.stages.templates import Template
 
 if TYPE_CHECKING:
     import torch
 
-#: Rotates ``(template, quaternion)`` pairs into voxel lists (the layout's rotation).
-Rotate = Callable[[list[tuple[Template, np.ndarray]]], list[VoxelBox]]
 
 __all__ = ["BLOCK", "PART", "draw_particles"]
 
