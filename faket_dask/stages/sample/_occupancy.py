@@ -131,11 +131,12 @@ def _voxels_free(
 @kernel
 def _offset(cells: np.ndarray, t: int, strides: np.ndarray) -> np.int64:
     """The flat offset of cell ``cells[t]`` ``(z, y, x)``, computed where it is read."""
-    return (
+    off: np.int64 = (
         np.int64(cells[t, 0]) * strides[0]
         + np.int64(cells[t, 1]) * strides[1]
         + np.int64(cells[t, 2]) * strides[2]
     )
+    return off
 
 
 @kernel
