@@ -27,35 +27,6 @@ pytestmark = pytest.mark.timeout(120)
 # --------------------------------------------------------------- the NumPy reference
 
 
-def _ref_coarse(occ: OccupancyGrid, lo: np.ndarray, mask: np.ndarray) -> tuple:
-    """Builder 2's grid slices and cell mask of a voxel mask at ``lo``."""
-    b = occ.b
-    if b == 1:
-        return tuple(slice(int(a), int(a + s)) for a, s in zip(lo, mask.shape, strict=True)), mask
-    clo = lo // b
-    chi = (lo + np.array(mask.shape) - 1) // b + 1
-    before = lo - clo * b
-    padded = np.zeros(tuple(int(v) for v in (chi - clo) * b), dtype=bool)
-    padded[tuple(slice(int(a), int(a + s)) for a, s in zip(before, mask.shape, strict=True))] = mask
-    n = chi - clo
-    coarse = padded.reshape(int(n[0]), b, int(n[1]), b, int(n[2]), b).any(axis=(1, 3, 5))
-    return tuple(slice(int(a), int(c)) for a, c in zip(clo, chi, strict=True)), coarse
-
-
-def _ref_free(occ: OccupancyGrid, pieces: list) -> bool:
-    for lo, mask in pieces:
-        sl, m = _ref_coarse(occ, lo, mask)
-        if np.any(occ.grid[sl] & m):
-            return False
-    return True
-
-
-def _ref_mark(occ: OccupancyGrid, pieces: list) -> None:
-    for lo, mask in pieces:
-        sl, m = _ref_coarse(occ, lo, mask)
-        occ.grid[sl] |= m
-
-
 def _ref_place(occ, rng, pieces_at, low, high, probe, attempts):
     """Builder 2's ``_place``: each candidate's dense pieces, tested and marked."""
     tried = 0
@@ -69,8 +40,8 @@ def _ref_place(occ, rng, pieces_at, low, high, probe, attempts):
             pieces = pieces_at(pos)
             if not any(m.any() for _, m in pieces):
                 continue
-            if _ref_free(occ, pieces):
-                _ref_mark(occ, pieces)
+            if occ.free(pieces):
+                occ.mark(pieces)
                 return pos, pieces
     return None
 
@@ -210,11 +181,11 @@ def test_runs_free_and_mark_match_the_dense_test_and_mark(b, density):
         ref = OccupancyGrid(shape, 10**9 if b == 1 else occ.flat.size)
         ref.flat[:] = occ.flat
         free = occ.free_runs(runs)
-        assert free == _ref_free(ref, pieces)
+        assert free == ref.free(pieces)
         outcomes.add(free)
         if k % 2:  # mark over a taken grid as well as a free one
             occ.mark_runs(runs)
-            _ref_mark(ref, pieces)
+            ref.mark(pieces)
             np.testing.assert_array_equal(occ.flat, ref.flat)
     assert outcomes == {True, False}
 

@@ -103,7 +103,10 @@ class OccupancyGrid:
         return sl, np.asarray(coarse)
 
     def free(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> bool:
-        """Whether no voxel of the ``(lo, mask)`` pieces lies in a taken cell."""
+        """Whether no voxel of the ``(lo, mask)`` pieces lies in a taken cell.
+
+        Dense masks: the reference :meth:`free_runs` is tested against (layouts use runs).
+        """
         for lo, mask in pieces:
             sl, m = self._coarse(lo, mask)
             if np.any(self.grid[sl] & m):
@@ -111,7 +114,7 @@ class OccupancyGrid:
         return True
 
     def mark(self, pieces: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        """Take the cells of the ``(lo, mask)`` pieces."""
+        """Take the cells of the ``(lo, mask)`` pieces (dense: :meth:`mark_runs`'s reference)."""
         for lo, mask in pieces:
             sl, m = self._coarse(lo, mask)
             self.grid[sl] |= m
