@@ -257,11 +257,17 @@ def _trilinear(
 
 @kernel
 def _row_span(
-    m: np.ndarray, shift: np.ndarray, box: np.ndarray, iz: int, iy: int, reach: np.ndarray
+    row: tuple[float, float, float],
+    step: tuple[float, float, float],
+    box: np.ndarray,
+    iz: int,
+    iy: int,
+    reach: np.ndarray,
 ) -> tuple[int, int]:
     """The ``ix`` range of a box row whose coordinates can fall in a live cell.
 
-    ``box`` is the box's row of ``boxes`` (start, shape). ``reach`` ``(4, 2)``: rows 0-2, per
+    The row's template coordinate is ``row + ix * step`` (per template axis). ``box`` is the
+    box's row of ``boxes`` (start, shape). ``reach`` ``(4, 2)``: rows 0-2, per
     template axis, the lowest lower corner of a live cell and the highest plus one (every
     coordinate in a live cell lies between them); row 3, column 0: the distance from the
     reference point beyond which no coordinate is live (a rotation keeps distances:
@@ -275,13 +281,12 @@ def _row_span(
     half = np.sqrt(r2)
     low, high = max(0.0, -half - box[2]), min(box[5] - 1.0, half - box[2])
     for k in range(3):
-        c0 = iz * m[k, 0] + iy * m[k, 1] + shift[k]
-        step = m[k, 2]
-        if abs(step) < 1e-12:  # the row keeps this coordinate (to rounding)
+        c0, dk = row[k], step[k]
+        if abs(dk) < 1e-12:  # the row keeps this coordinate (to rounding)
             if c0 < reach[k, 0] - 1e-6 or c0 > reach[k, 1] + 1e-6:
                 return 0, 0
             continue
-        a, b = (reach[k, 0] - c0) / step, (reach[k, 1] - c0) / step
+        a, b = (reach[k, 0] - c0) / dk, (reach[k, 1] - c0) / dk
         low, high = max(low, min(a, b)), min(high, max(a, b))
     if high < low - 1.0:
         return 0, 0
@@ -313,15 +318,15 @@ def _interpolate_box(
     bounds[:3], bounds[3:] = 2**62, -(2**62)
     for iy in range(box[4]):
         for iz in range(box[3]):
-            first_x, end_x = 0, box[5]
-            if not zero_kept:  # skip the voxels that cannot reach a live cell (exact 0)
-                first_x, end_x = _row_span(m, shift, box, iz, iy, reach)
             rz = shift[0] + iz * m[0, 0]
             rz += iy * m[0, 1]
             ry = shift[1] + iz * m[1, 0]
             ry += iy * m[1, 1]
             rx = shift[2] + iz * m[2, 0]
             rx += iy * m[2, 1]
+            first_x, end_x = 0, box[5]
+            if not zero_kept:  # skip the voxels that cannot reach a live cell (exact 0)
+                first_x, end_x = _row_span((rz, ry, rx), (mz, my, mx), box, iz, iy, reach)
             kept = n
             ix = first_x
             while ix < end_x:
@@ -375,10 +380,11 @@ def _interpolate_boxes(
     Parameters
     ----------
     tpl
-        The template, flat: its ``(d h w,)`` float64 density (its float32 values, converted
-        once), ``(d h w,)`` bool live cells (the cell at this lower corner has a non-zero
-        corner), ``(4, 2)`` float64 reach (where live cells lie, :func:`_row_span`) and
-        ``(3,)`` int64 shape.
+        The template, flat and padded with a zero past each high face (:func:`_prepared`):
+        its ``((d + 1) (h + 1) (w + 1),)`` float64 density (its float32 values, converted
+        once) and bool live cells (the cell at this lower corner has a non-zero corner),
+        ``(4, 2)`` float64 reach (where live cells lie, :func:`_row_span`) and ``(3,)``
+        int64 unpadded shape ``(d, h, w)``.
     mats, shifts
         ``(N, 3, 3)`` output offset -> template offset and ``(N, 3)`` template coordinate of
         each box's first voxel.
