@@ -84,39 +84,25 @@ class _Sequence:
         self.grid = _orientation_boxes(spec, classes, templates, rotate) if grid else None
         self.fps: dict[tuple[int, int], Footprint] = {}
 
-    def draw(self, cis: list[int]) -> np.ndarray:
-        """The orientation draws of the next particles, of classes ``cis``, in order.
-
-        ``(n, 4)`` quaternions, or with an orientation grid ``(n,)`` indices into it.
-        """
-        if self.grid is None:
-            return random_quaternions(self.orient_rng, len(cis))
-        return self.orient_rng.integers(0, len(self.grid[0][0]), size=len(cis))
-
     def block(self, cis: list[int]) -> list[_Item]:
-        """The next particles, of classes ``cis``: orientation, rotated box, footprint each."""
-        return self.items(cis, self.draw(cis))
-
-    def items(self, cis: list[int], draws: np.ndarray) -> list[_Item]:
-        """Particles of classes ``cis`` with ``draws``: orientation, rotated box, footprint."""
+        """Particles of classes ``cis``: orientation, rotated box and footprint each."""
         if self.grid is None:
+            qs = random_quaternions(self.orient_rng, len(cis))
             boxes = self.rotate(
-                [
-                    (self.templates[self.classes[ci].name], q)
-                    for ci, q in zip(cis, draws, strict=True)
-                ]
+                [(self.templates[self.classes[ci].name], q) for ci, q in zip(cis, qs, strict=True)]
             )
             return [
                 (ci, q, box, footprint(box, self.occ))
-                for ci, q, box in zip(cis, draws, boxes, strict=True)
+                for ci, q, box in zip(cis, qs, boxes, strict=True)
             ]
+        picks = self.orient_rng.integers(0, len(self.grid[0][0]), size=len(cis))
         out = []
-        for ci, k in zip(cis, draws, strict=True):
-            qs, grid_boxes = self.grid[ci]
+        for ci, k in zip(cis, picks, strict=True):
+            qs, boxes = self.grid[ci]
             key = (ci, int(k))
             if key not in self.fps:
-                self.fps[key] = footprint(grid_boxes[int(k)], self.occ)
-            out.append((ci, qs[int(k)], grid_boxes[int(k)], self.fps[key]))
+                self.fps[key] = footprint(boxes[int(k)], self.occ)
+            out.append((ci, qs[int(k)], boxes[int(k)], self.fps[key]))
         return out
 
 
